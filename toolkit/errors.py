@@ -1,0 +1,77 @@
+"""The toolkit's exceptions: one root, one subclass per stage of the data flow.
+
+::
+
+    ToolkitError                     every error this toolkit raises on purpose
+    ├── DataError                    a dataset file is missing, truncated or malformed
+    ├── CheckpointError              a checkpoint is missing, corrupt or inconsistent
+    ├── TrainError                   training cannot proceed (bad hyper-parameters, no data)
+    ├── ExportError                  a model cannot be exported, or its export disagrees with PyTorch
+    ├── RepositoryError              a Triton model repository or config is invalid
+    ├── ServingError                 a Triton server cannot start or be reached
+    │   └── PortInUseError           a port the server needs is already taken
+    └── InferenceError               a request is malformed (shape, dtype) or the server rejected it
+
+The CLI prints ``str(error)`` as one line (plus ``error.hint`` when set) and exits 1;
+set ``TRITONREC_DEBUG=1`` to see the traceback. Errors raised by the libraries
+underneath (torch, onnx, tritonclient) are chained as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ToolkitError",
+    "DataError",
+    "CheckpointError",
+    "TrainError",
+    "ExportError",
+    "RepositoryError",
+    "ServingError",
+    "PortInUseError",
+    "InferenceError",
+]
+
+
+class ToolkitError(Exception):
+    """Root of every error the toolkit raises on purpose.
+
+    Args:
+        message: one line that names the file, field or value and what was expected.
+        hint: optional next step for the user ("re-run `make data`").
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class DataError(ToolkitError):
+    """A dataset file is missing, truncated or malformed."""
+
+
+class CheckpointError(ToolkitError):
+    """A checkpoint directory is missing files, corrupt, or its parts disagree."""
+
+
+class TrainError(ToolkitError):
+    """Training cannot proceed with the given data or hyper-parameters."""
+
+
+class ExportError(ToolkitError):
+    """A model cannot be exported, or the exported model disagrees with PyTorch."""
+
+
+class RepositoryError(ToolkitError):
+    """A Triton model repository or one of its ``config.pbtxt`` files is invalid."""
+
+
+class ServingError(ToolkitError):
+    """A Triton server cannot be found, started or reached."""
+
+
+class PortInUseError(ServingError):
+    """A port the Triton server needs is already bound by another process."""
+
+
+class InferenceError(ToolkitError):
+    """An inference request is malformed (tensor shape or dtype) or the server rejected it."""
