@@ -1,0 +1,24 @@
+"""Training: the DLRM training loop, metrics (AUC, log loss), baselines, checkpoints."""
+
+from toolkit.train.baselines import BaselineResult, item_popularity, logistic_regression
+from toolkit.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from toolkit.train.loop import EpochStats, TrainConfig, TrainResult, dlrm_config_for, predict, train_dlrm
+from toolkit.train.metrics import auc, evaluate, log_loss
+
+__all__ = [
+    "BaselineResult",
+    "Checkpoint",
+    "EpochStats",
+    "TrainConfig",
+    "TrainResult",
+    "auc",
+    "dlrm_config_for",
+    "evaluate",
+    "item_popularity",
+    "load_checkpoint",
+    "log_loss",
+    "logistic_regression",
+    "predict",
+    "save_checkpoint",
+    "train_dlrm",
+]

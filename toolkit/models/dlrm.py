@@ -1,0 +1,157 @@
+"""DLRM (Naumov et al., "Deep Learning Recommendation Model for Personalization and
+Recommendation Systems", arXiv:1906.00091, 2019), written to export to ONNX and TensorRT.
+
+This file imports only torch and the standard library: the Triton repository builder
+copies it next to the PyTorch baseline's ``model.py`` so that a served model folder
+is self-contained.
+
+Export-friendly choices:
+
+* Multi-valued features are padded id tensors with a masked sum over
+  ``nn.Embedding`` lookups, not ``nn.EmbeddingBag`` (TensorRT has no EmbeddingBag).
+* The pairwise-interaction indices are a precomputed buffer used with
+  ``index_select``, not ``torch.tril_indices`` at run time (the TorchScript ONNX
+  exporter fails on ``tril_indices``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+__all__ = ["DLRMConfig", "DLRM"]
+
+CONFIG_FORMAT_VERSION = 1
+
+
+@dataclass
+class DLRMConfig:
+    """Hyper-parameters of a :class:`DLRM`.
+
+    Attributes:
+        num_dense: D, the number of dense features.
+        sparse_cardinalities: table sizes of the S single-valued categorical features.
+        multi_hot_cardinalities: table sizes of the M multi-valued categorical features
+            (one padded id tensor each; id ``padding_id`` is masked out).
+        multi_hot_lengths: padded length L_m of each multi-valued feature.
+        embedding_dim: E, the width of every embedding and of the bottom MLP's output.
+        bottom_mlp: hidden widths of the bottom MLP (its output layer has width E).
+        top_mlp: hidden widths of the top MLP (its output layer has width 1).
+        dropout: dropout probability after each top-MLP hidden layer (training only).
+        padding_id: the id that marks padding in multi-valued features.
+    """
+
+    num_dense: int
+    sparse_cardinalities: list[int]
+    multi_hot_cardinalities: list[int] = field(default_factory=list)
+    multi_hot_lengths: list[int] = field(default_factory=list)
+    embedding_dim: int = 16
+    bottom_mlp: list[int] = field(default_factory=lambda: [64])
+    top_mlp: list[int] = field(default_factory=lambda: [64, 32])
+    dropout: float = 0.0
+    padding_id: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_dense < 1:
+            raise ValueError(f"num_dense must be >= 1, got {self.num_dense}")
+        if not self.sparse_cardinalities:
+            raise ValueError("sparse_cardinalities must name at least one table")
+        if len(self.multi_hot_cardinalities) != len(self.multi_hot_lengths):
+            raise ValueError(
+                f"multi_hot_cardinalities has {len(self.multi_hot_cardinalities)} tables but "
+                f"multi_hot_lengths has {len(self.multi_hot_lengths)} lengths"
+            )
+        for name in ("sparse_cardinalities", "multi_hot_cardinalities", "multi_hot_lengths", "bottom_mlp", "top_mlp"):
+            bad = [v for v in getattr(self, name) if not isinstance(v, int) or v < 1]
+            if bad:
+                raise ValueError(f"{name} must hold positive integers, got {bad}")
+        if self.embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be >= 1, got {self.embedding_dim}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        """JSON-safe form with a format version (saved as ``model_config.json``)."""
+        return {"format_version": CONFIG_FORMAT_VERSION, "architecture": "dlrm", **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DLRMConfig:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ValueError: unknown format version or architecture, missing or invalid fields.
+        """
+        d = dict(d)
+        version = d.pop("format_version", None)
+        arch = d.pop("architecture", None)
+        if version != CONFIG_FORMAT_VERSION or arch != "dlrm":
+            raise ValueError(f"expected a dlrm config of format_version {CONFIG_FORMAT_VERSION}, got {arch!r} v{version!r}")
+        return cls(**d)
+
+
+def _mlp(widths: list[int], *, last_activation: bool, dropout: float = 0.0) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        layers.append(nn.Linear(w_in, w_out))
+        last = i == len(widths) - 2
+        if not last or last_activation:
+            layers.append(nn.ReLU())
+            if dropout > 0 and not last:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class DLRM(nn.Module):
+    """DLRM with dot-product interaction, returning click/like probabilities.
+
+    Inputs (B is the batch size, D the dense features, S the single-valued sparse
+    features, L the padded length of the multi-valued feature):
+
+    * ``dense_features``: (B, D) float32, standardized dense features.
+    * ``sparse_ids``: (B, S) int64, column s indexes table s (``0 <= id < sparse_cardinalities[s]``).
+    * ``multi_hot_ids``: (B, sum(L_m)) int64, the multi-valued features' padded ids side by side
+      (``padding_id`` marks padding; its embedding is masked out of the sum).
+
+    Output: (B, 1) float32 probabilities in (0, 1).
+
+    Layout: bottom MLP D → ... → E (ReLU); S + M embedding lookups of width E; the
+    F = 1 + S + M vectors' pairwise dot products (F·(F−1)/2 values, strictly lower
+    triangle) concatenated with the bottom MLP's output; top MLP → 1; sigmoid.
+    """
+
+    def __init__(self, config: DLRMConfig) -> None:
+        super().__init__()
+        self.config = config
+        e = config.embedding_dim
+        self.bottom_mlp = _mlp([config.num_dense, *config.bottom_mlp, e], last_activation=True)
+        self.sparse_embeddings = nn.ModuleList(nn.Embedding(n, e) for n in config.sparse_cardinalities)
+        self.multi_hot_embeddings = nn.ModuleList(nn.Embedding(n, e) for n in config.multi_hot_cardinalities)
+        n_vectors = 1 + len(config.sparse_cardinalities) + len(config.multi_hot_cardinalities)
+        rows, cols = torch.tril_indices(n_vectors, n_vectors, offset=-1)
+        self.register_buffer("interaction_index", rows * n_vectors + cols, persistent=False)
+        n_interactions = n_vectors * (n_vectors - 1) // 2
+        self.top_mlp = _mlp([e + n_interactions, *config.top_mlp, 1], last_activation=False, dropout=config.dropout)
+        for emb in (*self.sparse_embeddings, *self.multi_hot_embeddings):
+            nn.init.normal_(emb.weight, std=0.01)
+
+    def forward(self, dense_features: torch.Tensor, sparse_ids: torch.Tensor, multi_hot_ids: torch.Tensor) -> torch.Tensor:
+        """See the class docstring for shapes and dtypes."""
+        return torch.sigmoid(self.logits(dense_features, sparse_ids, multi_hot_ids))
+
+    def logits(self, dense_features: torch.Tensor, sparse_ids: torch.Tensor, multi_hot_ids: torch.Tensor) -> torch.Tensor:
+        """(B, 1) float32 logits (the pre-sigmoid scores used by the training loss)."""
+        x = self.bottom_mlp(dense_features)
+        vectors = [x]
+        vectors.extend(emb(sparse_ids[:, s]) for s, emb in enumerate(self.sparse_embeddings))
+        start = 0
+        for length, emb in zip(self.config.multi_hot_lengths, self.multi_hot_embeddings, strict=True):
+            ids = multi_hot_ids[:, start : start + length]
+            mask = (ids != self.config.padding_id).unsqueeze(-1).to(x.dtype)
+            vectors.append((emb(ids) * mask).sum(dim=1))
+            start += length
+        t = torch.stack(vectors, dim=1)  # (B, F, E)
+        dots = torch.bmm(t, t.transpose(1, 2)).flatten(1)  # (B, F*F)
+        interactions = torch.index_select(dots, 1, self.interaction_index)
+        return self.top_mlp(torch.cat([x, interactions], dim=1))

@@ -1,0 +1,99 @@
+"""Checkpoints: a folder with the state dict, the model config, the vocabularies and metrics.
+
+::
+
+    checkpoint/
+      model.pt            state dict (torch.save), loaded with weights_only=True
+      model_config.json   DLRMConfig.to_dict()
+      vocabularies.json   FeatureEncoder.to_dict(): what turns raw features into ids
+      metrics.json        offline test metrics, baselines, training history
+
+Written atomically (:func:`toolkit._io.atomic_directory`): a failed save keeps the old folder.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from toolkit._io import atomic_directory
+from toolkit.data.features import FeatureEncoder
+from toolkit.errors import CheckpointError, DataError
+from toolkit.models.dlrm import DLRM, DLRMConfig
+
+__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "CHECKPOINT_FILES"]
+
+CHECKPOINT_FILES = ("model.pt", "model_config.json", "vocabularies.json", "metrics.json")
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model in eval mode, its config, its encoder and its metrics."""
+
+    model: DLRM
+    config: DLRMConfig
+    encoder: FeatureEncoder
+    metrics: dict = field(default_factory=dict)
+    path: Path | None = None
+
+
+def save_checkpoint(path: Path, model: DLRM, encoder: FeatureEncoder, metrics: dict) -> Path:
+    """Write ``model``, its config, ``encoder`` and ``metrics`` to the folder ``path`` atomically."""
+    path = Path(path)
+    with atomic_directory(path) as tmp:
+        torch.save(model.state_dict(), tmp / "model.pt")
+        (tmp / "model_config.json").write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
+        (tmp / "vocabularies.json").write_text(json.dumps(encoder.to_dict()) + "\n")
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return path
+
+
+def _read_json(file: Path) -> dict:
+    try:
+        return json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{file}: not valid JSON ({exc})") from exc
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Load a checkpoint folder written by :func:`save_checkpoint`.
+
+    Raises:
+        CheckpointError: the folder or one of its files is missing, a file is corrupt or
+            truncated, or the state dict does not fit the config (names the file and the problem).
+    """
+    path = Path(path)
+    hint = "re-run `tritonrec train` to write a fresh checkpoint"
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint folder {path} does not exist", hint=hint)
+    missing = [name for name in CHECKPOINT_FILES if not (path / name).is_file()]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}", hint=hint)
+    try:
+        config = DLRMConfig.from_dict(_read_json(path / "model_config.json"))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path / 'model_config.json'}: {exc}", hint=hint) from exc
+    try:
+        encoder = FeatureEncoder.from_dict(_read_json(path / "vocabularies.json"))
+    except DataError as exc:
+        raise CheckpointError(f"{path / 'vocabularies.json'}: {exc}", hint=hint) from exc
+    if encoder.cardinalities != [*config.sparse_cardinalities, *config.multi_hot_cardinalities]:
+        raise CheckpointError(
+            f"{path}: vocabularies.json table sizes {encoder.cardinalities} disagree with model_config.json", hint=hint
+        )
+    try:
+        state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"{path / 'model.pt'}: corrupt or truncated state dict ({exc})", hint=hint) from exc
+    model = DLRM(config)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{path / 'model.pt'}: does not fit model_config.json ({exc})", hint=hint) from exc
+    model.eval()
+    return Checkpoint(model, config, encoder, _read_json(path / "metrics.json"), path)
