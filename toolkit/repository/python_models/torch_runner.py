@@ -1,0 +1,46 @@
+"""Triton Python-backend model: a DLRM state dict run by PyTorch in FP32 eager mode.
+
+Copied by ``tritonrec build`` as ``<model>/1/model.py`` next to ``dlrm.py`` (the
+architecture), ``model.pt`` (state dict) and ``model_config.json``. Needs only torch
+and numpy in the Python-backend environment. Requests that Triton's dynamic batcher
+hands over together are concatenated and run as one batch.
+
+Model parameters (``config.pbtxt`` ``parameters``): ``intra_op_threads`` (torch threads, default 1).
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        sys.path.insert(0, str(version_dir))
+        from dlrm import DLRM, DLRMConfig  # noqa: PLC0415 (the copy next to this file)
+
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        torch.set_num_threads(int(params.get("intra_op_threads", "1")))
+        model_config = DLRMConfig.from_dict(json.loads((version_dir / "model_config.json").read_text()))
+        self.model = DLRM(model_config)
+        state = torch.load(version_dir / "model.pt", map_location="cpu", weights_only=True)
+        self.model.load_state_dict(state)
+        self.model.eval()
+        self.input_names = [t["name"] for t in config["input"]]
+        self.output_name = config["output"][0]["name"]
+
+    def execute(self, requests):
+        arrays = [[pb_utils.get_input_tensor_by_name(r, n).as_numpy() for n in self.input_names] for r in requests]
+        sizes = [a[0].shape[0] for a in arrays]
+        batch = [torch.from_numpy(np.concatenate([a[i] for a in arrays])) for i in range(len(self.input_names))]
+        with torch.inference_mode():
+            out = self.model(*batch).numpy()
+        responses = []
+        for chunk in np.split(out, np.cumsum(sizes)[:-1]):
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, np.ascontiguousarray(chunk))]))
+        return responses
