@@ -29,9 +29,10 @@ class Splits:
     seed: int
 
 
-def load_splits(data_dir: Path, *, seed: int = 42, zip_prefix_len: int = 3) -> Splits:
+def load_splits(data_dir: Path, *, seed: int = 42, zip_prefix_len: int = 3, encoder: FeatureEncoder | None = None) -> Splits:
     """Read MovieLens-100K from ``data_dir``, split it 80/10/10 at random with ``seed``,
-    fit the vocabularies on the training split and encode all three.
+    fit the vocabularies on the training split (or use ``encoder``, e.g. a checkpoint's)
+    and encode all three.
 
     Raises:
         DataError: see :func:`toolkit.data.movielens.load_movielens`.
@@ -39,7 +40,7 @@ def load_splits(data_dir: Path, *, seed: int = 42, zip_prefix_len: int = 3) -> S
     rows = raw_rows(load_movielens(Path(data_dir)), zip_prefix_len=zip_prefix_len)
     train_idx, val_idx, test_idx = random_split(len(rows), seed=seed)
     raw_train, raw_val, raw_test = rows.take(train_idx), rows.take(val_idx), rows.take(test_idx)
-    encoder = FeatureEncoder.fit(raw_train)
+    encoder = encoder or FeatureEncoder.fit(raw_train)
     return Splits(
         encoder,
         encoder.transform(raw_train),

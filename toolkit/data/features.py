@@ -229,5 +229,5 @@ class FeatureEncoder:
             if missing:
                 raise DataError(f"vocabularies: no vocabulary for {', '.join(missing)}")
             return cls(vocabularies, np.array(d["dense_mean"]), np.array(d["dense_std"]), int(d["max_genres"]))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DataError(f"vocabularies: malformed field ({exc!r})") from exc

@@ -1,0 +1,27 @@
+"""Start and stop a real Triton Inference Server, and call its models over HTTP or gRPC.
+
+::
+
+    from toolkit.serving import TritonServer, InferenceClient, free_ports
+
+    http_port, grpc_port, metrics_port = free_ports(3)
+    with TritonServer(repo, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port) as server:
+        with InferenceClient(server.grpc_url, protocol="grpc", model_name="dlrm") as client:
+            scores = client.infer_batched({"dense": dense, "sparse_ids": ids}, batch_size=256)
+"""
+
+from toolkit.serving.client import InferenceClient, LatencyStats, measure_latency, prepare_inputs
+from toolkit.serving.server import ModelState, TritonInstallation, TritonServer, find_tritonserver, free_port, free_ports
+
+__all__ = [
+    "TritonServer",
+    "TritonInstallation",
+    "ModelState",
+    "find_tritonserver",
+    "free_port",
+    "free_ports",
+    "InferenceClient",
+    "LatencyStats",
+    "prepare_inputs",
+    "measure_latency",
+]

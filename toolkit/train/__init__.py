@@ -3,13 +3,15 @@
 from toolkit.train.baselines import BaselineResult, item_popularity, logistic_regression
 from toolkit.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from toolkit.train.loop import EpochStats, TrainConfig, TrainResult, dlrm_config_for, predict, train_dlrm
-from toolkit.train.metrics import auc, evaluate, log_loss
+from toolkit.metrics import auc, evaluate, log_loss
+from toolkit.train.run import TrainReport, train_checkpoint
 
 __all__ = [
     "BaselineResult",
     "Checkpoint",
     "EpochStats",
     "TrainConfig",
+    "TrainReport",
     "TrainResult",
     "auc",
     "dlrm_config_for",
@@ -20,5 +22,6 @@ __all__ = [
     "logistic_regression",
     "predict",
     "save_checkpoint",
+    "train_checkpoint",
     "train_dlrm",
 ]

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 
 from toolkit.data.features import PAD_ID, EncodedRows
-from toolkit.train.metrics import auc, evaluate
+from toolkit.metrics import auc, evaluate
 
 __all__ = ["BaselineResult", "item_popularity", "logistic_regression"]
 

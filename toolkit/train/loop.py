@@ -13,7 +13,7 @@ import torch
 from toolkit.data.features import EncodedRows, FeatureEncoder
 from toolkit.errors import TrainError
 from toolkit.models.dlrm import DLRM, DLRMConfig
-from toolkit.train.metrics import evaluate
+from toolkit.metrics import evaluate
 
 __all__ = ["TrainConfig", "EpochStats", "TrainResult", "dlrm_config_for", "predict", "train_dlrm"]
 

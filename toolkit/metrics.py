@@ -1,4 +1,7 @@
-"""Ranking-quality metrics for binary CTR-style labels (scikit-learn's implementations)."""
+"""Ranking-quality metrics for binary CTR-style labels (scikit-learn's implementations).
+
+Torch-free on purpose: serving, perf and autoscale use them without importing torch.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,43 @@
+"""Options and helpers shared by the command modules (defined once, used everywhere)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+console = Console()
+
+DEFAULT_DATA_DIR = Path(".cache/ml-100k")
+DEFAULT_CHECKPOINT = Path("artifacts/checkpoint")
+DEFAULT_ONNX = Path("artifacts/onnx/model.onnx")
+DEFAULT_REPOSITORY = Path("model_repository")
+
+DataDir = Annotated[
+    Path,
+    typer.Option(
+        "--data-dir",
+        help="MovieLens-100K folder: RecBole atomic files (ml-100k.inter/.user/.item) or GroupLens' u.data/u.user/u.item.",
+    ),
+]
+CheckpointDir = Annotated[
+    Path, typer.Option("--checkpoint", help="Checkpoint folder (model.pt, model_config.json, vocabularies.json, metrics.json).")
+]
+OnnxPath = Annotated[Path, typer.Option("--onnx", help="ONNX model file (its .data file lies next to it).")]
+RepositoryDir = Annotated[Path, typer.Option("--repository", help="Triton model repository folder.")]
+
+
+def progress() -> Progress:
+    """A rich progress display with a bar, counts and elapsed time (use as a context manager)."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )

@@ -1,0 +1,45 @@
+"""The ``tritonrec`` command: one Typer app assembled from one module per command group.
+
+Known errors (:class:`toolkit.errors.ToolkitError`) print as one line plus a hint and
+exit with status 1; set ``TRITONREC_DEBUG=1`` to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from toolkit.cli import build, data, demo, export, infer, serve, train
+from toolkit.cli._common import console
+from toolkit.errors import ToolkitError
+
+app = typer.Typer(
+    name="tritonrec",
+    help="Train, export, build, serve and measure PyTorch recommenders on NVIDIA Triton Inference Server.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="markdown",
+)
+app.add_typer(data.app, name="data")
+app.command()(train.train)
+app.command()(export.export)
+app.command()(build.build)
+app.command()(serve.serve)
+app.command()(infer.infer)
+app.command()(demo.demo)
+
+
+def main() -> None:
+    """Console-script entry point (``tritonrec``; ``python -m toolkit`` does the same)."""
+    try:
+        app(standalone_mode=False)
+    except ToolkitError as exc:
+        if os.environ.get("TRITONREC_DEBUG"):
+            raise
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        if exc.hint:
+            console.print(f"[dim]hint:[/dim] {exc.hint}", highlight=False, soft_wrap=True)
+        sys.exit(1)

@@ -1,0 +1,133 @@
+"""``tritonrec demo``: the main job end to end on MovieLens-100K.
+
+data → train → export → build → serve → infer, ending in a table of every variant's
+offline AUC, served AUC (HTTP and gRPC) and single-row latency. Also written as
+``<workdir>/demo_report.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from toolkit._io import atomic_write_json, atomic_write_text
+from toolkit.cli._common import DEFAULT_DATA_DIR, DEFAULT_REPOSITORY, DataDir, RepositoryDir, console, progress
+from toolkit.cli.infer import AUC_TOLERANCE, measure_variant, offline_reference
+from toolkit.cli.train import report_table
+from toolkit.data import fetch_movielens
+from toolkit.export.checkpoint import export_checkpoint
+from toolkit.repository import BatchingOptions, build_repository
+from toolkit.serving import TritonServer, free_ports
+from toolkit.train import EpochStats, TrainConfig, train_checkpoint
+
+_COLUMNS = ("variant", "protocol", "offline AUC", "served AUC", "|ΔAUC|", "p50 ms", "p99 ms", "note")
+
+
+def _markdown(rows: list[dict], header: str) -> str:
+    lines = [header, "", "| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
+    lines += ["| " + " | ".join(str(r[c]) for c in _COLUMNS) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _not_loaded(reason: str) -> str:
+    """A short table note for a model the running server could not load (full reason in the JSON)."""
+    if "onnxruntime" in reason:
+        return "not loaded: needs the onnxruntime backend (stock Triton container)"
+    return "not loaded: " + (reason if len(reason) <= 60 else reason[:57] + "...")
+
+
+def demo(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    workdir: Annotated[Path, typer.Option(help="Where the checkpoint, ONNX file and report go.")] = Path("artifacts"),
+    repository: RepositoryDir = DEFAULT_REPOSITORY,
+    latency_requests: Annotated[int, typer.Option(help="Single-row requests timed per variant and protocol.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the split and of training.")] = 42,
+) -> None:
+    """Run the main job on MovieLens-100K: train a DLRM, export it, build a Triton repository,
+    serve it on a real Triton server and check the served answers over HTTP and gRPC."""
+    started = time.perf_counter()
+    checkpoint, onnx_path = workdir / "checkpoint", workdir / "onnx" / "model.onnx"
+
+    console.rule("[bold]1/5 data")
+    fetch_movielens(data_dir)
+    console.print(f"MovieLens-100K in {data_dir}")
+
+    console.rule("[bold]2/5 train")
+    with progress() as bar:
+        task = bar.add_task("training DLRM", total=None)
+
+        def on_epoch(stats: EpochStats) -> None:
+            bar.console.print(f"epoch {stats.epoch}: validation AUC {stats.val_auc:.4f} ({stats.seconds:.1f} s)")
+
+        report = train_checkpoint(
+            data_dir, checkpoint, TrainConfig(seed=seed), split_seed=seed, on_step=lambda d, t: bar.update(task, completed=d, total=t), on_epoch=on_epoch
+        )
+    console.print(report_table(report))
+
+    console.rule("[bold]3/5 export")
+    with console.status("exporting to ONNX and checking parity with PyTorch on the test split"):
+        parity = export_checkpoint(checkpoint, onnx_path, data_dir)
+    console.print(f"{onnx_path}: max |ONNX Runtime - PyTorch| = {parity.max_abs_diff:.1e} over {parity.n_rows:,} rows")
+
+    console.rule("[bold]4/5 build")
+    built = build_repository(repository, checkpoint=checkpoint, onnx_model=onnx_path, options=BatchingOptions())
+    console.print("built " + ", ".join(b.name for b in built) + f" in {repository}")
+
+    console.rule("[bold]5/5 serve and infer")
+    ref = offline_reference(checkpoint, data_dir)
+    http_port, grpc_port, metrics_port = free_ports(3)
+    rows: list[dict] = []
+    server = TritonServer(repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port)
+    with console.status("starting Triton and loading the models"):
+        server.start()
+    try:
+        states = {s.name: s for s in server.model_states()}
+        console.print(f"Triton serving on HTTP {server.http_url}, gRPC {server.grpc_url}")
+        for b in built:
+            state = states.get(b.name)
+            if state is None or state.state != "READY":
+                reason = state.reason if state else "not in the repository index"
+                rows.append({c: "-" for c in _COLUMNS} | {"variant": b.name, "offline AUC": f"{ref.auc:.5f}", "note": _not_loaded(reason), "reason": reason})
+                continue
+            for protocol, url in (("http", server.http_url), ("grpc", server.grpc_url)):
+                quality, latency = measure_variant(url, protocol, b.name, ref, batch_size=256, latency_requests=latency_requests)
+                delta = abs(quality.auc - ref.auc)
+                rows.append(
+                    {
+                        "variant": b.name,
+                        "protocol": protocol,
+                        "offline AUC": f"{ref.auc:.5f}",
+                        "served AUC": f"{quality.auc:.5f}",
+                        "|ΔAUC|": f"{delta:.0e}",
+                        "max |Δp|": quality.max_abs_diff,
+                        "p50 ms": f"{latency.p50_ms:.2f}" if latency else "-",
+                        "p99 ms": f"{latency.p99_ms:.2f}" if latency else "-",
+                        "note": "ok" if delta <= AUC_TOLERANCE else f"AUC differs by more than {AUC_TOLERANCE:g}",
+                    }
+                )
+    finally:
+        server.stop()
+
+    table = Table(title=f"Served vs offline on {len(ref.rows):,} test rows; latency of {latency_requests:,} single-row requests")
+    for column in _COLUMNS:
+        table.add_column(column, justify="left" if column in ("variant", "protocol", "note") else "right", overflow="fold")
+    for r in rows:
+        table.add_row(*(r[c] for c in _COLUMNS))
+    console.print(table)
+    elapsed = time.perf_counter() - started
+    summary = {
+        "elapsed_s": round(elapsed, 1),
+        "test_auc": report.test_auc,
+        "baselines": {b.name: b.test_auc for b in report.baselines},
+        "onnx_max_abs_diff": parity.max_abs_diff,
+        "rows": rows,
+    }
+    atomic_write_json(workdir / "demo_report.json", summary)
+    atomic_write_text(workdir / "demo_report.md", _markdown(rows, f"# tritonrec demo ({elapsed:.0f} s)"))
+    console.print(f"done in {elapsed:.0f} s; report in {workdir / 'demo_report.md'}")
+    if any(r["note"] != "ok" and not r["note"].startswith("not loaded") for r in rows):
+        raise typer.Exit(1)

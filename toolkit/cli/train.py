@@ -1,0 +1,60 @@
+"""``tritonrec train``: train a DLRM on MovieLens-100K and compare it with baselines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from toolkit.cli._common import DEFAULT_CHECKPOINT, DEFAULT_DATA_DIR, DataDir, console, progress
+from toolkit.train import EpochStats, TrainConfig, TrainReport, train_checkpoint
+
+
+def report_table(report: TrainReport) -> Table:
+    """Test AUC and log loss of the DLRM and its baselines."""
+    table = Table(title="Test split (random 80/10/10)")
+    for column in ("model", "test AUC", "test log loss"):
+        table.add_column(column, justify="right" if column != "model" else "left")
+    table.add_row("DLRM", f"{report.test_auc:.4f}", f"{report.test_log_loss:.4f}", style="bold")
+    for b in report.baselines:
+        table.add_row(f"{b.name} ({b.detail})", f"{b.test_auc:.4f}", f"{b.test_log_loss:.4f}")
+    return table
+
+
+def train(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    out: Annotated[Path, typer.Option(help="Checkpoint folder to write (replaced atomically).")] = DEFAULT_CHECKPOINT,
+    max_epochs: Annotated[int, typer.Option(help="Upper bound on epochs; early stopping usually ends sooner.")] = 20,
+    patience: Annotated[int, typer.Option(help="Epochs without a better validation AUC before stopping.")] = 2,
+    batch_size: Annotated[int, typer.Option(help="Rows per optimizer step.")] = 256,
+    learning_rate: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    embedding_dim: Annotated[int, typer.Option(help="Width of every embedding and of the bottom MLP output.")] = 16,
+    seed: Annotated[int, typer.Option(help="Seed of the 80/10/10 split and of training.")] = 42,
+    baselines: Annotated[bool, typer.Option(help="Also fit item-popularity and logistic-regression baselines.")] = True,
+) -> None:
+    """Train a DLRM (Naumov et al., 2019) on MovieLens-100K with early stopping on validation AUC.
+
+    Prints and saves (in the checkpoint's metrics.json) the test AUC and log loss of the
+    DLRM and of two baselines on the same split: item popularity and logistic regression.
+    """
+    config = TrainConfig(
+        max_epochs=max_epochs, patience=patience, batch_size=batch_size, learning_rate=learning_rate, embedding_dim=embedding_dim, seed=seed
+    )
+    with progress() as bar:
+        task = bar.add_task("epoch 1", total=None)
+
+        def on_step(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        def on_epoch(stats: EpochStats) -> None:
+            bar.console.print(f"epoch {stats.epoch}: train loss {stats.train_loss:.4f}, validation AUC {stats.val_auc:.4f} ({stats.seconds:.1f} s)")
+            bar.update(task, description=f"epoch {stats.epoch + 1}", completed=0)
+
+        report = train_checkpoint(data_dir, out, config, split_seed=seed, baselines=baselines, on_step=on_step, on_epoch=on_epoch)
+        bar.update(task, description=f"done (best epoch {report.result.best_epoch})")
+    console.print(report_table(report))
+    if baselines and not report.beats_baselines:
+        console.print("[yellow]warning: the DLRM does not beat every baseline on test AUC[/yellow]")
+    console.print(f"checkpoint written to [bold]{out}[/bold]")

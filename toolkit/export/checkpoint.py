@@ -1,0 +1,42 @@
+"""The ``export`` stage: a checkpoint in, an ONNX file checked against PyTorch out."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from toolkit._io import atomic_write_json
+from toolkit.data.dataset import load_splits
+from toolkit.export.onnx_info import copy_onnx_model
+from toolkit.export.parity import ParityReport, check_parity
+from toolkit.export.torch2onnx import export_onnx
+from toolkit.models.signature import DLRM_OUTPUT, dlrm_example_inputs
+from toolkit.train.checkpoint import load_checkpoint
+
+__all__ = ["export_checkpoint"]
+
+
+def export_checkpoint(checkpoint: Path, onnx_path: Path, data_dir: Path, *, atol: float = 1e-5) -> ParityReport:
+    """Export a checkpoint's DLRM to ONNX (dynamic batch) and accept it only if it matches PyTorch.
+
+    The model is exported into a temporary folder, run by ONNX Runtime on every row of
+    the checkpoint's test split (rebuilt from ``data_dir`` with the split seed recorded in
+    the checkpoint and encoded with its vocabularies) and compared with PyTorch. Only when
+    the maximum absolute difference of probabilities is <= ``atol`` is it copied to
+    ``onnx_path`` (with ``<name>.data``) and ``parity.json`` written next to it.
+
+    Raises:
+        CheckpointError, DataError: unreadable inputs. ExportError: the export failed or
+            the parity check failed (the previous ``onnx_path`` is left untouched).
+    """
+    ckpt = load_checkpoint(checkpoint)
+    seed = int(ckpt.metrics.get("split", {}).get("seed", 42))
+    test = load_splits(data_dir, seed=seed, encoder=ckpt.encoder).test
+    onnx_path = Path(onnx_path)
+    with tempfile.TemporaryDirectory(prefix="tritonrec-export-") as tmp:
+        staged = export_onnx(ckpt.model, dlrm_example_inputs(ckpt.config, 8), [DLRM_OUTPUT], Path(tmp) / onnx_path.name)
+        report = check_parity(ckpt.model, staged, test.inputs(), atol=atol)
+        copy_onnx_model(staged, onnx_path.parent, onnx_path.name)
+    atomic_write_json(onnx_path.parent / "parity.json", {"checkpoint": str(Path(checkpoint)), "split": "test", **asdict(report)})
+    return report

@@ -1,0 +1,238 @@
+"""Numerical parity between a PyTorch model and its ONNX export, run in ONNX Runtime on CPU.
+
+"Does the served model give the same answers as the trained one" is the first thing users
+judge: every export is checked on real rows before it goes into a repository.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from toolkit.errors import ExportError
+from toolkit.export.onnx_info import external_data_files, read_io_specs
+
+__all__ = ["ParityReport", "check_parity"]
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """Result of :func:`check_parity`.
+
+    Attributes:
+        max_abs_diff: largest ``|onnx - torch|`` over every compared output element
+            (in the outputs' own units, e.g. probability); ``inf`` where one side is NaN
+            and the other is not.
+        n_rows: number of input rows compared.
+        atol: the absolute tolerance the check used.
+        passed: ``max_abs_diff <= atol``.
+        worst_output: name of the output where ``max_abs_diff`` occurred.
+    """
+
+    max_abs_diff: float
+    n_rows: int
+    atol: float
+    passed: bool
+    worst_output: str = ""
+
+    def to_dict(self) -> dict:
+        """The report as a JSON-serializable dict."""
+        return asdict(self)
+
+
+def _to_numpy_outputs(result: object, model_name: str) -> list[np.ndarray]:
+    if isinstance(result, torch.Tensor):
+        result = (result,)
+    if not isinstance(result, (tuple, list)) or not all(isinstance(r, torch.Tensor) for r in result):
+        raise ExportError(
+            f"{model_name}.forward returned {type(result).__name__}, expected a tensor or a tuple of tensors",
+            hint="parity is checked output by output, in the order forward returns them",
+        )
+    return [r.detach().cpu().numpy() for r in result]
+
+
+def _abs_diff_max(got: np.ndarray, want: np.ndarray) -> float:
+    got64 = got.astype(np.float64, copy=False)
+    want64 = want.astype(np.float64, copy=False)
+    if got64.size == 0:
+        return 0.0
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(got64 - want64)
+    diff[got64 == want64] = 0.0  # equal infinities
+    nan_got, nan_want = np.isnan(got64), np.isnan(want64)
+    diff[nan_got & nan_want] = 0.0  # both NaN: agree
+    diff[nan_got ^ nan_want] = np.inf  # one NaN: disagree
+    return float(diff.max())
+
+
+def check_parity(
+    model: nn.Module,
+    onnx_path: Path,
+    inputs: Mapping[str, np.ndarray],
+    *,
+    output_name: str | None = None,
+    atol: float = 1e-5,
+    batch_size: int = 1024,
+    raise_on_failure: bool = True,
+) -> ParityReport:
+    """Run ``model`` (PyTorch) and ``onnx_path`` (ONNX Runtime, CPUExecutionProvider) on the same rows.
+
+    Rows are fed in batches of ``batch_size``; when the ONNX inputs have a fixed first
+    dimension (exported with ``dynamic_batch=False``) that size is used instead. The model
+    runs in eval mode under ``torch.no_grad()`` (its mode is restored afterwards) and is
+    given the inputs positionally, in the ONNX graph's input order.
+
+    Args:
+        model: the PyTorch model the file was exported from.
+        onnx_path: the ``.onnx`` file (its external data files next to it).
+        inputs: ``{ONNX input name: array}``, one entry per graph input, all with the same
+            number of rows ``N`` and the graph's dtypes, e.g. ``{"x": float32[N, 4],
+            "ids": int64[N, 3]}``.
+        output_name: compare only this output; ``None`` compares all outputs.
+        atol: absolute tolerance on ``|onnx - torch|``, in the output's units.
+        batch_size: rows per run (>= 1).
+        raise_on_failure: raise :class:`ExportError` when ``max_abs_diff > atol``; when False,
+            return the report with ``passed=False`` instead.
+
+    Returns:
+        A :class:`ParityReport` over all ``N`` rows.
+
+    Raises:
+        ExportError: inputs missing, unexpected, of the wrong dtype or of different row
+            counts; no rows; ``output_name`` not an output; the number or shapes of outputs
+            differ between PyTorch and ONNX; either runtime failed (chained); the difference
+            exceeds ``atol`` (with ``raise_on_failure``), naming the output, the max
+            difference and the tolerance.
+    """
+    onnx_path = Path(onnx_path)
+    if batch_size < 1:
+        raise ExportError(f"batch_size={batch_size} for the parity check must be >= 1", hint="e.g. batch_size=1024")
+    if not atol >= 0:
+        raise ExportError(f"atol={atol} for the parity check must be >= 0", hint="e.g. atol=1e-5")
+    in_specs, out_specs = read_io_specs(onnx_path)
+    external_data_files(onnx_path)  # clear error for missing weight files before ORT fails obscurely
+    expected = [s.name for s in in_specs]
+    missing = [n for n in expected if n not in inputs]
+    extra = [n for n in inputs if n not in expected]
+    if missing or extra:
+        raise ExportError(
+            f"parity inputs for {onnx_path.name} do not match its graph inputs {expected}: "
+            f"missing {missing}, unexpected {extra}",
+            hint="pass one array per ONNX input, keyed by the input's name",
+        )
+    arrays = {n: np.asarray(inputs[n]) for n in expected}
+    for spec in in_specs:
+        arr = arrays[spec.name]
+        if arr.dtype != spec.numpy_dtype:
+            raise ExportError(
+                f"parity input '{spec.name}' is {arr.dtype}, but {onnx_path.name} expects {spec.dtype}",
+                hint=f"convert it with .astype(np.{spec.dtype})",
+            )
+        if arr.ndim == 0:
+            raise ExportError(
+                f"parity input '{spec.name}' is a scalar; parity needs rows along the first dimension",
+                hint="pass arrays of shape [N, ...]",
+            )
+    rows = {n: int(a.shape[0]) for n, a in arrays.items()}
+    if len(set(rows.values())) != 1:
+        raise ExportError(
+            f"parity inputs for {onnx_path.name} have different row counts: {rows}",
+            hint="every input needs one row per sample",
+        )
+    n_rows = next(iter(rows.values()))
+    if n_rows == 0:
+        raise ExportError(f"parity inputs for {onnx_path.name} have 0 rows", hint="pass some real rows")
+
+    out_names = [s.name for s in out_specs]
+    if output_name is not None and output_name not in out_names:
+        raise ExportError(
+            f"output_name={output_name!r} is not an output of {onnx_path.name} (outputs: {out_names})",
+            hint="pass one of the model's output names, or None to compare all",
+        )
+    compared = [i for i, n in enumerate(out_names) if output_name is None or n == output_name]
+
+    fixed = {s.shape[0] for s in in_specs if s.shape and s.shape[0] is not None}
+    if fixed:
+        step = min(fixed)
+        if len(fixed) > 1 or n_rows % step:
+            raise ExportError(
+                f"{onnx_path.name} has a fixed batch dimension of {step} rows, but the parity check got "
+                f"{n_rows} rows, not a multiple of it",
+                hint=f"pass a multiple of {step} rows, or re-export with a dynamic batch dimension",
+            )
+    else:
+        step = batch_size
+
+    import onnxruntime as ort  # heavy import, only needed here
+
+    try:
+        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ExportError(
+            f"ONNX Runtime could not load {onnx_path}: {type(exc).__name__}: {str(exc)[:500]}",
+            hint="the file may be corrupt or use operators this ONNX Runtime lacks; re-export it",
+        ) from exc
+
+    model_name = type(model).__name__
+    worst = 0.0
+    worst_output = out_names[compared[0]] if compared else ""
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, n_rows, step):
+            feeds = {n: np.ascontiguousarray(a[start : start + step]) for n, a in arrays.items()}
+            try:
+                onnx_outs = session.run(out_names, feeds)
+            except Exception as exc:
+                raise ExportError(
+                    f"ONNX Runtime failed on rows {start}..{start + len(next(iter(feeds.values()))) - 1} of "
+                    f"{onnx_path.name}: {type(exc).__name__}: {str(exc)[:500]}",
+                    hint="check the input shapes against read_io_specs(onnx_path)",
+                ) from exc
+            with torch.no_grad():
+                try:
+                    torch_result = model(*(torch.from_numpy(np.array(feeds[n], copy=True)) for n in expected))
+                except Exception as exc:
+                    raise ExportError(
+                        f"{model_name}.forward failed on rows {start}.. of the parity inputs: "
+                        f"{type(exc).__name__}: {str(exc)[:500]}",
+                        hint="the parity inputs must be valid inputs of the PyTorch model",
+                    ) from exc
+            torch_outs = _to_numpy_outputs(torch_result, model_name)
+            if len(torch_outs) != len(onnx_outs):
+                raise ExportError(
+                    f"{model_name} returns {len(torch_outs)} output(s), but {onnx_path.name} has "
+                    f"{len(onnx_outs)} ({out_names})",
+                    hint="the ONNX file was exported from a different model; re-export it",
+                )
+            for i in compared:
+                got, want = onnx_outs[i], torch_outs[i]
+                if got.shape != want.shape:
+                    raise ExportError(
+                        f"output '{out_names[i]}' of {onnx_path.name} has shape {got.shape}, but PyTorch "
+                        f"gives {want.shape} for the same rows",
+                        hint="the ONNX file was exported from a different model; re-export it",
+                    )
+                diff = _abs_diff_max(got, want)
+                if diff > worst:
+                    worst, worst_output = diff, out_names[i]
+    finally:
+        model.train(was_training)
+
+    passed = bool(worst <= atol)
+    report = ParityReport(max_abs_diff=worst, n_rows=n_rows, atol=atol, passed=passed, worst_output=worst_output)
+    if not passed and raise_on_failure:
+        raise ExportError(
+            f"ONNX output '{worst_output}' of {onnx_path.name} differs from PyTorch by up to {worst:.3g} "
+            f"(max abs diff over {n_rows} rows), above the tolerance atol={atol:g}",
+            hint=(
+                "the ONNX file does not match this model: re-export it from this model; if the model is "
+                "numerically sensitive (float16, large logits), raise atol deliberately"
+            ),
+        )
+    return report
