@@ -88,7 +88,10 @@ class DLRMConfig:
         arch = d.pop("architecture", None)
         if version != CONFIG_FORMAT_VERSION or arch != "dlrm":
             raise ValueError(f"expected a dlrm config of format_version {CONFIG_FORMAT_VERSION}, got {arch!r} v{version!r}")
-        return cls(**d)
+        try:
+            return cls(**d)
+        except TypeError as exc:  # missing or unknown fields, values of the wrong type
+            raise ValueError(f"invalid dlrm config: {exc}") from exc
 
 
 def _mlp(widths: list[int], *, last_activation: bool, dropout: float = 0.0) -> nn.Sequential:

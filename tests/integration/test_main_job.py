@@ -1,0 +1,107 @@
+"""The main job end to end on real MovieLens-100K rows and a real Triton server.
+
+Trains a small DLRM, exports it, builds the repository, starts the bundled Triton on
+free loopback ports and checks that the served answers equal PyTorch's over HTTP and gRPC.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from toolkit.data import load_splits
+from toolkit.errors import InferenceError
+from toolkit.export.checkpoint import export_checkpoint
+from toolkit.metrics import auc
+from toolkit.repository import build_repository
+from toolkit.serving import InferenceClient, TritonServer, free_ports
+from toolkit.serving.quality import served_quality
+from toolkit.train import TrainConfig, load_checkpoint, predict, train_checkpoint
+
+pytestmark = pytest.mark.integration
+
+DATA_DIR = Path(__file__).resolve().parents[2] / ".cache" / "ml-100k"
+N_ROWS = 2000
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """Train (1 epoch on 20k rows), export and build; yields paths and the PyTorch reference."""
+    if not DATA_DIR.is_dir():
+        pytest.skip(f"MovieLens-100K not fetched into {DATA_DIR}; `make test` fetches it")
+    root = tmp_path_factory.mktemp("main_job")
+    checkpoint, onnx_path, repository = root / "checkpoint", root / "onnx" / "model.onnx", root / "model_repository"
+    train_checkpoint(DATA_DIR, checkpoint, TrainConfig(max_epochs=1, max_train_rows=20_000), baselines=False)
+    export_checkpoint(checkpoint, onnx_path, DATA_DIR)
+    build_repository(repository, checkpoint=checkpoint, onnx_model=onnx_path)
+    ckpt = load_checkpoint(checkpoint)
+    rows = load_splits(DATA_DIR, encoder=ckpt.encoder).test.take(slice(0, N_ROWS))
+    return {"root": root, "checkpoint": checkpoint, "repository": repository, "rows": rows, "reference": predict(ckpt.model, rows)}
+
+
+@pytest.fixture(scope="module")
+def server(pipeline):
+    http_port, grpc_port, metrics_port = free_ports(3)
+    with TritonServer(pipeline["repository"], http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port) as srv:
+        yield srv
+
+
+def test_bundled_server_loads_python_backend_variants_and_explains_onnxruntime(server):
+    states = {s.name: s for s in server.model_states()}
+    assert states["dlrm_pytorch"].state == "READY"
+    assert states["dlrm_onnx_python"].state == "READY"
+    # The wheel's server has no onnxruntime backend; the model must be reported, with the reason.
+    assert states["dlrm_onnx"].state == "UNAVAILABLE"
+    assert "onnxruntime" in states["dlrm_onnx"].reason
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+@pytest.mark.parametrize("model", ["dlrm_pytorch", "dlrm_onnx_python"])
+def test_served_probabilities_and_auc_equal_pytorch(server, pipeline, model, protocol):
+    url = server.http_url if protocol == "http" else server.grpc_url
+    rows, reference = pipeline["rows"], pipeline["reference"]
+    with InferenceClient(url, protocol=protocol, model_name=model) as client:
+        quality = served_quality(client, rows.inputs(), rows.labels, reference=reference, batch_size=97)
+    assert quality.n_rows == N_ROWS
+    assert quality.max_abs_diff <= 1e-5
+    assert abs(quality.auc - auc(rows.labels, reference)) <= 1e-4
+    assert quality.auc > 0.6  # a trained model, not noise
+
+
+def test_int32_ids_are_converted_losslessly_by_the_client(server, pipeline):
+    rows, reference = pipeline["rows"].take(slice(0, 64)), pipeline["reference"][:64]
+    inputs = rows.inputs() | {"sparse_ids": rows.sparse_ids.astype(np.int32), "multi_hot_ids": rows.genre_ids.astype(np.int32)}
+    with InferenceClient(server.grpc_url, protocol="grpc", model_name="dlrm_onnx_python") as client:
+        out = client.infer(inputs)["probability"].reshape(-1)
+    np.testing.assert_allclose(out, reference, atol=1e-5)
+
+
+def test_wrong_shape_request_is_refused_naming_the_tensor(server, pipeline):
+    rows = pipeline["rows"].take(slice(0, 4))
+    bad = rows.inputs() | {"sparse_ids": rows.sparse_ids[:, :5]}
+    with InferenceClient(server.http_url, protocol="http", model_name="dlrm_pytorch") as client:
+        with pytest.raises(InferenceError, match="sparse_ids"):
+            client.infer(bad)
+
+
+def test_cli_infer_reports_served_auc_equal_to_offline(server, pipeline):
+    done = subprocess.run(
+        [sys.executable, "-m", "toolkit", "infer", "--model", "dlrm_onnx_python", "--url", server.grpc_url, "--protocol", "grpc",
+         "--checkpoint", str(pipeline["checkpoint"]), "--data-dir", str(DATA_DIR), "--rows", "500", "--latency-requests", "20"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "served AUC" in done.stdout
+
+
+def test_cli_serve_refuses_a_port_in_use(pipeline, server):
+    done = subprocess.run(
+        [sys.executable, "-m", "toolkit", "serve", str(pipeline["repository"]), "--http-port", str(server.http_port)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 1
+    assert str(server.http_port) in done.stdout and "Traceback" not in done.stdout + done.stderr
