@@ -38,5 +38,11 @@ demo: data
 test: data
 	$(PY) -m pytest
 
+# Style, and the architecture: .importlinter keeps the stages in data-flow order.
+lint: install
+	$(VENV)/bin/ruff check toolkit tests
+	$(VENV)/bin/ruff format --check toolkit tests
+	$(VENV)/bin/lint-imports
+
 clean:
 	rm -rf artifacts model_repository/*/

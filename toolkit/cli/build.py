@@ -16,9 +16,7 @@ def build(
     onnx: OnnxPath = DEFAULT_ONNX,
     repository: RepositoryDir = DEFAULT_REPOSITORY,
     model_name: Annotated[str, typer.Option(help="Prefix of the model folders: <model-name>_<variant>.")] = "dlrm",
-    variant: Annotated[
-        list[str] | None, typer.Option(help=f"Variants to build (repeatable): {', '.join(VARIANTS)}. Default: all.")
-    ] = None,
+    variant: Annotated[list[str] | None, typer.Option(help=f"Variants to build (repeatable): {', '.join(VARIANTS)}. Default: all.")] = None,
     max_batch_size: Annotated[int, typer.Option(help="Triton max_batch_size; 0 turns batching off.")] = 256,
     dynamic_batching: Annotated[bool, typer.Option(help="Let Triton's dynamic batcher merge concurrent requests.")] = True,
     max_queue_delay_us: Annotated[int, typer.Option(help="dynamic_batching.max_queue_delay_microseconds.")] = 100,
@@ -36,7 +34,9 @@ def build(
         max_queue_delay_us=max_queue_delay_us,
         instance_count=instance_count,
     )
-    built = build_repository(repository, checkpoint=checkpoint, onnx_model=onnx, model_name=model_name, options=options, variants=variant or VARIANTS)
+    built = build_repository(
+        repository, checkpoint=checkpoint, onnx_model=onnx, model_name=model_name, options=options, variants=variant or VARIANTS
+    )
     table = Table(title=f"Triton model repository {repository}")
     for column in ("model", "runtime", "path"):
         table.add_column(column)

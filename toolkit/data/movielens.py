@@ -31,9 +31,25 @@ GROUPLENS_FILES = ("u.data", "u.user", "u.item")
 
 #: Genre flag order of GroupLens' ``u.item`` (from the data set's README / ``u.genre``).
 GROUPLENS_GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
-    "Romance", "Sci-Fi", "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 )
 
 _FIX_HINT = "re-run `make data` (or `tritonrec data fetch`) to obtain a fresh copy"
@@ -149,8 +165,7 @@ def _rows(file: Path, sep: str, n_fields: int, *, encoding: str = "utf-8", heade
         fields = line.split(sep)
         if len(fields) != n_fields:
             raise DataError(
-                f"{file}:{i + 1}: expected {n_fields} fields separated by {sep!r}, got {len(fields)} "
-                f"(is the file truncated?)",
+                f"{file}:{i + 1}: expected {n_fields} fields separated by {sep!r}, got {len(fields)} (is the file truncated?)",
                 hint=_FIX_HINT,
             )
         yield i + 1, fields
@@ -182,9 +197,7 @@ def _interactions(file: Path, sep: str, header: tuple[str, ...] | None):
 
 
 def _load_atomic(path: Path) -> MovieLens:
-    u, i, r, t = _interactions(
-        path / "ml-100k.inter", "\t", ("user_id:token", "item_id:token", "rating:float", "timestamp:float")
-    )
+    u, i, r, t = _interactions(path / "ml-100k.inter", "\t", ("user_id:token", "item_id:token", "rating:float", "timestamp:float"))
     users = {}
     file = path / "ml-100k.user"
     header = ("user_id:token", "age:token", "gender:token", "occupation:token", "zip_code:token")
@@ -234,7 +247,6 @@ def _check_references(path: Path, ml: MovieLens) -> None:
         if unknown:
             sample = ", ".join(unknown[:5])
             raise DataError(
-                f"{path}: {len(unknown)} rated {what} ids are missing from the {what} file (e.g. {sample}); "
-                f"is the {what} file truncated?",
+                f"{path}: {len(unknown)} rated {what} ids are missing from the {what} file (e.g. {sample}); is the {what} file truncated?",
                 hint=_FIX_HINT,
             )

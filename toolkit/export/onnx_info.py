@@ -54,15 +54,13 @@ def _dims(value_info: onnx.ValueInfoProto, role: str, onnx_path: Path) -> tuple[
     type_proto = value_info.type
     if type_proto.WhichOneof("value") != "tensor_type":
         raise ExportError(
-            f"{onnx_path.name} {role} '{value_info.name}' is a {type_proto.WhichOneof('value')}, "
-            "but only tensors can be served by Triton",
+            f"{onnx_path.name} {role} '{value_info.name}' is a {type_proto.WhichOneof('value')}, but only tensors can be served by Triton",
             hint="make the model take and return plain tensors",
         )
     tensor_type = type_proto.tensor_type
     if not tensor_type.HasField("shape"):
         raise ExportError(
-            f"{onnx_path.name} {role} '{value_info.name}' has no shape (unknown rank); "
-            "a Triton config needs every tensor's rank",
+            f"{onnx_path.name} {role} '{value_info.name}' has no shape (unknown rank); a Triton config needs every tensor's rank",
             hint="re-export the model with shape information (the dynamo exporter records it)",
         )
     dims: list[int | None] = []
@@ -115,10 +113,7 @@ def read_io_specs(onnx_path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
         for vi in model.graph.input
         if vi.name not in initializer_names
     ]
-    outputs = [
-        TensorSpec(vi.name, _dtype(vi, "output", onnx_path), _dims(vi, "output", onnx_path))
-        for vi in model.graph.output
-    ]
+    outputs = [TensorSpec(vi.name, _dtype(vi, "output", onnx_path), _dims(vi, "output", onnx_path)) for vi in model.graph.output]
     return inputs, outputs
 
 
@@ -240,21 +235,19 @@ def copy_onnx_model(src: Path, dst_dir: Path, filename: str = "model.onnx") -> P
     rel_data = [os.path.relpath(p, src.parent) for p in data_files]
     if filename in rel_data:
         raise ExportError(
-            f"cannot copy {src.name} to '{filename}': the model keeps its weights in an external data "
-            f"file of that same name",
+            f"cannot copy {src.name} to '{filename}': the model keeps its weights in an external data file of that same name",
             hint="choose another model file name",
         )
     try:
         with staging_dir(dst_dir, filename) as staging:
             shutil.copyfile(src, staging / filename)
-            for path, rel in zip(data_files, rel_data):
+            for path, rel in zip(data_files, rel_data, strict=True):
                 (staging / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, staging / rel)
             install_files(staging, [filename, *rel_data], dst_dir)
     except OSError as exc:
         raise ExportError(
-            f"copying ONNX model {src} (with {len(rel_data)} external data file(s)) to {dst_dir / filename} "
-            f"failed: {exc}",
+            f"copying ONNX model {src} (with {len(rel_data)} external data file(s)) to {dst_dir / filename} failed: {exc}",
             hint="check free disk space and permissions of the destination folder",
         ) from exc
     return dst_dir / filename
@@ -276,8 +269,7 @@ def _label_and_specs(
             inputs, outputs = list(items[0]), list(items[1])
         else:
             raise TypeError(
-                "check_batch_dimension expects an ONNX path, a sequence of TensorSpec, "
-                "or an (inputs, outputs) pair of TensorSpec sequences"
+                "check_batch_dimension expects an ONNX path, a sequence of TensorSpec, or an (inputs, outputs) pair of TensorSpec sequences"
             )
         label = model_name or "model"
     return label, [("input", s) for s in inputs] + [("output", s) for s in outputs]

@@ -121,8 +121,7 @@ def check_parity(
     extra = [n for n in inputs if n not in expected]
     if missing or extra:
         raise ExportError(
-            f"parity inputs for {onnx_path.name} do not match its graph inputs {expected}: "
-            f"missing {missing}, unexpected {extra}",
+            f"parity inputs for {onnx_path.name} do not match its graph inputs {expected}: missing {missing}, unexpected {extra}",
             hint="pass one array per ONNX input, keyed by the input's name",
         )
     arrays = {n: np.asarray(inputs[n]) for n in expected}
@@ -199,15 +198,13 @@ def check_parity(
                     torch_result = model(*(torch.from_numpy(np.array(feeds[n], copy=True)) for n in expected))
                 except Exception as exc:
                     raise ExportError(
-                        f"{model_name}.forward failed on rows {start}.. of the parity inputs: "
-                        f"{type(exc).__name__}: {str(exc)[:500]}",
+                        f"{model_name}.forward failed on rows {start}.. of the parity inputs: {type(exc).__name__}: {str(exc)[:500]}",
                         hint="the parity inputs must be valid inputs of the PyTorch model",
                     ) from exc
             torch_outs = _to_numpy_outputs(torch_result, model_name)
             if len(torch_outs) != len(onnx_outs):
                 raise ExportError(
-                    f"{model_name} returns {len(torch_outs)} output(s), but {onnx_path.name} has "
-                    f"{len(onnx_outs)} ({out_names})",
+                    f"{model_name} returns {len(torch_outs)} output(s), but {onnx_path.name} has {len(onnx_outs)} ({out_names})",
                     hint="the ONNX file was exported from a different model; re-export it",
                 )
             for i in compared:

@@ -82,7 +82,7 @@ def _quiet_exporter() -> Iterator[None]:
         try:
             yield
         finally:
-            for lg, level in zip(loggers, levels):
+            for lg, level in zip(loggers, levels, strict=True):
                 lg.setLevel(level)
 
 
@@ -164,21 +164,19 @@ def _prepare_inputs(
     dupes = sorted({n for n in names + outputs if (names + outputs).count(n) > 1})
     if dupes:
         raise ExportError(
-            f"tensor name(s) {', '.join(repr(d) for d in dupes)} used more than once among inputs "
-            f"{names} and outputs {outputs}",
+            f"tensor name(s) {', '.join(repr(d) for d in dupes)} used more than once among inputs {names} and outputs {outputs}",
             hint="ONNX needs every input and output name to be unique",
         )
     tensors = tuple(example_inputs[n].detach() for n in names)
     if not dynamic_batch:
         return names, tensors
-    for name, t in zip(names, tensors):
+    for name, t in zip(names, tensors, strict=True):
         if t.dim() == 0:
             raise ExportError(
-                f"example input '{name}' is a scalar, but dynamic_batch=True makes the first dimension "
-                "of every input the batch dimension",
+                f"example input '{name}' is a scalar, but dynamic_batch=True makes the first dimension of every input the batch dimension",
                 hint="give every input a leading batch dimension, or export with dynamic_batch=False",
             )
-    rows = {n: int(t.shape[0]) for n, t in zip(names, tensors)}
+    rows = {n: int(t.shape[0]) for n, t in zip(names, tensors, strict=True)}
     if len(set(rows.values())) > 1:
         listed = ", ".join(f"'{n}' ({r} rows)" for n, r in rows.items())
         raise ExportError(
@@ -202,9 +200,7 @@ def _prepare_inputs(
     return names, tensors
 
 
-def _check_exported(
-    tmp_path: Path, onnx_path: Path, input_names: list[str], output_names: list[str], dynamic_batch: bool
-) -> None:
+def _check_exported(tmp_path: Path, onnx_path: Path, input_names: list[str], output_names: list[str], dynamic_batch: bool) -> None:
     """Check the staged file has the promised names and batch dimension."""
     inputs, outputs = read_io_specs(tmp_path)
     if [s.name for s in inputs] != input_names:
@@ -338,8 +334,7 @@ def export_onnx(
             install_files(staging, [onnx_path.name, *data_rel], onnx_path.parent)
         except OSError as exc:
             raise ExportError(
-                f"moving the exported {onnx_path.name} (and {len(data_rel)} data file(s)) into {onnx_path.parent} "
-                f"failed: {exc}",
+                f"moving the exported {onnx_path.name} (and {len(data_rel)} data file(s)) into {onnx_path.parent} failed: {exc}",
                 hint="check permissions and free disk space of the destination folder",
             ) from exc
     log.info("exported %s to %s (+ %s)", type(model).__name__, onnx_path, ", ".join(data_rel) or "no external data")

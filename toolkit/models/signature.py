@@ -32,7 +32,10 @@ def dlrm_example_inputs(config: DLRMConfig, batch_size: int = 4, *, seed: int = 
     """Random in-range inputs of ``batch_size`` rows, by name (for export tracing and smoke tests)."""
     g = torch.Generator().manual_seed(seed)
     sparse = torch.stack([torch.randint(0, n, (batch_size,), generator=g) for n in config.sparse_cardinalities], dim=1)
-    multi = [torch.randint(0, n, (batch_size, length), generator=g) for n, length in zip(config.multi_hot_cardinalities, config.multi_hot_lengths, strict=True)]
+    multi = [
+        torch.randint(0, n, (batch_size, length), generator=g)
+        for n, length in zip(config.multi_hot_cardinalities, config.multi_hot_lengths, strict=True)
+    ]
     multi_hot = torch.cat(multi, dim=1) if multi else torch.zeros((batch_size, 1), dtype=torch.int64)
     return {
         "dense_features": torch.randn(batch_size, config.num_dense, generator=g),

@@ -63,8 +63,7 @@ def _check_onnx_matches(onnx_path: Path, inputs: Sequence[TensorSpec], outputs: 
         h = [(s.name, s.dtype, len(s.shape)) for s in have]
         if w != h:
             raise RepositoryError(
-                f"{onnx_path}: ONNX {kind} {[s.describe() for s in have]} do not match the checkpoint's "
-                f"{[s.describe() for s in want]}",
+                f"{onnx_path}: ONNX {kind} {[s.describe() for s in have]} do not match the checkpoint's {[s.describe() for s in want]}",
                 hint="export the ONNX file from this checkpoint with `tritonrec export`",
             )
 

@@ -154,7 +154,10 @@ class InferenceClient:
             self.close()
             raise ServingError(
                 f"cannot read {what} from the Triton server at {self.url} ({protocol}): {e}",
-                hint="check that the server runs, that the port matches the protocol, and the model name (see `tritonrec serve`'s model table)",
+                hint=(
+                    "check that the server runs, that the port matches the protocol, "
+                    "and the model name (see `tritonrec serve`'s model table)"
+                ),
             ) from e
         except BaseException:
             self.close()

@@ -97,12 +97,17 @@ def find_tritonserver() -> TritonInstallation:
     package = Path(next(iter(spec.submodule_search_locations)))
     dist = package / "tritonserver"
     if not (dist / "bin" / "tritonserver").is_file():
-        raise ServingError(f"the nvidia-pytriton package at {package} has no server binary {dist / 'bin' / 'tritonserver'}", hint=_INSTALL_HINT)
+        raise ServingError(
+            f"the nvidia-pytriton package at {package} has no server binary {dist / 'bin' / 'tritonserver'}", hint=_INSTALL_HINT
+        )
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = dist / "python_backend_stubs" / python / "triton_python_backend_stub"
     if not stub.is_file():
         available = sorted(p.name for p in (dist / "python_backend_stubs").iterdir())
-        raise ServingError(f"nvidia-pytriton has no Python-backend stub for Python {python} (it has {', '.join(available)})", hint="use one of those Python versions")
+        raise ServingError(
+            f"nvidia-pytriton has no Python-backend stub for Python {python} (it has {', '.join(available)})",
+            hint="use one of those Python versions",
+        )
 
     version = importlib.metadata.version("nvidia-pytriton")
     workdir = _prepare_workdir(dist, stub, _cache_root() / f"tritonserver-{version}-py{python}")
@@ -159,7 +164,11 @@ def _check_libraries(installation: TritonInstallation, binaries: Sequence[Path])
         out = subprocess.run([ldd, str(binary)], env=env, capture_output=True, text=True, check=False).stdout
         missing += [f"{line.split()[0]} (needed by {binary.name})" for line in out.splitlines() if "not found" in line]
     if missing:
-        hint = "on Debian/Ubuntu: `apt-get install libpython3.11` (or `make system-deps`)" if any("libpython" in m for m in missing) else _INSTALL_HINT
+        hint = (
+            "on Debian/Ubuntu: `apt-get install libpython3.11` (or `make system-deps`)"
+            if any("libpython" in m for m in missing)
+            else _INSTALL_HINT
+        )
         raise ServingError(f"the Triton server cannot run, shared libraries are missing: {', '.join(missing)}", hint=hint)
 
 
@@ -305,7 +314,10 @@ class TritonServer:
         if self.process is not None and self.process.poll() is None:
             raise ServingError(f"this Triton server is already running (pid {self.process.pid}, HTTP {self.http_url})")
         if not self.model_repository.is_dir():
-            raise ServingError(f"model repository {self.model_repository} is not a folder", hint="build one first, or pass the path of an existing repository")
+            raise ServingError(
+                f"model repository {self.model_repository} is not a folder",
+                hint="build one first, or pass the path of an existing repository",
+            )
         ports = {"--http-port": self.http_port, "--grpc-port": self.grpc_port, "--metrics-port": self.metrics_port}
         if len(set(ports.values())) < len(ports):
             raise ServingError(f"the HTTP, gRPC and metrics ports must differ, got {ports}", hint="pass three different ports")
@@ -365,7 +377,9 @@ class TritonServer:
             while time.monotonic() < deadline:
                 code = self.process.poll()
                 if code is not None:
-                    raise ServingError(f"tritonserver exited with code {code} during start-up; {self._log_excerpt()}", hint=f"full log: {self.log_path}")
+                    raise ServingError(
+                        f"tritonserver exited with code {code} during start-up; {self._log_excerpt()}", hint=f"full log: {self.log_path}"
+                    )
                 try:
                     if client.is_server_live():
                         index = client.get_model_repository_index()
@@ -416,7 +430,9 @@ class TritonServer:
             with contextlib.closing(httpclient.InferenceServerClient(self.http_url)) as client:
                 index = client.get_model_repository_index()
         except _UNREACHABLE as e:
-            raise ServingError(f"cannot read the model repository index from the Triton server at {self.http_url}: {e}", hint="is the server running?") from e
+            raise ServingError(
+                f"cannot read the model repository index from the Triton server at {self.http_url}: {e}", hint="is the server running?"
+            ) from e
         return [ModelState(m["name"], m.get("version", ""), m.get("state", ""), m.get("reason", "")) for m in index]
 
     def log_tail(self, lines: int = 30) -> str:

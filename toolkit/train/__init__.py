@@ -1,9 +1,9 @@
 """Training: the DLRM training loop, metrics (AUC, log loss), baselines, checkpoints."""
 
+from toolkit.metrics import auc, evaluate, log_loss
 from toolkit.train.baselines import BaselineResult, item_popularity, logistic_regression
 from toolkit.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from toolkit.train.loop import EpochStats, TrainConfig, TrainResult, dlrm_config_for, predict, train_dlrm
-from toolkit.metrics import auc, evaluate, log_loss
 from toolkit.train.run import TrainReport, train_checkpoint
 
 __all__ = [

@@ -83,9 +83,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
     except DataError as exc:
         raise CheckpointError(f"{path / 'vocabularies.json'}: {exc}", hint=hint) from exc
     if encoder.cardinalities != [*config.sparse_cardinalities, *config.multi_hot_cardinalities]:
-        raise CheckpointError(
-            f"{path}: vocabularies.json table sizes {encoder.cardinalities} disagree with model_config.json", hint=hint
-        )
+        raise CheckpointError(f"{path}: vocabularies.json table sizes {encoder.cardinalities} disagree with model_config.json", hint=hint)
     try:
         state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:

@@ -12,8 +12,8 @@ import torch
 
 from toolkit.data.features import EncodedRows, FeatureEncoder
 from toolkit.errors import TrainError
-from toolkit.models.dlrm import DLRM, DLRMConfig
 from toolkit.metrics import evaluate
+from toolkit.models.dlrm import DLRM, DLRMConfig
 
 __all__ = ["TrainConfig", "EpochStats", "TrainResult", "dlrm_config_for", "predict", "train_dlrm"]
 

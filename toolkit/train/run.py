@@ -60,7 +60,14 @@ def train_checkpoint(
         found.append(item_popularity(splits.train, splits.test))
         found.append(logistic_regression(splits.train, splits.val, splits.test, splits.encoder.cardinalities))
     metrics = {
-        "split": {"kind": "random", "fractions": [0.8, 0.1, 0.1], "seed": split_seed, "n_train": len(splits.train), "n_val": len(splits.val), "n_test": len(splits.test)},
+        "split": {
+            "kind": "random",
+            "fractions": [0.8, 0.1, 0.1],
+            "seed": split_seed,
+            "n_train": len(splits.train),
+            "n_val": len(splits.val),
+            "n_test": len(splits.test),
+        },
         "test": {"auc": test["auc"], "log_loss": test["log_loss"]},
         "baselines": [asdict(b) for b in found],
         "best_epoch": result.best_epoch,

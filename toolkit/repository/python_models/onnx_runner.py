@@ -37,6 +37,8 @@ class TritonPythonModel:
         splits = np.cumsum(sizes)[:-1]
         per_request = [np.split(o, splits) for o in outputs]
         return [
-            pb_utils.InferenceResponse([pb_utils.Tensor(n, np.ascontiguousarray(per_request[j][i])) for j, n in enumerate(self.output_names)])
+            pb_utils.InferenceResponse(
+                [pb_utils.Tensor(n, np.ascontiguousarray(per_request[j][i])) for j, n in enumerate(self.output_names)]
+            )
             for i in range(len(requests))
         ]
