@@ -90,9 +90,29 @@ def test_wrong_shape_request_is_refused_naming_the_tensor(server, pipeline):
 
 def test_cli_infer_reports_served_auc_equal_to_offline(server, pipeline):
     done = subprocess.run(
-        [sys.executable, "-m", "toolkit", "infer", "--model", "dlrm_onnx_python", "--url", server.grpc_url, "--protocol", "grpc",
-         "--checkpoint", str(pipeline["checkpoint"]), "--data-dir", str(DATA_DIR), "--rows", "500", "--latency-requests", "20"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "toolkit",
+            "infer",
+            "--model",
+            "dlrm_onnx_python",
+            "--url",
+            server.grpc_url,
+            "--protocol",
+            "grpc",
+            "--checkpoint",
+            str(pipeline["checkpoint"]),
+            "--data-dir",
+            str(DATA_DIR),
+            "--rows",
+            "500",
+            "--latency-requests",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "served AUC" in done.stdout
@@ -101,7 +121,9 @@ def test_cli_infer_reports_served_auc_equal_to_offline(server, pipeline):
 def test_cli_serve_refuses_a_port_in_use(pipeline, server):
     done = subprocess.run(
         [sys.executable, "-m", "toolkit", "serve", str(pipeline["repository"]), "--http-port", str(server.http_port)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 1
     assert str(server.http_port) in done.stdout and "Traceback" not in done.stdout + done.stderr

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 MAX_BATCH = 8
 BROKEN_MESSAGE = "broken on purpose: embedding table missing"
 
-SUM_MODEL = '''
+SUM_MODEL = """
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -42,7 +42,7 @@ class TritonPythonModel:
             y = x.sum(axis=1, keepdims=True).astype(np.float32)
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("y", y)]))
         return responses
-'''
+"""
 
 BROKEN_MODEL = f'''
 class TritonPythonModel:
@@ -80,7 +80,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     http_port, grpc_port, metrics_port = free_ports(3)
     log_path = tmp_path_factory.mktemp("logs") / "tritonserver.log"
-    with TritonServer(repo, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, log_path=log_path, startup_timeout_s=60) as server:
+    with TritonServer(
+        repo, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, log_path=log_path, startup_timeout_s=60
+    ) as server:
         yield server
 
 

@@ -108,8 +108,12 @@ def movielens_files() -> SimpleNamespace:
     """The writers above, for tests that build variants of the tiny data set
     (``atomic_texts``, ``grouplens_bytes``, ``write``, and the ``users``/``items``/``ratings`` tables)."""
     return SimpleNamespace(
-        atomic_texts=atomic_texts, grouplens_bytes=grouplens_bytes, write=write_files,
-        users=TINY_USERS, items=TINY_ITEMS, ratings=TINY_RATINGS,
+        atomic_texts=atomic_texts,
+        grouplens_bytes=grouplens_bytes,
+        write=write_files,
+        users=TINY_USERS,
+        items=TINY_ITEMS,
+        ratings=TINY_RATINGS,
     )
 
 
@@ -131,7 +135,12 @@ def synthetic_movielens(n_users: int = 120, n_items: int = 160, n_ratings: int =
     rng = np.random.default_rng(seed)
     genres = GROUPLENS_GENRES[1:]
     users = {
-        str(u): (str(int(rng.integers(15, 70))), str(rng.choice(["M", "F"])), str(rng.choice(["student", "engineer", "artist", "other"])), f"{int(rng.integers(10000, 99999))}")
+        str(u): (
+            str(int(rng.integers(15, 70))),
+            str(rng.choice(["M", "F"])),
+            str(rng.choice(["student", "engineer", "artist", "other"])),
+            f"{int(rng.integers(10000, 99999))}",
+        )
         for u in range(1, n_users + 1)
     }
     items, item_genres = {}, {}

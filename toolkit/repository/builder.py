@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import onnx
+
 from toolkit.errors import ExportError, RepositoryError
 from toolkit.export import check_batch_dimension, copy_onnx_model, read_io_specs
 from toolkit.models import dlrm as dlrm_module
@@ -56,7 +58,10 @@ def _runner_source(name: str) -> bytes:
     return resources.files("toolkit.repository").joinpath("python_models", name).read_bytes()
 
 
-def _check_onnx_matches(onnx_path: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
+def _check_onnx_matches(
+    onnx_path: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], weight_shapes: dict[str, tuple[int, ...]]
+) -> None:
+    hint = "export the ONNX file from this checkpoint with `tritonrec export`"
     onnx_in, onnx_out = read_io_specs(onnx_path)
     for kind, want, have in (("inputs", inputs, onnx_in), ("outputs", outputs, onnx_out)):
         w = [(s.name, s.dtype, len(s.shape)) for s in want]
@@ -64,8 +69,18 @@ def _check_onnx_matches(onnx_path: Path, inputs: Sequence[TensorSpec], outputs: 
         if w != h:
             raise RepositoryError(
                 f"{onnx_path}: ONNX {kind} {[s.describe() for s in have]} do not match the checkpoint's {[s.describe() for s in want]}",
-                hint="export the ONNX file from this checkpoint with `tritonrec export`",
+                hint=hint,
             )
+    # The same tensors do not make the same model: an export of another checkpoint (other table
+    # sizes or widths) keeps its weights under the state dict's names, with other shapes.
+    graph = onnx.load_model(str(onnx_path), load_external_data=False).graph
+    wrong = [
+        f"{t.name} {list(t.dims)} (checkpoint: {list(weight_shapes[t.name])})"
+        for t in graph.initializer
+        if t.name in weight_shapes and tuple(t.dims) != weight_shapes[t.name]
+    ]
+    if wrong:
+        raise RepositoryError(f"{onnx_path}: ONNX weights do not match the checkpoint's: {', '.join(wrong)}", hint=hint)
 
 
 def build_repository(
@@ -107,7 +122,10 @@ def build_repository(
     onnx_model = Path(onnx_model)
     if any(v.startswith("onnx") for v in variants):
         check_batch_dimension(onnx_model, options.max_batch_size)
-        _check_onnx_matches(onnx_model, inputs, outputs)
+        weight_shapes = {name: tuple(t.shape) for name, t in ckpt.model.state_dict().items()}
+        _check_onnx_matches(onnx_model, inputs, outputs, weight_shapes)
+        # ONNX variants declare the file's own shapes (a fixed batch stays fixed under max_batch_size 0).
+        onnx_inputs, onnx_outputs = read_io_specs(onnx_model)
     threads = {"intra_op_threads": "1"}
 
     repository.parent.mkdir(parents=True, exist_ok=True)
@@ -128,13 +146,13 @@ def build_repository(
             elif variant == "onnx":
                 copy_onnx_model(onnx_model, version_dir)
                 config = build_model_config(
-                    name, inputs, outputs, options, platform="onnxruntime_onnx", parameters={"intra_op_thread_count": "1"}
+                    name, onnx_inputs, onnx_outputs, options, platform="onnxruntime_onnx", parameters={"intra_op_thread_count": "1"}
                 )
                 runtime = "platform: onnxruntime_onnx"
             else:
                 copy_onnx_model(onnx_model, version_dir)
                 (version_dir / "model.py").write_bytes(_runner_source("onnx_runner.py"))
-                config = build_model_config(name, inputs, outputs, options, backend="python", parameters=threads)
+                config = build_model_config(name, onnx_inputs, onnx_outputs, options, backend="python", parameters=threads)
                 runtime = "backend: python (ONNX Runtime)"
             # The vocabularies travel with every model: clients and ensembles map raw values with them.
             shutil.copyfile(ckpt.path / "vocabularies.json", staging / name / "vocabularies.json")

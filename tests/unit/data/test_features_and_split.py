@@ -61,8 +61,13 @@ def test_raw_rows_join_each_rating_with_its_user_and_item(tiny_atomic_dir: Path)
     assert len(rows) == 8
     first = {name: rows.columns[name][0] for name in SPARSE_FEATURES}
     assert first == {
-        "user_id": "1", "item_id": "1", "age": "24", "gender": "M",
-        "occupation": "technician", "zip_prefix": "85", "release_year": "1995",
+        "user_id": "1",
+        "item_id": "1",
+        "age": "24",
+        "gender": "M",
+        "occupation": "technician",
+        "zip_prefix": "85",
+        "release_year": "1995",
     }
     assert rows.columns["genres"][0] == ("Animation", "Children's", "Comedy")
     assert rows.dense.shape == (8, len(DENSE_FEATURES))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from toolkit.data import load_movielens
-from toolkit.data.movielens import ATOMIC_FILES, GROUPLENS_FILES, Item, User, detect_layout
+from toolkit.data.movielens import ATOMIC_FILES, GROUPLENS_FILES, GROUPLENS_GENRES, Item, User, detect_layout
 from toolkit.errors import DataError
 
 
@@ -54,8 +54,7 @@ def test_grouplens_item_file_is_read_as_latin1(tiny_grouplens_dir: Path) -> None
 
 def test_grouplens_genre_names_follow_u_genre_when_present(tiny_grouplens_dir: Path) -> None:
     # u.genre lists "name|index"; reversing the names must reverse which flag means what.
-    names = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-             "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]
+    names = list(GROUPLENS_GENRES)
     lines = [f"{name}|{18 - i}" for i, name in enumerate(names)]
     (tiny_grouplens_dir / "u.genre").write_text("\n".join(lines) + "\n\n", encoding="latin-1")
 
@@ -166,9 +165,7 @@ def test_load_rejects_an_atomic_file_with_a_wrong_header(tiny_atomic_dir: Path) 
 
 
 def test_load_rejects_a_folder_without_ratings(tiny_atomic_dir: Path) -> None:
-    (tiny_atomic_dir / "ml-100k.inter").write_text(
-        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
-    )
+    (tiny_atomic_dir / "ml-100k.inter").write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n")
     with pytest.raises(DataError, match="no ratings found"):
         load_movielens(tiny_atomic_dir)
 

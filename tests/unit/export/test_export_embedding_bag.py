@@ -49,9 +49,7 @@ def bag_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[BagModel, Path, 
     logger = logging.getLogger("toolkit.export.torch2onnx")
     logger.addHandler(handler)
     try:
-        path = export_onnx(
-            model, {"ids": torch.randint(0, 100, (4, 5))}, ["score"], tmp_path_factory.mktemp("bag") / "bag.onnx"
-        )
+        path = export_onnx(model, {"ids": torch.randint(0, 100, (4, 5))}, ["score"], tmp_path_factory.mktemp("bag") / "bag.onnx")
     finally:
         logger.removeHandler(handler)
     return model, path, records

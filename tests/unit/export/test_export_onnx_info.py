@@ -63,7 +63,9 @@ def test_external_data_files_lists_the_weights_file(external_model) -> None:
 def test_missing_external_data_file_is_a_clear_error(external_model) -> None:
     path, _ = external_model
     (path.parent / "weights.bin").unlink()
-    with pytest.raises(ExportError, match=r"big\.onnx keeps the weights of tensor 'W' in external data file 'weights\.bin', which does not exist") as err:
+    with pytest.raises(
+        ExportError, match=r"big\.onnx keeps the weights of tensor 'W' in external data file 'weights\.bin', which does not exist"
+    ) as err:
         external_data_files(path)
     assert "next to the model" in err.value.hint
 

@@ -30,7 +30,9 @@ def test_parity_with_fixed_batch_uses_its_batch(mlp, fixed16_onnx: Path, rows) -
 
 def test_parity_failure_names_output_difference_and_tolerance(make_mlp, mlp_onnx: Path, rows) -> None:
     other = make_mlp(1)  # different weights than the exported model
-    with pytest.raises(ExportError, match=r"ONNX output 'probability' of mlp\.onnx differs from PyTorch by up to [0-9.e+-]+ .*over 500 rows.*atol=1e-05") as err:
+    with pytest.raises(
+        ExportError, match=r"ONNX output 'probability' of mlp\.onnx differs from PyTorch by up to [0-9.e+-]+ .*over 500 rows.*atol=1e-05"
+    ) as err:
         check_parity(other, mlp_onnx, rows)
     assert "re-export" in err.value.hint
     report = check_parity(other, mlp_onnx, rows, raise_on_failure=False)

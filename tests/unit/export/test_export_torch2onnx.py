@@ -40,9 +40,7 @@ def test_dynamo_export_keeps_weights_in_named_data_file(mlp_onnx: Path, tmp_path
     # The dynamo exporter writes <file>.data next to the model and records that name.
     assert external_data_files(mlp_onnx) == [mlp_onnx.parent / "mlp.onnx.data"]
     model = onnx.load_model(str(mlp_onnx), load_external_data=False)
-    locations = {
-        e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"
-    }
+    locations = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
     assert locations == {"mlp.onnx.data"}
     assert sorted(p.name for p in mlp_onnx.parent.iterdir()) == ["mlp.onnx", "mlp.onnx.data"]  # no temp leftovers
 
@@ -83,9 +81,7 @@ def test_batch_of_one_example_still_gives_dynamic_batch(tmp_path: Path) -> None:
     assert check_parity(model, path, {"features": np.ones((3, 3), np.float32)}, output_name="total").passed
 
 
-def test_export_replaces_existing_files(
-    mlp_onnx: Path, make_mlp, make_inputs, rows, tmp_path: Path
-) -> None:
+def test_export_replaces_existing_files(mlp_onnx: Path, make_mlp, make_inputs, rows, tmp_path: Path) -> None:
     target = copy_onnx_model(mlp_onnx, tmp_path, filename="mlp.onnx")
     before = _snapshot(tmp_path)
     other = make_mlp(1)
@@ -128,8 +124,11 @@ def test_output_without_batch_dimension_is_rejected(tmp_path: Path) -> None:
         ({"x": torch.zeros(2, 4)}, ["x"], "'x' used more than once"),
         ({"x": torch.zeros(2, 4)}, "y", "must be a non-empty sequence"),
         ({"x": torch.zeros(2, 4), "ids": torch.zeros(3, 2, dtype=torch.int64)}, ["y"], r"'x' \(2 rows\), 'ids' \(3 rows\) differ"),
-        ({"x": torch.zeros(2, 4), "ids": torch.zeros(2, 3, dtype=torch.int64), "z": torch.zeros(2)}, ["y"],
-         r"forward takes 2 positional argument\(s\) \(x, ids\), but example_inputs has 3"),
+        (
+            {"x": torch.zeros(2, 4), "ids": torch.zeros(2, 3, dtype=torch.int64), "z": torch.zeros(2)},
+            ["y"],
+            r"forward takes 2 positional argument\(s\) \(x, ids\), but example_inputs has 3",
+        ),
         ({"x": torch.zeros(2, 4)}, ["y"], r"forward needs 2 positional argument\(s\) \(x, ids\)"),
         ({"x": torch.zeros(0, 4), "ids": torch.zeros(0, 3, dtype=torch.int64)}, ["y"], "0 rows"),
     ],

@@ -71,9 +71,7 @@ def test_multi_hot_sum_does_not_depend_on_the_order_of_ids(model: DLRM) -> None:
 
 @pytest.mark.parametrize(("n_sparse", "n_multi"), [(1, 0), (3, 1), (7, 1), (4, 2)])
 def test_interaction_layer_has_f_times_f_minus_1_over_2_pairs(n_sparse: int, n_multi: int) -> None:
-    config = _config(
-        sparse_cardinalities=[5] * n_sparse, multi_hot_cardinalities=[6] * n_multi, multi_hot_lengths=[3] * n_multi
-    )
+    config = _config(sparse_cardinalities=[5] * n_sparse, multi_hot_cardinalities=[6] * n_multi, multi_hot_lengths=[3] * n_multi)
     model = DLRM(config)
     f = 1 + n_sparse + n_multi  # bottom-MLP vector + one per embedding table
 

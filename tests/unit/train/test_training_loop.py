@@ -38,8 +38,13 @@ def test_short_training_on_real_movielens_beats_chance(movielens_dir: Path) -> N
 def test_max_train_rows_limits_the_rows_of_each_epoch(synthetic_splits: Splits) -> None:
     s = synthetic_splits
     steps: list[tuple[int, int]] = []
-    train_dlrm(s.train, s.val, s.encoder, TrainConfig(max_epochs=1, max_train_rows=700, batch_size=256, **SMALL),
-               on_step=lambda done, total: steps.append((done, total)))
+    train_dlrm(
+        s.train,
+        s.val,
+        s.encoder,
+        TrainConfig(max_epochs=1, max_train_rows=700, batch_size=256, **SMALL),
+        on_step=lambda done, total: steps.append((done, total)),
+    )
 
     assert steps == [(256, 700), (512, 700), (700, 700)]
 
@@ -55,8 +60,7 @@ def test_training_with_the_same_seed_gives_the_same_model(synthetic_splits: Spli
 def test_early_stopping_stops_after_patience_epochs_and_restores_the_best_epoch(synthetic_splits: Splits) -> None:
     s = synthetic_splits
     # Validation labels shuffled: validation AUC wanders around 0.5 instead of improving.
-    shuffled = EncodedRows(s.val.dense_features, s.val.sparse_ids, s.val.genre_ids,
-                           np.random.default_rng(0).permutation(s.val.labels))
+    shuffled = EncodedRows(s.val.dense_features, s.val.sparse_ids, s.val.genre_ids, np.random.default_rng(0).permutation(s.val.labels))
     config = TrainConfig(max_epochs=8, patience=1, max_train_rows=2000, **SMALL)
     result = train_dlrm(s.train, shuffled, s.encoder, config)
 
@@ -64,7 +68,7 @@ def test_early_stopping_stops_after_patience_epochs_and_restores_the_best_epoch(
     assert len(result.history) < config.max_epochs  # it stopped early ...
     assert len(result.history) - result.best_epoch == config.patience  # ... patience epochs after the best
     assert result.best_epoch == int(np.argmax(aucs)) + 1
-    assert aucs[-1] < aucs[result.best_epoch - 1]
+    assert aucs[-1] <= aucs[result.best_epoch - 1]
     # the returned weights are the best epoch's, not the last epoch's
     assert auc(shuffled.labels, predict(result.model, shuffled)) == pytest.approx(aucs[result.best_epoch - 1], abs=1e-12)
     assert not result.model.training
@@ -113,7 +117,7 @@ def test_predict_returns_one_probability_per_row_in_batches(synthetic_splits: Sp
     rows = synthetic_splits.test
     whole = predict(model, rows)
     assert whole.shape == (len(rows),) and whole.dtype == np.float32
-    np.testing.assert_array_equal(predict(model, rows, batch_size=7), whole)
+    np.testing.assert_allclose(predict(model, rows, batch_size=7), whole, rtol=0, atol=1e-6)
 
 
 # ------------------------------------------------------------------ baselines

@@ -1,0 +1,108 @@
+"""The `tritonrec` command as a user runs it: real subprocesses, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from toolkit.repository import read_config
+
+
+def tritonrec(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "toolkit", *map(str, args)], capture_output=True, text=True, timeout=300, cwd=cwd, env=None
+    )
+
+
+def assert_clean_error(done: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Exit 1, an `error:` line naming each fragment, and no traceback."""
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out
+    assert "error:" in out and "Traceback" not in out, out
+    for fragment in fragments:
+        assert fragment in out, f"{fragment!r} not in:\n{out}"
+
+
+@pytest.mark.parametrize("command", ["train", "export", "build", "serve", "infer", "demo", "data"])
+def test_every_command_explains_itself_with_help(command):
+    done = tritonrec(command, "--help")
+    assert done.returncode == 0, done.stderr
+    assert "Usage:" in done.stdout
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, synthetic_data_dir):
+    """train → export → build through the CLI on the small synthetic data set."""
+    root = tmp_path_factory.mktemp("cli")
+    ckpt, onnx, repo = root / "checkpoint", root / "onnx" / "model.onnx", root / "model_repository"
+    done = tritonrec("train", "--data-dir", synthetic_data_dir, "--out", ckpt, "--max-epochs", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "logistic regression" in done.stdout and "test AUC" in done.stdout
+    done = tritonrec("export", ckpt, "--out", onnx, "--data-dir", synthetic_data_dir)
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = tritonrec("build", "--checkpoint", ckpt, "--onnx", onnx, "--repository", repo)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return {"root": root, "checkpoint": ckpt, "onnx": onnx, "repository": repo, "data": synthetic_data_dir}
+
+
+def test_pipeline_writes_checkpoint_onnx_with_parity_report_and_repository(pipeline):
+    assert (pipeline["checkpoint"] / "model.pt").is_file()
+    assert (pipeline["onnx"].parent / "parity.json").is_file()
+    assert (pipeline["onnx"].parent / "model.onnx.data").is_file()
+    for name in ("dlrm_pytorch", "dlrm_onnx", "dlrm_onnx_python"):
+        assert read_config(pipeline["repository"] / name / "config.pbtxt").max_batch_size == 256
+
+
+def test_missing_dataset_folder_is_one_clear_line(tmp_path):
+    assert_clean_error(tritonrec("data", "info", "--data-dir", tmp_path / "nowhere"), "nowhere", "does not exist", "hint:")
+
+
+def test_truncated_dataset_file_names_file_and_line(tmp_path, synthetic_data_dir):
+    data = tmp_path / "ml-100k"
+    shutil.copytree(synthetic_data_dir, data)
+    inter = data / "ml-100k.inter"
+    inter.write_bytes(inter.read_bytes()[:5000].rsplit(b"\t", 1)[0])  # cut in the middle of a row
+    assert_clean_error(tritonrec("train", "--data-dir", data, "--out", tmp_path / "ckpt"), "ml-100k.inter:", "truncated")
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_corrupt_checkpoint_is_refused_and_previous_onnx_kept(tmp_path, pipeline):
+    ckpt = tmp_path / "checkpoint"
+    shutil.copytree(pipeline["checkpoint"], ckpt)
+    (ckpt / "model.pt").write_bytes((ckpt / "model.pt").read_bytes()[:300])
+    onnx = tmp_path / "model.onnx"
+    shutil.copyfile(pipeline["onnx"], onnx)
+    shutil.copyfile(pipeline["onnx"].with_name("model.onnx.data"), tmp_path / "model.onnx.data")
+    before = onnx.read_bytes()
+    assert_clean_error(tritonrec("export", ckpt, "--out", onnx, "--data-dir", pipeline["data"]), "model.pt", "corrupt")
+    assert onnx.read_bytes() == before
+
+
+def test_fixed_batch_onnx_under_batching_offers_both_fixes_and_keeps_repository(tmp_path, pipeline):
+    from toolkit.export import export_onnx
+    from toolkit.models import dlrm_example_inputs
+    from toolkit.train import load_checkpoint
+
+    ckpt = load_checkpoint(pipeline["checkpoint"])
+    fixed = export_onnx(
+        ckpt.model, dlrm_example_inputs(ckpt.config, 16), ["probability"], tmp_path / "fixed" / "model.onnx", dynamic_batch=False
+    )
+    repo = tmp_path / "repo"
+    shutil.copytree(pipeline["repository"], repo)
+    before = {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    done = tritonrec("build", "--checkpoint", pipeline["checkpoint"], "--onnx", fixed, "--repository", repo)
+    assert_clean_error(done, "fixed batch dimension of 16", "--max-batch-size 0", "re-export")
+    assert {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before
+
+
+def test_dynamic_batching_with_max_batch_size_zero_is_refused_before_writing(tmp_path, pipeline):
+    done = tritonrec(
+        "build", "--checkpoint", pipeline["checkpoint"], "--onnx", pipeline["onnx"], "--repository", tmp_path / "r", "--max-batch-size", "0"
+    )
+    # max_batch_size 0 with dynamic batching on is contradictory: say so, write nothing
+    assert_clean_error(done, "dynamic_batching needs max_batch_size >= 1")
+    assert not (tmp_path / "r").exists()

@@ -1,0 +1,230 @@
+"""build_repository with a small DLRM checkpoint and its ONNX exports (exported once per module)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from toolkit.data import FeatureEncoder, Splits
+from toolkit.errors import CheckpointError, ExportError, RepositoryError
+from toolkit.export import export_onnx, read_io_specs
+from toolkit.models import DLRM, dlrm_example_inputs
+from toolkit.repository import VARIANTS, BatchingOptions, build_repository, check_config_against, read_config
+from toolkit.train import TrainConfig, dlrm_config_for, load_checkpoint, predict, save_checkpoint
+
+SMALL = TrainConfig(embedding_dim=8, bottom_mlp=[16], top_mlp=[16])
+MODEL_FILES = {
+    "dlrm_pytorch": ["dlrm.py", "model.pt", "model.py", "model_config.json"],
+    "dlrm_onnx": ["model.onnx", "model.onnx.data"],
+    "dlrm_onnx_python": ["model.onnx", "model.onnx.data", "model.py"],
+}
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    checkpoint: Path
+    onnx: Path  # dynamic batch dimension
+    fixed_onnx: Path  # batch fixed to 8 rows
+
+
+def _checkpoint(path: Path, encoder: FeatureEncoder, train_config: TrainConfig = SMALL, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    model = DLRM(dlrm_config_for(encoder, train_config))
+    return save_checkpoint(path, model, encoder, {"test_auc": 0.5})
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory, synthetic_splits: Splits) -> Artifacts:
+    root = tmp_path_factory.mktemp("artifacts")
+    checkpoint = _checkpoint(root / "checkpoint", synthetic_splits.encoder)
+    ckpt = load_checkpoint(checkpoint)
+    example = dlrm_example_inputs(ckpt.config, 8)
+    onnx = export_onnx(ckpt.model, example, ["probability"], root / "onnx" / "model.onnx")
+    fixed = export_onnx(ckpt.model, example, ["probability"], root / "fixed" / "model.onnx", dynamic_batch=False)
+    return Artifacts(checkpoint, onnx, fixed)
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _leftovers(repository: Path) -> list[str]:
+    """Temporary folders a build may have left next to or inside the repository."""
+    return [p.name for p in (*repository.parent.iterdir(), *repository.iterdir()) if p.name.startswith(".")]
+
+
+@pytest.fixture
+def repository(tmp_path: Path, artifacts: Artifacts) -> Path:
+    """A repository holding one successful default build."""
+    repo = tmp_path / "model_repository"
+    build_repository(repo, checkpoint=artifacts.checkpoint, onnx_model=artifacts.onnx)
+    return repo
+
+
+def test_build_writes_the_three_variants_with_their_model_files(tmp_path: Path, artifacts: Artifacts) -> None:
+    repo = tmp_path / "model_repository"
+    built = build_repository(repo, checkpoint=artifacts.checkpoint, onnx_model=artifacts.onnx)
+
+    assert [(b.name, b.variant, b.path) for b in built] == [(f"dlrm_{v}", v, repo / f"dlrm_{v}") for v in VARIANTS]
+    assert sorted(p.name for p in repo.iterdir()) == sorted(MODEL_FILES)
+    for name, files in MODEL_FILES.items():
+        assert sorted(p.name for p in (repo / name).iterdir()) == ["1", "config.pbtxt", "vocabularies.json"]
+        assert sorted(p.name for p in (repo / name / "1").iterdir()) == files
+        assert (repo / name / "vocabularies.json").read_bytes() == (artifacts.checkpoint / "vocabularies.json").read_bytes()
+    assert (repo / "dlrm_pytorch/1/model.pt").read_bytes() == (artifacts.checkpoint / "model.pt").read_bytes()
+    for name in ("dlrm_onnx", "dlrm_onnx_python"):
+        assert (repo / name / "1/model.onnx").read_bytes() == artifacts.onnx.read_bytes()
+        assert (repo / name / "1/model.onnx.data").read_bytes() == (artifacts.onnx.parent / "model.onnx.data").read_bytes()
+    assert _leftovers(repo) == []
+
+
+def test_built_configs_parse_and_match_the_onnx_file(repository: Path) -> None:
+    onnx_inputs, onnx_outputs = read_io_specs(repository / "dlrm_onnx/1/model.onnx")
+    configs = {name: read_config(repository / name / "config.pbtxt") for name in MODEL_FILES}
+
+    assert configs["dlrm_onnx"].platform == "onnxruntime_onnx" and configs["dlrm_onnx"].backend == ""
+    assert configs["dlrm_onnx_python"].backend == "python" and configs["dlrm_onnx_python"].platform == ""
+    assert configs["dlrm_pytorch"].backend == "python"
+    for name, config in configs.items():
+        assert config.name == name
+        assert config.max_batch_size == 256
+        assert config.dynamic_batching.max_queue_delay_microseconds == 100
+        check_config_against(config, onnx_inputs, onnx_outputs)
+        assert [t.name for t in config.input] == ["dense_features", "sparse_ids", "multi_hot_ids"]
+
+
+def test_the_served_onnx_file_predicts_what_the_checkpoint_predicts(repository: Path, artifacts: Artifacts, synthetic_splits) -> None:
+    rows = synthetic_splits.test.take(slice(0, 100))
+    session = ort.InferenceSession(str(repository / "dlrm_onnx/1/model.onnx"), providers=["CPUExecutionProvider"])
+    served = session.run(["probability"], rows.inputs())[0].reshape(-1)
+    np.testing.assert_allclose(served, predict(load_checkpoint(artifacts.checkpoint).model, rows), atol=1e-6)
+
+
+def test_fixed_batch_onnx_with_batching_is_refused_and_the_repository_is_unchanged(repository: Path, artifacts: Artifacts) -> None:
+    before = _snapshot(repository)
+
+    with pytest.raises(ExportError, match="fixed batch dimension of 8, but max_batch_size=256") as info:
+        build_repository(repository, checkpoint=artifacts.checkpoint, onnx_model=artifacts.fixed_onnx)
+
+    assert "--max-batch-size 0" in info.value.hint
+    assert _snapshot(repository) == before
+    assert _leftovers(repository) == []
+
+
+def test_fixed_batch_onnx_builds_without_batching(tmp_path: Path, artifacts: Artifacts) -> None:
+    repo = tmp_path / "model_repository"
+    options = BatchingOptions(max_batch_size=0, dynamic_batching=False)
+    build_repository(repo, checkpoint=artifacts.checkpoint, onnx_model=artifacts.fixed_onnx, options=options)
+
+    config = read_config(repo / "dlrm_onnx/config.pbtxt")
+    assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
+    assert [len(t.dims) for t in config.input] == [2, 2, 2]  # the batch dimension is explicit
+    assert [t.dims[0] for t in config.input] == [8, 8, 8]  # and fixed, as in the ONNX file
+    check_config_against(config, *read_io_specs(repo / "dlrm_onnx/1/model.onnx"))
+
+
+def test_onnx_from_a_checkpoint_with_other_table_sizes_is_refused(tmp_path: Path, artifacts: Artifacts, synthetic_splits) -> None:
+    d = synthetic_splits.encoder.to_dict()
+    d["vocabularies"]["user_id"] = d["vocabularies"]["user_id"][:-3]  # three users fewer
+    other = _checkpoint(tmp_path / "other", FeatureEncoder.from_dict(d))
+    repo = tmp_path / "model_repository"
+
+    with pytest.raises(RepositoryError, match=r"sparse_embeddings\.0\.weight") as info:
+        build_repository(repo, checkpoint=other, onnx_model=artifacts.onnx)
+    assert "export the ONNX file from this checkpoint" in info.value.hint
+    assert not repo.exists()
+
+
+def test_onnx_from_a_differently_shaped_model_is_refused(tmp_path: Path, artifacts: Artifacts, synthetic_splits) -> None:
+    wider = TrainConfig(embedding_dim=4, bottom_mlp=[16], top_mlp=[16])  # same inputs and outputs, other weights
+    other = _checkpoint(tmp_path / "other", synthetic_splits.encoder, wider)
+    repo = tmp_path / "model_repository"
+
+    message = r"ONNX weights do not match the checkpoint's: .*embeddings\.0\.weight \[\d+, 8\] \(checkpoint: \[\d+, 4\]\)"
+    with pytest.raises(RepositoryError, match=message):
+        build_repository(repo, checkpoint=other, onnx_model=artifacts.onnx)
+    assert not repo.exists()
+
+
+def test_onnx_with_another_multi_hot_width_is_refused(tmp_path: Path, artifacts: Artifacts, synthetic_splits) -> None:
+    d = synthetic_splits.encoder.to_dict()
+    d["max_genres"] += 2  # multi_hot_ids gets two more columns
+    other = _checkpoint(tmp_path / "other", FeatureEncoder.from_dict(d))
+    repo = tmp_path / "model_repository"
+
+    with pytest.raises(RepositoryError, match="multi_hot_ids"):
+        build_repository(repo, checkpoint=other, onnx_model=artifacts.onnx)
+    assert not repo.exists()
+
+
+def test_rebuilding_replaces_the_models_and_keeps_unrelated_ones(repository: Path, artifacts: Artifacts) -> None:
+    unrelated = repository / "ranker_v0"
+    (unrelated / "1").mkdir(parents=True)
+    (unrelated / "config.pbtxt").write_text('name: "ranker_v0"\nbackend: "python"\n')
+    (unrelated / "1" / "model.py").write_text("# someone else's model\n")
+    kept = _snapshot(unrelated)
+    (repository / "dlrm_onnx" / "1" / "stale.txt").write_text("from an older build")
+
+    build_repository(repository, checkpoint=artifacts.checkpoint, onnx_model=artifacts.onnx, options=BatchingOptions(max_batch_size=64))
+
+    assert _snapshot(unrelated) == kept
+    assert all(read_config(repository / name / "config.pbtxt").max_batch_size == 64 for name in MODEL_FILES)
+    assert not (repository / "dlrm_onnx" / "1" / "stale.txt").exists()  # whole model folders are replaced
+    assert _leftovers(repository) == []
+
+
+def test_a_subset_of_variants_under_another_name_leaves_the_rest_alone(repository: Path, artifacts: Artifacts) -> None:
+    built = build_repository(repository, checkpoint=artifacts.checkpoint, onnx_model=artifacts.onnx, model_name="ranker", variants=["onnx"])
+
+    assert [b.name for b in built] == ["ranker_onnx"]
+    assert sorted(p.name for p in repository.iterdir()) == sorted([*MODEL_FILES, "ranker_onnx"])
+
+
+def test_corrupt_checkpoint_is_a_checkpoint_error_and_nothing_is_written(tmp_path: Path, artifacts: Artifacts, synthetic_splits) -> None:
+    broken = _checkpoint(tmp_path / "broken", synthetic_splits.encoder)
+    data = (broken / "model.pt").read_bytes()
+    (broken / "model.pt").write_bytes(data[: len(data) // 3])
+    repo = tmp_path / "out" / "model_repository"
+
+    with pytest.raises(CheckpointError, match=r"model\.pt"):
+        build_repository(repo, checkpoint=broken, onnx_model=artifacts.onnx)
+    assert not (tmp_path / "out").exists()
+
+
+def test_corrupt_checkpoint_leaves_an_existing_repository_unchanged(repository: Path, tmp_path: Path, artifacts: Artifacts) -> None:
+    before = _snapshot(repository)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        build_repository(repository, checkpoint=tmp_path / "missing", onnx_model=artifacts.onnx)
+    assert _snapshot(repository) == before
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"variants": ["tensorrt"]}, r"unknown variants \['tensorrt'\]"),
+        ({"variants": []}, "unknown variants"),
+        ({"model_name": "dlrm/../x"}, "must be letters, digits"),
+        ({"model_name": ""}, "must be letters, digits"),
+    ],
+)
+def test_invalid_variants_or_model_names_are_refused(tmp_path: Path, artifacts: Artifacts, kwargs: dict, message: str) -> None:
+    with pytest.raises(RepositoryError, match=message):
+        build_repository(tmp_path / "repo", checkpoint=artifacts.checkpoint, onnx_model=artifacts.onnx, **kwargs)
+    assert not (tmp_path / "repo").exists()
+
+
+def test_a_missing_onnx_file_is_an_export_error(tmp_path: Path, artifacts: Artifacts) -> None:
+    with pytest.raises(ExportError, match="does not exist"):
+        build_repository(tmp_path / "repo", checkpoint=artifacts.checkpoint, onnx_model=tmp_path / "nope.onnx")
+    assert not (tmp_path / "repo").exists()
+
+
+def test_the_pytorch_variant_alone_needs_no_onnx_file(tmp_path: Path, artifacts: Artifacts) -> None:
+    built = build_repository(tmp_path / "repo", checkpoint=artifacts.checkpoint, onnx_model=tmp_path / "nope.onnx", variants=["pytorch"])
+    assert [b.name for b in built] == ["dlrm_pytorch"]
+    assert read_config(tmp_path / "repo/dlrm_pytorch/config.pbtxt").backend == "python"
