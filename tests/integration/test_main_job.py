@@ -74,7 +74,7 @@ def test_served_probabilities_and_auc_equal_pytorch(server, pipeline, model, pro
 
 def test_int32_ids_are_converted_losslessly_by_the_client(server, pipeline):
     rows, reference = pipeline["rows"].take(slice(0, 64)), pipeline["reference"][:64]
-    inputs = rows.inputs() | {"sparse_ids": rows.sparse_ids.astype(np.int32), "multi_hot_ids": rows.genre_ids.astype(np.int32)}
+    inputs = rows.inputs() | {"sparse_ids": rows.sparse_ids.astype(np.int32), "multi_hot_ids": rows.multi_hot_ids.astype(np.int32)}
     with InferenceClient(server.grpc_url, protocol="grpc", model_name="dlrm_onnx_python") as client:
         out = client.infer(inputs)["probability"].reshape(-1)
     np.testing.assert_allclose(out, reference, atol=1e-5)

@@ -110,25 +110,29 @@ class EncodedRows:
     Attributes:
         dense_features: (N, D) float32, D = len(DENSE_FEATURES) = 2.
         sparse_ids: (N, S) int64, S = len(SPARSE_FEATURES) = 7, ids into each feature's table.
-        genre_ids: (N, G) int64, G = max_genres, padded with :data:`PAD_ID`.
+        multi_hot_ids: (N, G) int64, the multi-valued feature's padded ids (MovieLens: genres,
+            G = max_genres, padded with :data:`PAD_ID`); G = 0 for data sets without one.
         labels: (N,) float32 in {0, 1}.
     """
 
     dense_features: np.ndarray
     sparse_ids: np.ndarray
-    genre_ids: np.ndarray
+    multi_hot_ids: np.ndarray
     labels: np.ndarray
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def inputs(self) -> dict[str, np.ndarray]:
-        """The DLRM inputs by name: ``dense_features``, ``sparse_ids``, ``multi_hot_ids`` (the genre ids)."""
-        return {"dense_features": self.dense_features, "sparse_ids": self.sparse_ids, "multi_hot_ids": self.genre_ids}
+        """The DLRM inputs by name: ``dense_features``, ``sparse_ids`` and, when G > 0, ``multi_hot_ids``."""
+        inputs = {"dense_features": self.dense_features, "sparse_ids": self.sparse_ids}
+        if self.multi_hot_ids.shape[1] > 0:
+            inputs["multi_hot_ids"] = self.multi_hot_ids
+        return inputs
 
     def take(self, index: np.ndarray | slice) -> EncodedRows:
         """The rows at ``index``."""
-        return EncodedRows(self.dense_features[index], self.sparse_ids[index], self.genre_ids[index], self.labels[index])
+        return EncodedRows(self.dense_features[index], self.sparse_ids[index], self.multi_hot_ids[index], self.labels[index])
 
 
 def raw_rows(ml: MovieLens, *, zip_prefix_len: int = 3) -> RawRows:

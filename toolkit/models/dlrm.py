@@ -115,7 +115,8 @@ class DLRM(nn.Module):
     * ``dense_features``: (B, D) float32, standardized dense features.
     * ``sparse_ids``: (B, S) int64, column s indexes table s (``0 <= id < sparse_cardinalities[s]``).
     * ``multi_hot_ids``: (B, sum(L_m)) int64, the multi-valued features' padded ids side by side
-      (``padding_id`` marks padding; its embedding is masked out of the sum).
+      (``padding_id`` marks padding; its embedding is masked out of the sum). Only when the
+      config has multi-valued features (M > 0); otherwise the model takes two inputs.
 
     Output: (B, 1) float32 probabilities in (0, 1).
 
@@ -139,17 +140,19 @@ class DLRM(nn.Module):
         for emb in (*self.sparse_embeddings, *self.multi_hot_embeddings):
             nn.init.normal_(emb.weight, std=0.01)
 
-    def forward(self, dense_features: torch.Tensor, sparse_ids: torch.Tensor, multi_hot_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, dense_features: torch.Tensor, sparse_ids: torch.Tensor, multi_hot_ids: torch.Tensor | None = None) -> torch.Tensor:
         """See the class docstring for shapes and dtypes."""
         return torch.sigmoid(self.logits(dense_features, sparse_ids, multi_hot_ids))
 
-    def logits(self, dense_features: torch.Tensor, sparse_ids: torch.Tensor, multi_hot_ids: torch.Tensor) -> torch.Tensor:
+    def logits(self, dense_features: torch.Tensor, sparse_ids: torch.Tensor, multi_hot_ids: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 1) float32 logits (the pre-sigmoid scores used by the training loss)."""
         x = self.bottom_mlp(dense_features)
         vectors = [x]
         vectors.extend(emb(sparse_ids[:, s]) for s, emb in enumerate(self.sparse_embeddings))
         start = 0
         for length, emb in zip(self.config.multi_hot_lengths, self.multi_hot_embeddings, strict=True):
+            if multi_hot_ids is None:
+                raise ValueError("this DLRM has multi-valued features: pass multi_hot_ids")
             ids = multi_hot_ids[:, start : start + length]
             mask = (ids != self.config.padding_id).unsqueeze(-1).to(x.dtype)
             vectors.append((emb(ids) * mask).sum(dim=1))

@@ -18,13 +18,15 @@ def dlrm_signature(config: DLRMConfig) -> tuple[list[TensorSpec], list[TensorSpe
 
     Returns:
         ``[dense_features float32 (B, D), sparse_ids int64 (B, S), multi_hot_ids int64 (B, sum L)]``
-        and ``[probability float32 (B, 1)]``.
+        (``multi_hot_ids`` only when the config has multi-valued features) and
+        ``[probability float32 (B, 1)]``.
     """
     inputs = [
         TensorSpec("dense_features", "float32", (None, config.num_dense)),
         TensorSpec("sparse_ids", "int64", (None, len(config.sparse_cardinalities))),
-        TensorSpec("multi_hot_ids", "int64", (None, max(sum(config.multi_hot_lengths), 1))),
     ]
+    if config.multi_hot_cardinalities:
+        inputs.append(TensorSpec("multi_hot_ids", "int64", (None, sum(config.multi_hot_lengths))))
     return inputs, [TensorSpec(DLRM_OUTPUT, "float32", (None, 1))]
 
 
@@ -36,9 +38,7 @@ def dlrm_example_inputs(config: DLRMConfig, batch_size: int = 4, *, seed: int = 
         torch.randint(0, n, (batch_size, length), generator=g)
         for n, length in zip(config.multi_hot_cardinalities, config.multi_hot_lengths, strict=True)
     ]
-    multi_hot = torch.cat(multi, dim=1) if multi else torch.zeros((batch_size, 1), dtype=torch.int64)
-    return {
-        "dense_features": torch.randn(batch_size, config.num_dense, generator=g),
-        "sparse_ids": sparse,
-        "multi_hot_ids": multi_hot,
-    }
+    inputs = {"dense_features": torch.randn(batch_size, config.num_dense, generator=g), "sparse_ids": sparse}
+    if multi:
+        inputs["multi_hot_ids"] = torch.cat(multi, dim=1)
+    return inputs

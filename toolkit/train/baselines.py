@@ -55,11 +55,11 @@ def _design_matrix(rows: EncodedRows, cardinalities: list[int]) -> sp.csr_matrix
     n, s = rows.sparse_ids.shape
     offsets = np.concatenate([[0], np.cumsum(cardinalities)])
     cols = [rows.sparse_ids[:, j] + offsets[j] for j in range(s)]
-    genre_ids = rows.genre_ids
-    genre_rows, genre_cols = np.nonzero(genre_ids != PAD_ID)
+    multi_hot_ids = rows.multi_hot_ids
+    genre_rows, genre_cols = np.nonzero(multi_hot_ids != PAD_ID)
     data = np.ones(n * s + len(genre_rows))
     row_idx = np.concatenate([np.repeat(np.arange(n), s), genre_rows])
-    col_idx = np.concatenate([np.stack(cols, axis=1).reshape(-1), genre_ids[genre_rows, genre_cols] + offsets[s]])
+    col_idx = np.concatenate([np.stack(cols, axis=1).reshape(-1), multi_hot_ids[genre_rows, genre_cols] + offsets[s]])
     one_hot = sp.csr_matrix((data, (row_idx, col_idx)), shape=(n, int(offsets[-1])))
     return sp.hstack([one_hot, sp.csr_matrix(rows.dense_features.astype(np.float64))], format="csr")
 

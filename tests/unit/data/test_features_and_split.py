@@ -135,7 +135,7 @@ def test_encoded_rows_have_the_model_dtypes_and_shapes(tiny_rows: RawRows) -> No
     encoded = FeatureEncoder.fit(tiny_rows).transform(tiny_rows)
 
     assert encoded.sparse_ids.dtype == np.int64 and encoded.sparse_ids.shape == (8, len(SPARSE_FEATURES))
-    assert encoded.genre_ids.dtype == np.int64
+    assert encoded.multi_hot_ids.dtype == np.int64
     assert encoded.labels.dtype == np.float32
     assert list(encoded.inputs()) == ["dense_features", "sparse_ids", "multi_hot_ids"]
     assert len(encoded.take(slice(0, 3))) == 3
@@ -148,12 +148,12 @@ def test_genres_are_padded_with_zero_and_truncated_to_max_genres(tiny_rows: RawR
     genres = encoder.vocabularies["genres"]
 
     encoded = encoder.transform(tiny_rows)
-    assert encoded.genre_ids.shape == (8, 3)
+    assert encoded.multi_hot_ids.shape == (8, 3)
     items = tiny_rows.columns["item_id"].tolist()
     # Misérables: two genres, padded with PAD_ID
-    assert encoded.genre_ids[items.index("2")].tolist() == [genres.lookup("Drama"), genres.lookup("Musical"), PAD_ID]
+    assert encoded.multi_hot_ids[items.index("2")].tolist() == [genres.lookup("Drama"), genres.lookup("Musical"), PAD_ID]
     # Star Wars: five genres, the first three kept ("Action" and "Adventure" never seen in training -> OOV)
-    assert encoded.genre_ids[items.index("3")].tolist() == [OOV_ID, OOV_ID, OOV_ID]
+    assert encoded.multi_hot_ids[items.index("3")].tolist() == [OOV_ID, OOV_ID, OOV_ID]
     assert genres.lookup("Romance") == OOV_ID
 
 
@@ -164,7 +164,7 @@ def test_encoder_round_trips_through_json(tiny_rows: RawRows) -> None:
     assert restored.cardinalities == encoder.cardinalities
     assert restored.max_genres == encoder.max_genres
     before, after = encoder.transform(tiny_rows), restored.transform(tiny_rows)
-    for name in ("dense_features", "sparse_ids", "genre_ids", "labels"):
+    for name in ("dense_features", "sparse_ids", "multi_hot_ids", "labels"):
         assert np.array_equal(getattr(before, name), getattr(after, name)), name
 
 

@@ -157,3 +157,17 @@ def test_example_inputs_are_in_range_for_every_table_and_deterministic() -> None
     assert int(inputs["multi_hot_ids"].max()) < config.multi_hot_cardinalities[0]
     again = dlrm_example_inputs(config, 32, seed=3)
     assert all(torch.equal(inputs[k], again[k]) for k in inputs)
+
+
+def test_dlrm_without_multi_valued_features_takes_two_inputs_and_exports(tmp_path):
+    from toolkit.export import export_onnx, read_io_specs
+    from toolkit.models import DLRM, DLRMConfig, dlrm_example_inputs, dlrm_signature
+
+    config = DLRMConfig(num_dense=13, sparse_cardinalities=[50, 7, 3])
+    model = DLRM(config).eval()
+    example = dlrm_example_inputs(config, 5)
+    assert list(example) == ["dense_features", "sparse_ids"]
+    assert model(*example.values()).shape == (5, 1)
+    onnx_path = export_onnx(model, example, ["probability"], tmp_path / "model.onnx")
+    inputs, _ = read_io_specs(onnx_path)
+    assert [s.name for s in inputs] == [s.name for s in dlrm_signature(config)[0]] == ["dense_features", "sparse_ids"]

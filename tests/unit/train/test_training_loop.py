@@ -60,7 +60,7 @@ def test_training_with_the_same_seed_gives_the_same_model(synthetic_splits: Spli
 def test_early_stopping_stops_after_patience_epochs_and_restores_the_best_epoch(synthetic_splits: Splits) -> None:
     s = synthetic_splits
     # Validation labels shuffled: validation AUC wanders around 0.5 instead of improving.
-    shuffled = EncodedRows(s.val.dense_features, s.val.sparse_ids, s.val.genre_ids, np.random.default_rng(0).permutation(s.val.labels))
+    shuffled = EncodedRows(s.val.dense_features, s.val.sparse_ids, s.val.multi_hot_ids, np.random.default_rng(0).permutation(s.val.labels))
     config = TrainConfig(max_epochs=8, patience=1, max_train_rows=2000, **SMALL)
     result = train_dlrm(s.train, shuffled, s.encoder, config)
 
