@@ -6,6 +6,7 @@
     ├── DataError                    a dataset file is missing, truncated or malformed
     ├── CheckpointError              a checkpoint is missing, corrupt or inconsistent
     ├── TrainError                   training cannot proceed (bad hyper-parameters, no data)
+    ├── CompressError                a compression recipe or step is invalid, or its result is unusable
     ├── ExportError                  a model cannot be exported, or its export disagrees with PyTorch
     ├── RepositoryError              a Triton model repository or config is invalid
     ├── ServingError                 a Triton server cannot start or be reached
@@ -24,6 +25,7 @@ __all__ = [
     "DataError",
     "CheckpointError",
     "TrainError",
+    "CompressError",
     "ExportError",
     "RepositoryError",
     "ServingError",
@@ -55,6 +57,10 @@ class CheckpointError(ToolkitError):
 
 class TrainError(ToolkitError):
     """Training cannot proceed with the given data or hyper-parameters."""
+
+
+class CompressError(ToolkitError):
+    """A compression recipe or step is invalid, or a compressed model is unusable (NaN/Inf outputs)."""
 
 
 class ExportError(ToolkitError):

@@ -24,7 +24,7 @@ from toolkit.repository import BatchingOptions, build_repository
 from toolkit.serving import TritonServer, free_ports
 from toolkit.train import EpochStats, TrainConfig, train_checkpoint
 
-_COLUMNS = ("variant", "protocol", "offline AUC", "served AUC", "|ΔAUC|", "p50 ms", "p99 ms", "note")
+_COLUMNS = ("variant", "protocol", "offline AUC", "served AUC", "|ΔAUC|", "p50 ms", "p99 ms", "status")
 
 
 def _markdown(rows: list[dict], header: str) -> str:
@@ -34,10 +34,10 @@ def _markdown(rows: list[dict], header: str) -> str:
 
 
 def _not_loaded(reason: str) -> str:
-    """A short table note for a model the running server could not load (full reason in the JSON)."""
+    """A short note for a model the running server could not load (full reason in the JSON)."""
     if "onnxruntime" in reason:
-        return "not loaded: needs the onnxruntime backend (stock Triton container)"
-    return "not loaded: " + (reason if len(reason) <= 60 else reason[:57] + "...")
+        return "needs the onnxruntime backend (loads in the stock Triton container)"
+    return reason.split("\n", 1)[0][:100]
 
 
 def demo(
@@ -98,7 +98,13 @@ def demo(
                 reason = state.reason if state else "not in the repository index"
                 rows.append(
                     {c: "-" for c in _COLUMNS}
-                    | {"variant": b.name, "offline AUC": f"{ref.auc:.5f}", "note": _not_loaded(reason), "reason": reason}
+                    | {
+                        "variant": b.name,
+                        "offline AUC": f"{ref.auc:.5f}",
+                        "status": "not loaded",
+                        "note": _not_loaded(reason),
+                        "reason": reason,
+                    }
                 )
                 continue
             for protocol, url in (("http", server.http_url), ("grpc", server.grpc_url)):
@@ -114,7 +120,7 @@ def demo(
                         "max |Δp|": quality.max_abs_diff,
                         "p50 ms": f"{latency.p50_ms:.2f}" if latency else "-",
                         "p99 ms": f"{latency.p99_ms:.2f}" if latency else "-",
-                        "note": "ok" if delta <= AUC_TOLERANCE else f"AUC differs by more than {AUC_TOLERANCE:g}",
+                        "status": "ok" if delta <= AUC_TOLERANCE else f"FAIL: |ΔAUC| > {AUC_TOLERANCE:g}",
                     }
                 )
     finally:
@@ -122,7 +128,8 @@ def demo(
 
     table = Table(title=f"Served vs offline on {len(ref.rows):,} test rows; latency of {latency_requests:,} single-row requests")
     for column in _COLUMNS:
-        table.add_column(column, justify="left" if column in ("variant", "protocol", "note") else "right", overflow="fold")
+        left = column in ("variant", "protocol", "status")
+        table.add_column(column, justify="left" if left else "right", no_wrap=column == "variant")
     for r in rows:
         table.add_row(*(r[c] for c in _COLUMNS))
     console.print(table)
@@ -137,5 +144,8 @@ def demo(
     atomic_write_json(workdir / "demo_report.json", summary)
     atomic_write_text(workdir / "demo_report.md", _markdown(rows, f"# tritonrec demo ({elapsed:.0f} s)"))
     console.print(f"done in {elapsed:.0f} s; report in {workdir / 'demo_report.md'}")
-    if any(r["note"] != "ok" and not r["note"].startswith("not loaded") for r in rows):
+    for r in rows:
+        if r["status"] == "not loaded":
+            console.print(f"{r['variant']}: not loaded by this server: {r['note']}")
+    if any(r["status"].startswith("FAIL") for r in rows):
         raise typer.Exit(1)
