@@ -3,7 +3,7 @@
 from toolkit.metrics import auc, evaluate, log_loss
 from toolkit.train.baselines import BaselineResult, item_popularity, logistic_regression
 from toolkit.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from toolkit.train.loop import EpochStats, TrainConfig, TrainResult, dlrm_config_for, predict, train_dlrm
+from toolkit.train.loop import EpochStats, TrainConfig, TrainResult, dlrm_config_for, fit_model, predict, train_dlrm
 from toolkit.train.run import TrainReport, train_checkpoint
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "auc",
     "dlrm_config_for",
     "evaluate",
+    "fit_model",
     "item_popularity",
     "load_checkpoint",
     "log_loss",

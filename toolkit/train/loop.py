@@ -15,7 +15,7 @@ from toolkit.errors import TrainError
 from toolkit.metrics import evaluate
 from toolkit.models.dlrm import DLRM, DLRMConfig
 
-__all__ = ["TrainConfig", "EpochStats", "TrainResult", "dlrm_config_for", "predict", "train_dlrm"]
+__all__ = ["TrainConfig", "EpochStats", "TrainResult", "dlrm_config_for", "fit_model", "predict", "train_dlrm"]
 
 
 @dataclass
@@ -115,25 +115,49 @@ def train_dlrm(
     on_step: Callable[[int, int], None] | None = None,
     on_epoch: Callable[[EpochStats], None] | None = None,
 ) -> TrainResult:
-    """Train a DLRM with Adam on binary cross-entropy, early-stopping on validation AUC.
+    """Train a new DLRM sized by ``encoder``'s vocabularies (see :func:`fit_model`).
 
     Args:
         train, val: encoded splits (see :class:`~toolkit.data.features.EncodedRows`).
         encoder: the encoder that produced them (gives the table sizes).
         config: hyper-parameters (defaults: :class:`TrainConfig`).
+
+    Raises:
+        TrainError: empty splits or invalid hyper-parameters.
+    """
+    config = config or TrainConfig()
+    torch.manual_seed(config.seed)
+    model = DLRM(dlrm_config_for(encoder, config))
+    return fit_model(model, train, val, config, on_step=on_step, on_epoch=on_epoch)
+
+
+def fit_model(
+    model: DLRM,
+    train: EncodedRows,
+    val: EncodedRows,
+    config: TrainConfig | None = None,
+    *,
+    on_step: Callable[[int, int], None] | None = None,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place with Adam on binary cross-entropy, early-stopping on validation AUC.
+
+    Only the optimization fields of ``config`` are used (epochs, patience, batch size,
+    learning rate, seed, max_train_rows); the architecture is the model's own.
+
+    Args:
         on_step: called with (rows done, rows per epoch) after every step (progress bars).
         on_epoch: called with each epoch's :class:`EpochStats`.
 
     Raises:
-        TrainError: empty splits or invalid hyper-parameters.
+        TrainError: empty splits.
     """
     config = config or TrainConfig()
     if config.max_train_rows is not None:
         train = train.take(slice(0, config.max_train_rows))
     if len(train) == 0 or len(val) == 0:
         raise TrainError(f"need non-empty training and validation splits, got {len(train)} and {len(val)} rows")
-    torch.manual_seed(config.seed)
-    model = DLRM(dlrm_config_for(encoder, config))
+    shuffle = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     xs, y = _tensors(train), torch.from_numpy(train.labels)
@@ -143,7 +167,7 @@ def train_dlrm(
     for epoch in range(1, config.max_epochs + 1):
         start = time.perf_counter()
         model.train()
-        order = torch.randperm(n)
+        order = torch.randperm(n, generator=shuffle)
         total = 0.0
         for i in range(0, n, config.batch_size):
             idx = order[i : i + config.batch_size]
