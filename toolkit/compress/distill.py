@@ -1,0 +1,143 @@
+"""Knowledge distillation of a DLRM into a smaller DLRM (Hinton, Vinyals and Dean, "Distilling
+the Knowledge in a Neural Network", arXiv:1503.02531, 2015), adapted to one binary output.
+
+The student has the teacher's inputs (the same embedding-table sizes, multi-hot lengths
+and dense features, so the same feature encoder and serving signature) but its own
+embedding dim and MLP widths. It learns from the teacher's softened probability
+``sigmoid(teacher_logit / T)`` as well as from the labels.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from toolkit.compress.prune import _check_labels, _check_model, _check_rows, _tensors, _train_epoch, _val_auc
+from toolkit.compress.recipe import DistillConfig
+from toolkit.data.features import EncodedRows
+from toolkit.errors import CompressError
+from toolkit.models.dlrm import DLRM, DLRMConfig
+
+__all__ = ["distill", "student_config"]
+
+
+def student_config(teacher: DLRM, config: DistillConfig) -> DLRMConfig:
+    """The student's :class:`~toolkit.models.dlrm.DLRMConfig`: the teacher's tables, lengths,
+    dense width, dropout and padding id with ``config``'s embedding dim and MLP widths, and
+    float32 tables (``embedding_quantization="none"``) even when the teacher's are int8.
+
+    Raises:
+        CompressError: the resulting config is invalid (the message names the field).
+    """
+    changes: dict = {
+        "embedding_dim": int(config.embedding_dim),
+        "bottom_mlp": [int(w) for w in config.bottom_mlp],
+        "top_mlp": [int(w) for w in config.top_mlp],
+    }
+    if any(f.name == "embedding_quantization" for f in dataclasses.fields(teacher.config)):
+        changes["embedding_quantization"] = "none"  # the student trains float32 tables
+    try:
+        return dataclasses.replace(teacher.config, **changes)
+    except ValueError as exc:
+        raise CompressError(f"distill: invalid student architecture: {exc}") from exc
+
+
+@torch.no_grad()
+def _logits(model: DLRM, xs: list[torch.Tensor], batch_size: int = 4096) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model.logits(*(x[i : i + batch_size] for x in xs)).reshape(-1) for i in range(0, len(xs[0]), batch_size)])
+
+
+def distill(
+    teacher: DLRM,
+    config: DistillConfig,
+    train: EncodedRows,
+    val: EncodedRows,
+    *,
+    seed: int = 42,
+    batch_size: int = 256,
+    on_log: Callable[[str], None] | None = None,
+) -> DLRM:
+    """Train a smaller student DLRM on ``train`` from ``teacher``'s soft targets and the labels.
+
+    Per batch, with student logits ``s``, teacher logits ``t`` (teacher in eval mode, no
+    gradient), labels ``y`` (all (B,) float32), ``a = config.alpha`` and
+    ``T = config.temperature``::
+
+        loss = a * BCEWithLogits(s / T, sigmoid(t / T)) + (1 - a) * BCEWithLogits(s, y)
+
+    (Hinton et al.'s softened-softmax cross-entropy with a sigmoid in place of the
+    softmax; their ``T**2`` factor on the soft term is not applied, so with ``T > 1`` the
+    soft term's gradients are smaller and ``alpha`` may need to be raised.)
+    The student is trained with Adam at ``config.learning_rate`` on shuffled batches, for
+    at most ``config.max_epochs`` epochs, stopping after ``config.patience`` epochs
+    without a better validation AUC (early stopping); the best epoch's weights are returned.
+
+    Args:
+        teacher: the trained model to imitate (left unchanged; float32, CPU).
+        config: student architecture (``embedding_dim``, ``bottom_mlp``, ``top_mlp``) and
+            the loss and training hyper-parameters.
+        train: training rows of the teacher's input widths (dense (N, D) float32, sparse
+            (N, S) int64, multi-hot (N, sum L) int64, labels (N,) float32 in {0, 1}).
+        val: validation rows for early stopping (needs both labels).
+        seed: seeds the student's initialization, the batch order and dropout (torch's
+            global generator is left as it was).
+        batch_size: rows per optimizer step.
+        on_log: called with one line per epoch.
+
+    Returns:
+        The student DLRM (config from :func:`student_config`) in eval mode.
+
+    Raises:
+        CompressError: ``teacher`` is not a DLRM; invalid student architecture; empty
+            splits or splits of the wrong widths; single-class ``val``; ``batch_size`` < 1;
+            the loss or the validation outputs became NaN/Inf.
+    """
+    _check_model(teacher)
+    if batch_size < 1:
+        raise CompressError(f"distill: batch_size={batch_size}, expected an integer >= 1")
+    _check_rows(teacher, train, "train")
+    _check_rows(teacher, val, "val")
+    _check_labels(val, "val")
+    log = on_log or (lambda _msg: None)
+    cfg = student_config(teacher, config)
+
+    xs = _tensors(train)
+    y = torch.from_numpy(np.ascontiguousarray(train.labels, dtype=np.float32))
+    was_training = teacher.training
+    soft = torch.sigmoid(_logits(teacher, xs) / config.temperature)
+    teacher.train(was_training)
+    alpha, temperature = float(config.alpha), float(config.temperature)
+
+    def loss_of(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        soft_loss = F.binary_cross_entropy_with_logits(logits / temperature, soft[idx])
+        hard_loss = F.binary_cross_entropy_with_logits(logits, y[idx])
+        return alpha * soft_loss + (1.0 - alpha) * hard_loss
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        student = DLRM(cfg)
+        log(f"distill: student embedding_dim={cfg.embedding_dim}, bottom_mlp={cfg.bottom_mlp}, top_mlp={cfg.top_mlp}")
+        optimizer = torch.optim.Adam(student.parameters(), lr=config.learning_rate)
+        best: tuple[float, int, dict] | None = None
+        for epoch in range(1, config.max_epochs + 1):
+            train_loss = _train_epoch(student, xs, y, optimizer, loss_of, batch_size)
+            if not math.isfinite(train_loss):
+                raise CompressError(f"distill: training loss became {train_loss} in epoch {epoch}; try a lower learning_rate")
+            val_auc = _val_auc(student, val, "distill")
+            log(f"distill epoch {epoch}/{config.max_epochs}: train loss {train_loss:.4f}, val AUC {val_auc:.4f}")
+            if best is None or val_auc > best[0]:
+                best = (val_auc, epoch, copy.deepcopy(student.state_dict()))
+            elif epoch - best[1] >= config.patience:
+                break
+    assert best is not None  # max_epochs >= 1
+    student.load_state_dict(best[2])
+    student.eval()
+    log(f"distill: best epoch {best[1]}, val AUC {best[0]:.4f}")
+    return student
