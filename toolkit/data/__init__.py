@@ -35,3 +35,29 @@ __all__ = [
     "random_split",
     "raw_rows",
 ]
+
+from toolkit.data.criteo import (  # noqa: E402  (appended: Criteo format)
+    CRITEO_DENSE_FEATURES,
+    CRITEO_NUM_FIELDS,
+    CRITEO_SPARSE_FEATURES,
+    KAGGLE_CARDINALITIES,
+    CriteoSplits,
+    criteo_cardinalities,
+    criteo_dlrm_kwargs,
+    criteo_splits,
+    generate_criteo_tsv,
+    load_criteo_tsv,
+)
+
+__all__ += [
+    "CRITEO_DENSE_FEATURES",
+    "CRITEO_NUM_FIELDS",
+    "CRITEO_SPARSE_FEATURES",
+    "KAGGLE_CARDINALITIES",
+    "CriteoSplits",
+    "criteo_cardinalities",
+    "criteo_dlrm_kwargs",
+    "criteo_splits",
+    "generate_criteo_tsv",
+    "load_criteo_tsv",
+]
