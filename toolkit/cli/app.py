@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from toolkit.cli import build, data, demo, export, infer, serve, train
+from toolkit.cli import build, compress, data, demo, export, infer, serve, train
 from toolkit.cli._common import console
 from toolkit.errors import ToolkitError
 
@@ -25,6 +25,7 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.command()(train.train)
+app.command(name="compress")(compress.compress_command)
 app.command()(export.export)
 app.command()(build.build)
 app.command()(serve.serve)

@@ -1,0 +1,131 @@
+"""Compression benchmark: every technique alone and the default recipe, side by side.
+
+Writes perf/results/compress_<data>.json and .md. Run from the repository root:
+
+    .venv/bin/python perf/compress_report.py movielens     # MovieLens-100K DLRM (accuracy measured)
+    .venv/bin/python perf/compress_report.py criteo        # Criteo-Kaggle-shaped DLRM on generated rows
+
+Each run trains its FP32 baseline with a fixed seed, applies each recipe to it, and
+measures all variants in one process with interleaved timing rounds (one CPU thread each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from toolkit.compress.bench import machine_info
+from toolkit.compress.pipeline import CompressionData, compress_and_report
+from toolkit.compress.recipe import Recipe, load_recipe
+from toolkit.compress.report import write_report
+from toolkit.train import TrainConfig, train_dlrm
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "perf" / "results"
+
+
+def single_technique_recipes(min_auc_ratio: float) -> dict[str, Recipe]:
+    """One recipe per technique, so each one's effect is visible on its own."""
+    steps = {
+        "pruned_50": [{"kind": "prune", "ratio": 0.5, "importance": "taylor", "iterations": 2, "finetune_epochs": 1}],
+        "distilled": [{"kind": "distill"}],
+        "int8_embeddings": [{"kind": "quantize_embeddings"}],
+        "onnx_dynamic_int8": [{"kind": "onnx_dynamic_int8"}],
+        "onnx_static_int8": [{"kind": "onnx_static_int8"}],
+        "onnx_fp16": [{"kind": "onnx_fp16"}],
+    }
+    return {name: Recipe(name=name, min_auc_ratio=min_auc_ratio, steps=s) for name, s in steps.items()}
+
+
+def movielens_data() -> CompressionData:
+    from toolkit.data import load_splits
+
+    s = load_splits(ROOT / ".cache" / "ml-100k", seed=42)
+    return CompressionData("MovieLens-100K (random 80/10/10, seed 42)", s.train, s.val, s.test, s.encoder)
+
+
+def criteo_data(n_rows: int) -> tuple[CompressionData, object]:
+    from toolkit.data.criteo import generate_criteo_tsv, load_criteo_tsv
+    from toolkit.data.split import random_split
+    from toolkit.models.criteo import criteo_dlrm_config
+
+    path = ROOT / ".cache" / f"criteo_synthetic_{n_rows}.tsv"
+    if not path.exists():
+        generate_criteo_tsv(path, n_rows, seed=0)
+    rows = load_criteo_tsv(path)
+    train, val, test = random_split(len(rows), seed=42)
+    data = CompressionData(
+        f"Criteo-Kaggle-shaped, {n_rows:,} generated rows (Zipf ids, caps of 100,000)", rows.take(train), rows.take(val), rows.take(test)
+    )
+    return data, criteo_dlrm_config()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", choices=["movielens", "criteo"])
+    parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "default.json")
+    parser.add_argument("--criteo-rows", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    default = load_recipe(args.recipe)
+    recipes = single_technique_recipes(default.min_auc_ratio) | {default.name: default}
+    torch.manual_seed(0)
+    if args.data == "movielens":
+        data = movielens_data()
+        baseline = train_dlrm(data.train, data.val, data.encoder, TrainConfig()).model
+    else:
+        data, config = criteo_data(args.criteo_rows)
+        baseline = _train_criteo(data, config)
+    with tempfile.TemporaryDirectory(prefix="compress-report-") as tmp:
+        report, _ = compress_and_report(baseline, recipes, data, Path(tmp), rounds=args.rounds, on_log=lambda m: print(m, flush=True))
+    report["command"] = shlex.join(["python", "perf/compress_report.py", *sys.argv[1:]])
+    report["machine"] = machine_info()
+    report["default_recipe"] = json.loads(default.model_dump_json())
+    report["elapsed_s"] = round(time.perf_counter() - started, 1)
+    report["targets"] = targets(report, args.data, default.name)
+    out = args.out or RESULTS / f"compress_{args.data}.json"
+    write_report(report, out)
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+
+
+def _train_criteo(data: CompressionData, config) -> torch.nn.Module:
+    """One epoch of Adam on the generated rows: enough for the labels' signal; speed is what matters here."""
+    from toolkit.models import DLRM
+    from toolkit.train import fit_model
+
+    model = DLRM(config)
+    return fit_model(model, data.train, data.val, TrainConfig(max_epochs=2, patience=1, batch_size=512)).model
+
+
+def targets(report: dict, data: str, default_name: str) -> dict:
+    """The issue's targets for the default recipe, each with the measured value and met / NOT met."""
+    v = {r["name"]: r for r in report["variants"]}[default_name]
+    out = {}
+    if data == "criteo":
+        out["throughput vs FP32 PyTorch eager (b256) >= 3x"] = _judge(v["throughput_vs_pytorch_b256"], 3.0)
+        out["throughput vs FP32 ONNX (b256) >= 1.5x"] = _judge(v["throughput_vs_onnx_b256"], 1.5)
+        out["bytes on disk <= 30% of FP32"] = _judge_max(v["size_ratio"], 0.30)
+    else:
+        out["test AUC >= 99% of FP32"] = _judge(v["auc_ratio"], 0.99)
+    return out
+
+
+def _judge(value: float, floor: float) -> str:
+    return f"{value:.3f} ({'met' if value >= floor else 'NOT met'})"
+
+
+def _judge_max(value: float, ceiling: float) -> str:
+    return f"{value:.3f} ({'met' if value <= ceiling else 'NOT met'})"
+
+
+if __name__ == "__main__":
+    main()

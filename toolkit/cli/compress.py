@@ -1,0 +1,82 @@
+"""``tritonrec compress``: apply a compression recipe to a checkpoint and measure it side by side."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from toolkit.cli._common import DEFAULT_CHECKPOINT, DEFAULT_DATA_DIR, DataDir, console
+from toolkit.compress.bench import machine_info
+from toolkit.compress.pipeline import CompressionData, compress_and_report, save_compressed
+from toolkit.compress.recipe import load_recipe
+from toolkit.compress.report import write_report
+from toolkit.data import load_splits
+from toolkit.train import load_checkpoint
+
+
+def variants_table(report: dict) -> Table:
+    """Per variant: size, MACs, AUC and budget, batch-1 latency and batch-256 throughput."""
+    table = Table(title=f"Side by side on {report['data']} (one CPU thread each)")
+    for column in ("variant", "size MB", "MACs", "test AUC", "budget", "b1 ms", "b256 rows/s", "× PyTorch"):
+        table.add_column(column, justify="left" if column in ("variant", "budget") else "right", no_wrap=column == "variant")
+    for v in report["variants"]:
+        budget = "–" if v["within_budget"] is None else ("ok" if v["within_budget"] else "[red]FAIL[/red]")
+        table.add_row(
+            v["name"],
+            f"{v['size_bytes'] / 1e6:.2f}",
+            f"{v['macs_per_sample']:,}",
+            "–" if v["test_auc"] is None else f"{v['test_auc']:.4f}",
+            budget,
+            f"{v['latency_ms_b1']:.3f}",
+            f"{v['throughput_rps_b256']:,.0f}",
+            f"{v['throughput_vs_pytorch_b256']:.2f}",
+        )
+    return table
+
+
+def compress_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder written by `tritonrec train`.")] = DEFAULT_CHECKPOINT,
+    recipe: Annotated[Path, typer.Option(help="Recipe JSON: an ordered list of steps (see recipes/ for examples).")] = Path(
+        "recipes/default.json"
+    ),
+    out: Annotated[Path, typer.Option(help="Folder for the compressed checkpoint, model.onnx, recipe.json and report.")] = Path(
+        "artifacts/compressed"
+    ),
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    rounds: Annotated[int, typer.Option(help="Interleaved timing rounds (medians are reported).")] = 3,
+) -> None:
+    """Compress a checkpoint with a recipe (pruning, distillation, INT8 embeddings, ONNX INT8/FP16).
+
+    The result is measured side by side with the FP32 PyTorch eager baseline and the FP32
+    ONNX model: parameters, bytes, MACs, test AUC and log loss, batch-1 latency and
+    batch-256 throughput. A result below the recipe's accuracy budget (default: test AUC >=
+    99% of the baseline) is reported as failing and the command exits 1.
+    """
+    spec = load_recipe(recipe)
+    ckpt = load_checkpoint(checkpoint)
+    seed = int(ckpt.metrics.get("split", {}).get("seed", 42))
+    splits = load_splits(data_dir, seed=seed, encoder=ckpt.encoder)
+    data = CompressionData("MovieLens-100K", splits.train, splits.val, splits.test, ckpt.encoder)
+    with tempfile.TemporaryDirectory(prefix="tritonrec-compress-") as tmp:
+        with console.status(f"compressing with {recipe}") as status:
+            report, results = compress_and_report(ckpt.model, {spec.name: spec}, data, Path(tmp), rounds=rounds, on_log=status.update)
+        mine = next(v for v in report["variants"] if v["name"] == spec.name)
+        metrics = {"split": ckpt.metrics.get("split", {}), "test": {"auc": mine["test_auc"], "log_loss": mine["test_log_loss"]}}
+        save_compressed(results[spec.name], out, ckpt.encoder, metrics)
+    report["command"] = shlex.join(["tritonrec", *sys.argv[1:]])
+    report["machine"] = machine_info()
+    write_report(report, out / "report.json")
+    console.print(variants_table(report))
+    console.print(f"compressed model, recipe and report written to [bold]{out}[/bold]")
+    if not mine["within_budget"]:
+        console.print(
+            f"[red]{spec.name}: test AUC {mine['test_auc']:.4f} is {mine['auc_ratio']:.2%} of the baseline's, "
+            f"below the budget of {spec.min_auc_ratio:.1%}: not fit to serve[/red]"
+        )
+        raise typer.Exit(1)
