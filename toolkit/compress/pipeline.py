@@ -130,6 +130,8 @@ def compress_and_report(
     *,
     measure_accuracy: bool = True,
     rounds: int = 5,
+    b1_requests: int = 200,
+    b256_batches: int = 20,
     on_log: Log | None = None,
 ) -> tuple[dict, dict[str, CompressedModel]]:
     """Compress ``baseline`` with every recipe and measure all results side by side.
@@ -138,7 +140,8 @@ def compress_and_report(
     recipe (its name). Returns a JSON-safe report with ``baseline``, ``variants`` (each with
     ``name``, ``test_auc``, ``size_bytes``, ``params``, ``macs_per_sample``, ``latency_ms_b1``,
     ``throughput_rps_b256``, ``within_budget``, ratios to the baselines), and the compressed
-    models by recipe name (their files live under ``workdir``).
+    models by recipe name (their files live under ``workdir``). ``rounds``, ``b1_requests`` and
+    ``b256_batches`` size the timing (see :func:`~toolkit.compress.bench.measure_variants`).
     """
     workdir = Path(workdir)
     baseline = baseline.eval()
@@ -157,7 +160,15 @@ def compress_and_report(
         result = results[name] = compress(baseline, recipe, data, workdir / name, on_log=on_log)
         variants.append(_variant_for(name, result.model, result.onnx_path, ", ".join(s.kind for s in recipe.steps) or "none"))
         budgets[name] = recipe.min_auc_ratio
-    measured = measure_variants(variants, data.test if measure_accuracy else None, data.test, rounds=rounds, on_log=on_log)
+    measured = measure_variants(
+        variants,
+        data.test if measure_accuracy else None,
+        data.test,
+        rounds=rounds,
+        b1_requests=b1_requests,
+        b256_batches=b256_batches,
+        on_log=on_log,
+    )
     base, base_onnx_result = measured[0], measured[1]
     rows = []
     for r in measured:

@@ -42,7 +42,7 @@ from torch import nn
 
 from toolkit.compress.recipe import QuantizeEmbeddingsConfig
 from toolkit.errors import CompressError
-from toolkit.models.dlrm import DLRM, RowwiseInt8Embedding
+from toolkit.models.dlrm import DLRM, RowwiseInt8Embedding, RowwiseInt8EmbeddingCollection
 
 __all__ = [
     "QMIN",
@@ -160,7 +160,8 @@ def _quantized_table(emb: nn.Module, name: str) -> RowwiseInt8Embedding:
 def quantize_embeddings(model: DLRM, config: QuantizeEmbeddingsConfig | None = None) -> DLRM:
     """A new DLRM whose embedding tables are row-wise INT8 copies of ``model``'s.
 
-    Every table (single- and multi-valued) is quantized with :func:`quantize_rows`; the
+    Every table (single- and multi-valued) is quantized with :func:`quantize_rows` (the
+    single-valued ones into one fused :class:`RowwiseInt8EmbeddingCollection`); the
     MLP weights and biases are copied unchanged. The new model's config is ``model.config``
     with ``embedding_quantization="int8_rowwise"``, so ``DLRM(new.config).load_state_dict(
     new.state_dict())`` rebuilds it (what ``load_checkpoint`` does). ``model`` is not modified.
@@ -181,10 +182,18 @@ def quantize_embeddings(model: DLRM, config: QuantizeEmbeddingsConfig | None = N
     new_config = dataclasses.replace(model.config, embedding_quantization="int8_rowwise")
     quantized = DLRM(new_config)
     with torch.no_grad():
-        for attr in ("sparse_embeddings", "multi_hot_embeddings"):
-            tables = getattr(model, attr)
-            for i, emb in enumerate(tables):
-                getattr(quantized, attr)[i] = _quantized_table(emb, f"{attr}.{i}")
+        if isinstance(model.sparse_embeddings, RowwiseInt8EmbeddingCollection):
+            quantized.sparse_embeddings = copy.deepcopy(model.sparse_embeddings)
+        else:
+            # Rows are quantized independently, so quantizing the stacked tables is the same as one by one.
+            fused = quantized.sparse_embeddings.tables
+            stacked = torch.cat([emb.weight for emb in model.sparse_embeddings])
+            for buffer, values in zip(
+                (fused.codes, fused.scales, fused.zero_points), quantize_rows(stacked, name="sparse_embeddings"), strict=True
+            ):
+                buffer.copy_(values)
+        for i, emb in enumerate(model.multi_hot_embeddings):
+            quantized.multi_hot_embeddings[i] = _quantized_table(emb, f"multi_hot_embeddings.{i}")
         for attr in ("bottom_mlp", "top_mlp"):
             getattr(quantized, attr).load_state_dict(getattr(model, attr).state_dict())
     quantized.eval()

@@ -232,6 +232,19 @@ def _check_exported(tmp_path: Path, onnx_path: Path, input_names: list[str], out
                 )
 
 
+def _strip_trace_metadata(onnx_path: Path) -> None:
+    """Drop the exporter's per-node debug metadata (stack traces, FX nodes, name scopes).
+
+    It is about as large as a small model's weights, and nothing at serving time reads it;
+    ``torch.onnx.export(..., report=True)`` reproduces it when debugging an export.
+    The external data is not loaded or rewritten.
+    """
+    model = onnx.load_model(str(onnx_path), load_external_data=False)
+    for node in model.graph.node:
+        del node.metadata_props[:]
+    onnx.save_model(model, str(onnx_path))
+
+
 def export_onnx(
     model: nn.Module,
     example_inputs: Mapping[str, torch.Tensor],
@@ -329,6 +342,7 @@ def export_onnx(
                 hint=_TRACE_HINT,
             )
         _check_exported(tmp_path, onnx_path, input_names, output_names, dynamic_batch)
+        _strip_trace_metadata(tmp_path)
         data_rel = [str(p.relative_to(staging)) for p in external_data_files(tmp_path)]
         try:
             install_files(staging, [onnx_path.name, *data_rel], onnx_path.parent)

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-__all__ = ["DLRMConfig", "DLRM", "RowwiseInt8Embedding", "EMBEDDING_QUANTIZATIONS"]
+__all__ = ["DLRMConfig", "DLRM", "RowwiseInt8Embedding", "RowwiseInt8EmbeddingCollection", "EMBEDDING_QUANTIZATIONS"]
 
 CONFIG_FORMAT_VERSION = 1
 
@@ -165,6 +165,35 @@ class RowwiseInt8Embedding(nn.Module):
         return f"{self.num_embeddings}, {self.embedding_dim}, int8 row-wise"
 
 
+class RowwiseInt8EmbeddingCollection(nn.Module):
+    """S row-wise INT8 tables stored as one :class:`RowwiseInt8Embedding` of ``sum(N_s)`` rows.
+
+    Table s occupies rows ``offsets[s] .. offsets[s] + N_s - 1``; one lookup serves all S
+    features (the fused-table layout of FBGEMM's table-batched embeddings). In ONNX this is
+    three Gathers and one dequantization for all features instead of S of each, which
+    matters on CPU where every node costs a few microseconds of overhead.
+
+    Args:
+        cardinalities: N_s of each table.
+        embedding_dim: E.
+
+    ``forward(ids)``: (B, S) int64, column s indexing table s -> (B, S, E) float32.
+    """
+
+    def __init__(self, cardinalities: list[int], embedding_dim: int) -> None:
+        super().__init__()
+        self.cardinalities = list(cardinalities)
+        self.tables = RowwiseInt8Embedding(sum(self.cardinalities), embedding_dim)
+        starts = [0]
+        for n in self.cardinalities[:-1]:
+            starts.append(starts[-1] + n)
+        self.register_buffer("offsets", torch.tensor(starts, dtype=torch.int64), persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, S) int64 -> (B, S, E) float32."""
+        return self.tables(ids + self.offsets)
+
+
 class DLRM(nn.Module):
     """DLRM with dot-product interaction, returning click/like probabilities.
 
@@ -179,7 +208,8 @@ class DLRM(nn.Module):
 
     Output: (B, 1) float32 probabilities in (0, 1).
 
-    With ``config.embedding_quantization == "int8_rowwise"`` every table is a
+    With ``config.embedding_quantization == "int8_rowwise"`` the single-valued tables are one
+    :class:`RowwiseInt8EmbeddingCollection` and each multi-valued table a
     :class:`RowwiseInt8Embedding` (int8 buffers, no trainable embedding parameters).
 
     Layout: bottom MLP D → ... → E (ReLU); S + M embedding lookups of width E; the
@@ -192,15 +222,20 @@ class DLRM(nn.Module):
         self.config = config
         e = config.embedding_dim
         self.bottom_mlp = _mlp([config.num_dense, *config.bottom_mlp, e], last_activation=True)
-        table = RowwiseInt8Embedding if config.embedding_quantization == "int8_rowwise" else nn.Embedding
-        self.sparse_embeddings = nn.ModuleList(table(n, e) for n in config.sparse_cardinalities)
+        quantized = config.embedding_quantization == "int8_rowwise"
+        table = RowwiseInt8Embedding if quantized else nn.Embedding
+        self.sparse_embeddings: nn.Module = (
+            RowwiseInt8EmbeddingCollection(config.sparse_cardinalities, e)
+            if quantized
+            else nn.ModuleList(nn.Embedding(n, e) for n in config.sparse_cardinalities)
+        )
         self.multi_hot_embeddings = nn.ModuleList(table(n, e) for n in config.multi_hot_cardinalities)
         n_vectors = 1 + len(config.sparse_cardinalities) + len(config.multi_hot_cardinalities)
         rows, cols = torch.tril_indices(n_vectors, n_vectors, offset=-1)
         self.register_buffer("interaction_index", rows * n_vectors + cols, persistent=False)
         n_interactions = n_vectors * (n_vectors - 1) // 2
         self.top_mlp = _mlp([e + n_interactions, *config.top_mlp, 1], last_activation=False, dropout=config.dropout)
-        for emb in (*self.sparse_embeddings, *self.multi_hot_embeddings):
+        for emb in self.modules():
             if isinstance(emb, nn.Embedding):
                 nn.init.normal_(emb.weight, std=0.01)
 
@@ -211,17 +246,19 @@ class DLRM(nn.Module):
     def logits(self, dense_features: torch.Tensor, sparse_ids: torch.Tensor, multi_hot_ids: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 1) float32 logits (the pre-sigmoid scores used by the training loss)."""
         x = self.bottom_mlp(dense_features)
-        vectors = [x]
-        vectors.extend(emb(sparse_ids[:, s]) for s, emb in enumerate(self.sparse_embeddings))
+        if isinstance(self.sparse_embeddings, RowwiseInt8EmbeddingCollection):
+            vectors = [x.unsqueeze(1), self.sparse_embeddings(sparse_ids)]  # (B, 1, E), (B, S, E)
+        else:
+            vectors = [x.unsqueeze(1)] + [emb(sparse_ids[:, s]).unsqueeze(1) for s, emb in enumerate(self.sparse_embeddings)]
         start = 0
         for length, emb in zip(self.config.multi_hot_lengths, self.multi_hot_embeddings, strict=True):
             if multi_hot_ids is None:
                 raise ValueError("this DLRM has multi-valued features: pass multi_hot_ids")
             ids = multi_hot_ids[:, start : start + length]
             mask = (ids != self.config.padding_id).unsqueeze(-1).to(x.dtype)
-            vectors.append((emb(ids) * mask).sum(dim=1))
+            vectors.append((emb(ids) * mask).sum(dim=1, keepdim=True))
             start += length
-        t = torch.stack(vectors, dim=1)  # (B, F, E)
+        t = torch.cat(vectors, dim=1)  # (B, F, E)
         dots = torch.bmm(t, t.transpose(1, 2)).flatten(1)  # (B, F*F)
         interactions = torch.index_select(dots, 1, self.interaction_index)
         return self.top_mlp(torch.cat([x, interactions], dim=1))

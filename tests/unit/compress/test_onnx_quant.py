@@ -102,7 +102,8 @@ def test_dynamic_int8_passes_int8_tables_through(dlrm_onnx, synthetic_splits, tm
     graph = _graph(dst)
     assert collections.Counter(n.op_type for n in graph.graph.node)["MatMulInteger"] == 5
     codes = [t for t in _embedding_tables(graph) if t.dims[1] == 16]
-    assert len(codes) == 8 and all(t.data_type == TensorProto.INT8 for t in codes)
+    # the 7 single-valued tables fused into one, plus the genre table
+    assert len(codes) == 2 and all(t.data_type == TensorProto.INT8 for t in codes)
     assert np.abs(_run(dst, test) - _run(src, test)).max() < 0.02
 
 
@@ -130,7 +131,8 @@ def test_static_int8_qdq_per_channel(dlrm_onnx, synthetic_splits, tmp_path: Path
     assert all(producers[name].op_type != "DequantizeLinear" for name in bmm.input)  # the dot interaction stays FP32
     expected_table_type = TensorProto.FLOAT if which == "fp32" else TensorProto.INT8
     tables = [t for t in _embedding_tables(graph) if t.dims[1] == 16]
-    assert len(tables) == 8 and all(t.data_type == expected_table_type for t in tables)
+    # FP32: 7 single-valued tables + genres; INT8: the 7 fused into one + genres
+    assert len(tables) == (8 if which == "fp32" else 2) and all(t.data_type == expected_table_type for t in tables)
     assert not any(producers.get(n.input[0], n).op_type == "DequantizeLinear" for n in graph.graph.node if n.op_type == "Gather")
 
     got, want = _run(dst, test), _run(src, test)

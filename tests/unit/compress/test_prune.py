@@ -198,7 +198,7 @@ def test_a_model_with_int8_embedding_tables_is_pruned_with_its_tables_untouched(
     s = synthetic_splits
     torch.manual_seed(0)
     quantized = DLRM(dataclasses.replace(teacher.config, embedding_quantization="int8_rowwise"))
-    quantized.sparse_embeddings[0].codes.random_(-128, 127)
+    quantized.sparse_embeddings.tables.codes.random_(-128, 127)
     tables = {k: v.clone() for k, v in quantized.state_dict().items() if "embeddings" in k}
 
     pruned = prune(quantized, PruneConfig(ratio=0.5, finetune_epochs=1), s.train, s.val)

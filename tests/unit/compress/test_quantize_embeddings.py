@@ -26,7 +26,7 @@ from toolkit.errors import CompressError
 from toolkit.export import check_parity, export_onnx
 from toolkit.metrics import auc
 from toolkit.models import DLRM, DLRMConfig, dlrm_example_inputs
-from toolkit.models.dlrm import RowwiseInt8Embedding
+from toolkit.models.dlrm import RowwiseInt8Embedding, RowwiseInt8EmbeddingCollection
 from toolkit.train import TrainConfig, load_checkpoint, predict, save_checkpoint, train_dlrm
 
 
@@ -155,8 +155,11 @@ def test_quantized_dlrm_copies_mlps_and_keeps_the_masked_sum() -> None:
     assert quantized.config.embedding_quantization == "int8_rowwise"
     assert model.config.embedding_quantization == "none"
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the input is untouched
-    tables = [*quantized.sparse_embeddings, *quantized.multi_hot_embeddings]
-    assert len(tables) == 4 and all(isinstance(t, RowwiseInt8Embedding) for t in tables)
+    # the single-valued tables are fused into one collection; each multi-valued table stays alone
+    assert isinstance(quantized.sparse_embeddings, RowwiseInt8EmbeddingCollection)
+    assert quantized.sparse_embeddings.tables.codes.shape[0] == sum(model.config.sparse_cardinalities)
+    tables = [quantized.sparse_embeddings.tables, *quantized.multi_hot_embeddings]
+    assert all(isinstance(t, RowwiseInt8Embedding) for t in tables)
     for part in ("bottom_mlp", "top_mlp"):
         for k, v in getattr(model, part).state_dict().items():
             assert torch.equal(getattr(quantized, part).state_dict()[k], v)
@@ -167,14 +170,18 @@ def test_quantized_dlrm_copies_mlps_and_keeps_the_masked_sum() -> None:
     reference = DLRM(_config())
     reference.load_state_dict(model.state_dict())
     with torch.no_grad():
-        for ref, q in zip((*reference.sparse_embeddings, *reference.multi_hot_embeddings), tables, strict=True):
+        fused = quantized.sparse_embeddings.tables
+        rows = dequantize_rows(fused.codes, fused.scales, fused.zero_points)
+        for ref, block in zip(reference.sparse_embeddings, rows.split(model.config.sparse_cardinalities), strict=True):
+            ref.weight.copy_(block)
+        for ref, q in zip(reference.multi_hot_embeddings, quantized.multi_hot_embeddings, strict=True):
             ref.weight.copy_(dequantize_rows(q.codes, q.scales, q.zero_points))
     inputs = dlrm_example_inputs(model.config, 32, seed=1)
     inputs["multi_hot_ids"][:, 2:] = 0  # padding
     with torch.no_grad():
         torch.testing.assert_close(quantized(*inputs.values()), reference.eval()(*inputs.values()), rtol=1e-6, atol=1e-7)
 
-    assert torch.equal(quantize_embeddings(quantized).sparse_embeddings[0].codes, quantized.sparse_embeddings[0].codes)
+    assert torch.equal(quantize_embeddings(quantized).sparse_embeddings.tables.codes, fused.codes)
 
 
 def test_config_field_validates_and_old_configs_load() -> None:
@@ -222,7 +229,7 @@ def test_quantized_dlrm_exports_int8_gathers_and_matches_onnx_runtime(trained, s
         if n.op_type == "Gather" and n.input[0] in initializers and initializers[n.input[0]].data_type == onnx.TensorProto.INT8
     ]
     codes = [n for n in int8_gathers if len(initializers[n.input[0]].dims) == 2 and initializers[n.input[0]].dims[1] == 16]
-    assert len(codes) == 8  # the 7 single-valued tables and the genre table: codes gathered as int8
+    assert len(codes) == 2  # the 7 single-valued tables fused into one, and the genre table: codes gathered as int8
     for gather in codes:
         (cast,) = readers[gather.output[0]]
         assert cast.op_type == "Cast"
@@ -242,7 +249,7 @@ def test_quantized_checkpoint_round_trips(trained, synthetic_splits, tmp_path: P
     assert saved["embedding_quantization"] == "int8_rowwise"
     ckpt = load_checkpoint(tmp_path / "ckpt")
     assert ckpt.config == int8.config
-    assert isinstance(ckpt.model.sparse_embeddings[0], RowwiseInt8Embedding)
+    assert isinstance(ckpt.model.sparse_embeddings, RowwiseInt8EmbeddingCollection)
     for k, v in int8.state_dict().items():
         loaded = ckpt.model.state_dict()[k]
         assert loaded.dtype == v.dtype and torch.equal(loaded, v), k

@@ -178,3 +178,15 @@ def test_output_names_must_match_forward_outputs(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match=r"has outputs \['a', .*\], but output_names=\['a'\]"):
         export_onnx(TwoOutputs(), {"x": torch.randn(3, 4)}, ["a"], tmp_path / "t.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_drops_the_exporters_per_node_debug_metadata(tmp_path):
+    import onnx
+    import torch
+
+    from toolkit.export import export_onnx
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    path = export_onnx(model, {"x": torch.randn(3, 4)}, ["y"], tmp_path / "model.onnx")
+    nodes = onnx.load_model(str(path), load_external_data=False).graph.node
+    assert nodes and all(len(n.metadata_props) == 0 for n in nodes)
