@@ -106,3 +106,36 @@ def test_dynamic_batching_with_max_batch_size_zero_is_refused_before_writing(tmp
     # max_batch_size 0 with dynamic batching on is contradictory: say so, write nothing
     assert_clean_error(done, "dynamic_batching needs max_batch_size >= 1")
     assert not (tmp_path / "r").exists()
+
+
+def test_compress_writes_model_recipe_and_report_and_fails_outside_the_budget(tmp_path, pipeline):
+    import json
+
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"name": "fp16", "steps": [{"kind": "onnx_fp16"}]}))
+    out = tmp_path / "compressed"
+    done = tritonrec("compress", pipeline["checkpoint"], "--recipe", recipe, "--out", out, "--data-dir", pipeline["data"], "--rounds", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name in ("model.onnx", "recipe.json", "report.json", "report.md", "checkpoint/model.pt"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "report.json").read_text())
+    assert [v["name"] for v in report["variants"]] == ["fp32_pytorch", "fp32_onnx", "fp16"]
+    assert "tritonrec compress" in report["command"] and report["machine"]["cores"] >= 1
+
+    strict = tmp_path / "strict.json"
+    strict.write_text(
+        json.dumps({"name": "overpruned", "min_auc_ratio": 0.999, "steps": [{"kind": "prune", "ratio": 0.95, "finetune_epochs": 0}]})
+    )
+    done = tritonrec(
+        "compress", pipeline["checkpoint"], "--recipe", strict, "--out", tmp_path / "o2", "--data-dir", pipeline["data"], "--rounds", "1"
+    )
+    assert done.returncode == 1
+    assert "below the budget" in done.stdout
+
+
+def test_compress_refuses_a_bad_recipe_naming_the_field(tmp_path, pipeline):
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text('{"steps": [{"kind": "prune", "ratio": 1.5}]}')
+    done = tritonrec("compress", pipeline["checkpoint"], "--recipe", recipe, "--out", tmp_path / "o", "--data-dir", pipeline["data"])
+    assert_clean_error(done, "recipe.json", "ratio")
+    assert not (tmp_path / "o").exists()
