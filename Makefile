@@ -9,8 +9,19 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha1sum | cut -c1-12)
 DATA_DIR := .cache/ml-100k
 PYTRITON := nvidia-pytriton==0.7.0
+# perf_analyzer: the PyPI perf-analyzer wheels need glibc 2.38 (Debian 12 has 2.36), so the binary
+# comes out of the manylinux1 tritonclient 2.50.0 wheel (never installed, only unpacked) and runs with
+# Debian's libb64 and the libcudart.so.12 of nvidia-cuda-runtime-cu12 (toolkit.perf puts it on
+# LD_LIBRARY_PATH). Skipped when `perf_analyzer` is on PATH (the Triton SDK container). The stamp holds
+# the wheel it came from (toolkit.perf reports it as the binary's source).
+PERF_ANALYZER_WHEEL := tritonclient==2.50.0
+PERF_ANALYZER_MEMBER := tritonclient-2.50.0.data/data/bin/perf_analyzer
+CUDA_RUNTIME := nvidia-cuda-runtime-cu12==12.9.79
+PERF_DIR := $(VENV)/perf_analyzer
+PERF_STAMP := $(PERF_DIR)/.installed-tritonclient-2.50.0
+PERF_ON_PATH := $(shell command -v perf_analyzer 2>/dev/null)
 
-.PHONY: install system-deps data demo test lint clean
+.PHONY: install system-deps perf-tools data demo test lint clean
 
 install: $(STAMP)
 
@@ -29,13 +40,29 @@ $(STAMP): requirements.txt pyproject.toml | system-deps
 	$(PIP) install -q --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $@
 
+perf-tools: $(if $(PERF_ON_PATH),,$(PERF_STAMP))
+
+$(PERF_STAMP): | $(STAMP)
+	@if ! ldconfig -p | grep -q 'libb64\.so\.0d'; then \
+		echo "installing Debian's libb64-0d (needed by perf_analyzer)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libb64-0d; \
+	fi
+	@echo "installing perf_analyzer from $(PERF_ANALYZER_WHEEL) into $(PERF_DIR)/bin"
+	@set -euo pipefail; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(PIP) download -q --no-deps --dest "$$tmp" $(PERF_ANALYZER_WHEEL); \
+	$(PY) -c 'import sys, zipfile; open(sys.argv[3], "wb").write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))' \
+		"$$(ls "$$tmp"/tritonclient-*.whl)" $(PERF_ANALYZER_MEMBER) "$$tmp/perf_analyzer"; \
+	chmod +x "$$tmp/perf_analyzer"; mkdir -p $(PERF_DIR)/bin; mv -f "$$tmp/perf_analyzer" $(PERF_DIR)/bin/perf_analyzer
+	$(PIP) install -q $(CUDA_RUNTIME)
+	rm -f $(PERF_DIR)/.installed-* && echo "$(PERF_ANALYZER_WHEEL)" > $@
+
 data: install
 	$(PY) -m toolkit data fetch --dest $(DATA_DIR)
 
-demo: data
+demo: data perf-tools
 	$(PY) -m toolkit demo --data-dir $(DATA_DIR)
 
-test: data
+test: data perf-tools
 	$(PY) -m pytest
 
 # Style, and the architecture: .importlinter keeps the stages in data-flow order.

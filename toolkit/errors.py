@@ -11,7 +11,8 @@
     ├── RepositoryError              a Triton model repository or config is invalid
     ├── ServingError                 a Triton server cannot start or be reached
     │   └── PortInUseError           a port the server needs is already taken
-    └── InferenceError               a request is malformed (shape, dtype) or the server rejected it
+    ├── InferenceError               a request is malformed (shape, dtype) or the server rejected it
+    └── PerfError                    perf_analyzer is missing or fails, or its measurement is unusable
 
 The CLI prints ``str(error)`` as one line (plus ``error.hint`` when set) and exits 1;
 set ``TRITONREC_DEBUG=1`` to see the traceback. Errors raised by the libraries
@@ -31,6 +32,7 @@ __all__ = [
     "ServingError",
     "PortInUseError",
     "InferenceError",
+    "PerfError",
 ]
 
 
@@ -81,3 +83,8 @@ class PortInUseError(ServingError):
 
 class InferenceError(ToolkitError):
     """An inference request is malformed (tensor shape or dtype) or the server rejected it."""
+
+
+class PerfError(ToolkitError):
+    """``perf_analyzer`` is missing or cannot run, the server it should load is unreachable,
+    its measurement did not stabilize, or its report cannot be read."""

@@ -1,6 +1,9 @@
-"""Repository: Triton model configs (protobuf), serving variants, atomic repository builds."""
+"""Repository: Triton model configs (protobuf), serving variants, atomic repository builds.
 
-from toolkit.repository.builder import VARIANTS, BuiltModel, build_repository
+The config module is torch-free and imported eagerly (serving and perf read configs);
+the builder, which loads checkpoints with torch, is imported on first use (PEP 562).
+"""
+
 from toolkit.repository.config import (
     BatchingOptions,
     ModelConfig,
@@ -11,6 +14,8 @@ from toolkit.repository.config import (
     parse_config,
     read_config,
 )
+
+_BUILDER_NAMES = ("VARIANTS", "BuiltModel", "build_repository")
 
 __all__ = [
     "VARIANTS",
@@ -25,3 +30,11 @@ __all__ = [
     "parse_config",
     "read_config",
 ]
+
+
+def __getattr__(name: str):
+    if name in _BUILDER_NAMES:
+        from toolkit.repository import builder
+
+        return getattr(builder, name)
+    raise AttributeError(f"module 'toolkit.repository' has no attribute {name!r}")
