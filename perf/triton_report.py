@@ -1,0 +1,184 @@
+"""Served performance on a real Triton server: baseline vs optimized, measured with perf_analyzer.
+
+Writes perf/results/triton_<data>.{json,md,html} and two PNG plots. Run from the repository root:
+
+    .venv/bin/python perf/triton_report.py movielens
+    .venv/bin/python perf/triton_report.py criteo
+
+In one run and on one server (the one in the nvidia-pytriton wheel, or `tritonserver` on PATH):
+
+* ``baseline_pytorch``: the FP32 model in PyTorch eager on the Python backend, no dynamic batching
+  (the paper's baseline);
+* ``fp32onnx_onnx_python``: the same FP32 model as ONNX Runtime in a Python-backend model, with
+  dynamic batching (separates the backend and batching from compression);
+* ``optimized_onnx_python``: the default compression recipe's model (recipes/default.json),
+  ONNX Runtime in a Python-backend model, with dynamic batching.
+
+Each is swept with perf_analyzer over gRPC (and HTTP at client batch 1) at concurrency
+1..16 with real test rows as input data, client batches of 1 and 64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from compress_report import NOTES as _COMPRESS_NOTES  # noqa: F401  (same folder)
+from compress_report import _train_criteo, criteo_data, movielens_data
+
+from toolkit.compress.bench import machine_info
+from toolkit.compress.pipeline import compress, save_compressed
+from toolkit.compress.recipe import load_recipe
+from toolkit.export import export_onnx
+from toolkit.metrics import auc
+from toolkit.models import dlrm_example_inputs
+from toolkit.perf.analyzer import find_perf_analyzer
+from toolkit.perf.report import headline, write_perf_report
+from toolkit.perf.sweep import sweep_model
+from toolkit.repository import BatchingOptions, build_repository
+from toolkit.serving import InferenceClient, TritonServer, free_ports
+from toolkit.train import TrainConfig, save_checkpoint, train_dlrm
+
+ROOT = Path(__file__).resolve().parents[1]
+BASELINE, FP32_ONNX, OPTIMIZED = "baseline_pytorch", "fp32onnx_onnx_python", "optimized_onnx_python"
+
+
+def _onnx_auc(path: Path, rows) -> float:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    probs = np.concatenate(
+        [session.run(None, {n: rows.inputs()[n][i : i + 256] for n in names})[0].reshape(-1) for i in range(0, len(rows), 256)]
+    )
+    return auc(rows.labels, probs)
+
+
+def build(root: Path, baseline, data, recipe_path: Path) -> tuple[Path, float, float]:
+    """The three-model repository; returns it with the baseline's and the optimized model's test AUC."""
+    repo = root / "model_repository"
+    batching = BatchingOptions(max_batch_size=256, dynamic_batching=True, max_queue_delay_us=500, preferred_batch_sizes=[64, 256])
+    encoder = data.encoder or _dummy_encoder(baseline)
+    save_checkpoint(root / "baseline", baseline, encoder, {})
+    fp32_onnx = export_onnx(baseline, dlrm_example_inputs(baseline.config, 8), ["probability"], root / "fp32" / "model.onnx")
+    build_repository(
+        repo,
+        checkpoint=root / "baseline",
+        onnx_model=fp32_onnx,
+        model_name="baseline",
+        variants=["pytorch"],
+        options=BatchingOptions(max_batch_size=256, dynamic_batching=False),
+    )
+    build_repository(
+        repo, checkpoint=root / "baseline", onnx_model=fp32_onnx, model_name="fp32onnx", variants=["onnx_python"], options=batching
+    )
+    result = compress(baseline, load_recipe(recipe_path), data, root / "work")
+    out = save_compressed(result, root / "optimized", encoder, {})
+    build_repository(
+        repo,
+        checkpoint=out / "checkpoint",
+        onnx_model=out / "model.onnx",
+        model_name="optimized",
+        variants=["onnx_python"],
+        options=batching,
+    )
+    return repo, _onnx_auc(fp32_onnx, data.test), _onnx_auc(out / "model.onnx", data.test)
+
+
+def _dummy_encoder(model):
+    """Criteo rows come pre-hashed: a vocabulary-free encoder with the model's table sizes."""
+    from toolkit.data.features import FeatureEncoder, Vocabulary
+
+    names = ("user_id", "item_id", "age", "gender", "occupation", "zip_prefix", "release_year", "genres")
+    vocab = {n: Vocabulary([]) for n in names}
+    return FeatureEncoder(vocab, np.zeros(model.config.num_dense), np.ones(model.config.num_dense), 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", choices=["movielens", "criteo"])
+    parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "default.json")
+    parser.add_argument("--criteo-rows", type=int, default=200_000)
+    parser.add_argument("--concurrency", default="1,2,4,8,16")
+    parser.add_argument("--p99-budget-ms", type=float, default=10.0)
+    parser.add_argument("--measurement-interval-ms", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    torch.manual_seed(0)
+    if args.data == "movielens":
+        data = movielens_data()
+        baseline = train_dlrm(data.train, data.val, data.encoder, TrainConfig()).model
+    else:
+        data, config = criteo_data(args.criteo_rows)
+        baseline = _train_criteo(data, config)
+    analyzer = find_perf_analyzer()
+    with tempfile.TemporaryDirectory(prefix="triton-report-") as tmp:
+        root = Path(tmp)
+        repo, base_auc, opt_auc = build(root, baseline, data, args.recipe)
+        print(f"test AUC: baseline {base_auc:.4f}, optimized {opt_auc:.4f}", flush=True)
+        ports = dict(zip(("http_port", "grpc_port", "metrics_port"), free_ports(3), strict=True))
+        rows = data.test.take(slice(0, 4096)).inputs()
+        sweeps = []
+        with TritonServer(repo, **ports) as server:
+            for model in (BASELINE, FP32_ONNX, OPTIMIZED):
+                with InferenceClient(server.grpc_url, protocol="grpc", model_name=model) as client:
+                    specs = client.input_specs
+                plan = [("grpc", 1), ("http", 1), ("grpc", 64)]
+                for protocol, batch in plan:
+                    url = server.grpc_url if protocol == "grpc" else server.http_url
+                    sweeps.append(
+                        sweep_model(
+                            model,
+                            url=url,
+                            protocol=protocol,
+                            metrics_url=server.metrics_url,
+                            input_specs=specs,
+                            rows=rows,
+                            batch_size=batch,
+                            concurrency=levels,
+                            out_dir=root / "pa" / f"{model}_{protocol}_b{batch}",
+                            measurement_interval_ms=args.measurement_interval_ms,
+                            on_log=lambda m: print(m, flush=True),
+                        )
+                    )
+    by_key = {(s.model, s.protocol, s.batch_size): s for s in sweeps}
+    aucs = {"p99_budget_ms": args.p99_budget_ms, "baseline_auc": base_auc, "optimized_auc": opt_auc}
+    report = {
+        "data": data.name,
+        "command": shlex.join(["python", "perf/triton_report.py", *sys.argv[1:]]),
+        "machine": machine_info(),
+        "perf_analyzer_version": analyzer.version(),
+        "perf_analyzer_source": analyzer.source,
+        "recipe": str(args.recipe.relative_to(ROOT)) if args.recipe.is_relative_to(ROOT) else str(args.recipe),
+        "baseline": BASELINE,
+        "optimized": OPTIMIZED,
+        "headline": headline(by_key[(BASELINE, "grpc", 1)], by_key[(OPTIMIZED, "grpc", 1)], **aucs),
+        "headline_batch64": headline(by_key[(BASELINE, "grpc", 64)], by_key[(OPTIMIZED, "grpc", 64)], **aucs),
+        "sweeps": [s.to_dict() for s in sweeps],
+        "elapsed_s": round(time.perf_counter() - started, 1),
+        "notes": [
+            "Server: Triton 2.51 from the nvidia-pytriton wheel on the same 2-core machine as perf_analyzer; every "
+            "model has one CPU instance, and the ONNX models run in ONNX Runtime inside a Python-backend model.",
+            "perf_analyzer runs each concurrency level alone; server batch = delta nv_inference_count / delta "
+            "nv_inference_exec_count over that level; CPU % is the whole machine (client and server share it).",
+            "Dynamic batching: max_queue_delay_microseconds 500, preferred_batch_size [64, 256], max_batch_size 256.",
+        ],
+    }
+    h = report["headline"]
+    for key in ("p99_ratio", "throughput_ratio_at_budget", "auc_ratio"):
+        report[key] = h[key]
+    report["p99_budget_ms"] = args.p99_budget_ms
+    out = args.out or ROOT / "perf" / "results" / f"triton_{args.data}.json"
+    for path in write_perf_report(report, sweeps, out):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
