@@ -127,3 +127,26 @@ def test_cli_serve_refuses_a_port_in_use(pipeline, server):
     )
     assert done.returncode == 1
     assert str(server.http_port) in done.stdout and "Traceback" not in done.stdout + done.stderr
+
+
+def test_cli_perf_sweeps_a_served_dlrm_with_real_rows_and_writes_the_report(server, pipeline, tmp_path):
+    import json
+
+    out = tmp_path / "perf" / "report.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "toolkit", "perf", "--url", server.grpc_url, "--http-url", server.http_url,
+         "--metrics-url", server.metrics_url, "--model", "dlrm_pytorch", "--model", "dlrm_onnx_python",
+         "--baseline", "dlrm_pytorch", "--optimized", "dlrm_onnx_python", "--batch-size", "1", "--concurrency", "1,2",
+         "--checkpoint", str(pipeline["checkpoint"]), "--data-dir", str(DATA_DIR), "--rows", "256",
+         "--measurement-interval-ms", "500", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(out.read_text())
+    assert [s["model"] for s in report["sweeps"]] == ["dlrm_pytorch", "dlrm_onnx_python"]
+    for sweep in report["sweeps"]:
+        assert [p["concurrency"] for p in sweep["points"]] == [1, 2]
+        assert all(p["throughput_infer_per_s"] > 0 and p["p99_latency_ms"] >= p["p50_latency_ms"] for p in sweep["points"])
+        assert all(p["avg_server_batch"] >= 1 for p in sweep["points"])
+    assert report["headline"]["p99_ratio"] > 0
+    assert out.with_suffix(".html").is_file() and out.with_name("report_throughput_p99.png").is_file()

@@ -82,18 +82,22 @@ def _png(fig) -> bytes:
 
 
 def throughput_latency_plot(sweeps: list[Sweep], p99_budget_ms: float) -> bytes:
-    """PNG: throughput (inferences/s) against p99 latency (ms), one line per sweep."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for s in sweeps:
-        xs = [p.point.p99_latency_ms for p in s.points]
-        ys = [p.point.throughput_infer_per_s for p in s.points]
-        ax.plot(xs, ys, marker="o", label=f"{s.model} ({s.protocol}, b{s.batch_size})")
-    ax.axvline(p99_budget_ms, color="grey", linestyle="--", linewidth=1, label=f"p99 budget {p99_budget_ms:g} ms")
-    ax.set_xscale("log")
-    ax.set_xlabel("p99 latency (ms, log scale)")
-    ax.set_ylabel("throughput (inferences/s)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    """PNG: throughput (inferences/s) against p99 latency (ms), one panel per client batch size,
+    one line per model and protocol (points in concurrency order)."""
+    batch_sizes = sorted({s.batch_size for s in sweeps})
+    fig, axes = plt.subplots(1, len(batch_sizes), figsize=(6.0 * len(batch_sizes), 4.5), squeeze=False)
+    for ax, batch in zip(axes[0], batch_sizes, strict=True):
+        for s in (s for s in sweeps if s.batch_size == batch):
+            xs = [p.point.p99_latency_ms for p in s.points]
+            ys = [p.point.throughput_infer_per_s for p in s.points]
+            ax.plot(xs, ys, marker="o", label=f"{s.model} ({s.protocol})")
+        ax.axvline(p99_budget_ms, color="grey", linestyle="--", linewidth=1, label=f"p99 budget {p99_budget_ms:g} ms")
+        ax.set_xscale("log")
+        ax.set_title(f"client batch {batch}")
+        ax.set_xlabel("p99 latency (ms, log scale)")
+        ax.set_ylabel("throughput (inferences/s)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
     return _png(fig)
 
 
