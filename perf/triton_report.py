@@ -65,7 +65,7 @@ def build(root: Path, baseline, data, recipe_path: Path, queue_delay_us: int) ->
     batching = BatchingOptions(
         max_batch_size=256, dynamic_batching=True, max_queue_delay_us=queue_delay_us, preferred_batch_sizes=[64, 256]
     )
-    encoder = data.encoder or _dummy_encoder(baseline)
+    encoder = data.encoder  # None for Criteo rows: their ids arrive hashed, there are no vocabularies
     save_checkpoint(root / "baseline", baseline, encoder, {})
     fp32_onnx = export_onnx(baseline, dlrm_example_inputs(baseline.config, 8), ["probability"], root / "fp32" / "model.onnx")
     build_repository(
@@ -90,15 +90,6 @@ def build(root: Path, baseline, data, recipe_path: Path, queue_delay_us: int) ->
         options=batching,
     )
     return repo, _onnx_auc(fp32_onnx, data.test), _onnx_auc(out / "model.onnx", data.test)
-
-
-def _dummy_encoder(model):
-    """Criteo rows come pre-hashed: a vocabulary-free encoder with the model's table sizes."""
-    from toolkit.data.features import FeatureEncoder, Vocabulary
-
-    names = ("user_id", "item_id", "age", "gender", "occupation", "zip_prefix", "release_year", "genres")
-    vocab = {n: Vocabulary([]) for n in names}
-    return FeatureEncoder(vocab, np.zeros(model.config.num_dense), np.ones(model.config.num_dense), 1)
 
 
 def main() -> None:

@@ -184,7 +184,7 @@ def compress_and_report(
     return {"data": data.name, "baseline": "fp32_pytorch", "fp32_onnx": "fp32_onnx", "variants": rows}, results
 
 
-def save_compressed(result: CompressedModel, out: Path, encoder: FeatureEncoder, metrics: dict) -> Path:
+def save_compressed(result: CompressedModel, out: Path, encoder: FeatureEncoder | None, metrics: dict) -> Path:
     """Write a compressed model folder atomically: ``checkpoint/``, ``model.onnx`` (+ data), ``recipe.json``."""
     out = Path(out)
     with atomic_directory(out) as tmp:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from toolkit._io import atomic_write_json
 from toolkit.data.dataset import load_splits
+from toolkit.errors import CheckpointError
 from toolkit.export.onnx_info import copy_onnx_model
 from toolkit.export.parity import ParityReport, check_parity
 from toolkit.export.torch2onnx import export_onnx
@@ -31,6 +32,12 @@ def export_checkpoint(checkpoint: Path, onnx_path: Path, data_dir: Path, *, atol
             the parity check failed (the previous ``onnx_path`` is left untouched).
     """
     ckpt = load_checkpoint(checkpoint)
+    if ckpt.encoder is None:
+        raise CheckpointError(
+            f"checkpoint {checkpoint} has no vocabularies.json (a model fed pre-encoded ids), so its MovieLens test split "
+            "cannot be rebuilt for the parity check",
+            hint="export it from Python with toolkit.export.export_onnx and check_parity on its own rows",
+        )
     seed = int(ckpt.metrics.get("split", {}).get("seed", 42))
     test = load_splits(data_dir, seed=seed, encoder=ckpt.encoder).test
     onnx_path = Path(onnx_path)

@@ -155,7 +155,8 @@ def build_repository(
                 config = build_model_config(name, onnx_inputs, onnx_outputs, options, backend="python", parameters=threads)
                 runtime = "backend: python (ONNX Runtime)"
             # The vocabularies travel with every model: clients and ensembles map raw values with them.
-            shutil.copyfile(ckpt.path / "vocabularies.json", staging / name / "vocabularies.json")
+            if ckpt.encoder is not None:
+                shutil.copyfile(ckpt.path / "vocabularies.json", staging / name / "vocabularies.json")
             (staging / name / "config.pbtxt").write_text(config_to_text(config))
             parsed = read_config(staging / name / "config.pbtxt")
             if parsed != config:

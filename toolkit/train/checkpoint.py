@@ -8,6 +8,10 @@
       vocabularies.json   FeatureEncoder.to_dict(): what turns raw features into ids
       metrics.json        offline test metrics, baselines, training history
 
+A model trained on ids that arrive already encoded (Criteo's hashed categorical values) has
+no vocabularies: it is saved with ``encoder=None``, which writes no ``vocabularies.json``
+and records ``"pre_encoded_ids": true`` in ``metrics.json``.
+
 Written atomically (:func:`toolkit._io.atomic_directory`): a failed save keeps the old folder.
 """
 
@@ -35,18 +39,24 @@ class Checkpoint:
 
     model: DLRM
     config: DLRMConfig
-    encoder: FeatureEncoder
+    encoder: FeatureEncoder | None
     metrics: dict = field(default_factory=dict)
     path: Path | None = None
 
 
-def save_checkpoint(path: Path, model: DLRM, encoder: FeatureEncoder, metrics: dict) -> Path:
-    """Write ``model``, its config, ``encoder`` and ``metrics`` to the folder ``path`` atomically."""
+def save_checkpoint(path: Path, model: DLRM, encoder: FeatureEncoder | None, metrics: dict) -> Path:
+    """Write ``model``, its config, ``encoder`` and ``metrics`` to the folder ``path`` atomically.
+
+    ``encoder=None`` is for models fed pre-encoded ids (see the module docstring).
+    """
+    if encoder is None:
+        metrics = {**metrics, "pre_encoded_ids": True}
     path = Path(path)
     with atomic_directory(path) as tmp:
         torch.save(model.state_dict(), tmp / "model.pt")
         (tmp / "model_config.json").write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
-        (tmp / "vocabularies.json").write_text(json.dumps(encoder.to_dict()) + "\n")
+        if encoder is not None:
+            (tmp / "vocabularies.json").write_text(json.dumps(encoder.to_dict()) + "\n")
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return path
 
@@ -69,19 +79,25 @@ def load_checkpoint(path: Path) -> Checkpoint:
     hint = "re-run `tritonrec train` to write a fresh checkpoint"
     if not path.is_dir():
         raise CheckpointError(f"checkpoint folder {path} does not exist", hint=hint)
-    missing = [name for name in CHECKPOINT_FILES if not (path / name).is_file()]
+    metrics = _read_json(path / "metrics.json") if (path / "metrics.json").is_file() else {}
+    pre_encoded = metrics.get("pre_encoded_ids") is True
+    missing = [name for name in CHECKPOINT_FILES if not (path / name).is_file() and not (pre_encoded and name == "vocabularies.json")]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}", hint=hint)
     try:
         config = DLRMConfig.from_dict(_read_json(path / "model_config.json"))
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path / 'model_config.json'}: {exc}", hint=hint) from exc
-    try:
-        encoder = FeatureEncoder.from_dict(_read_json(path / "vocabularies.json"))
-    except DataError as exc:
-        raise CheckpointError(f"{path / 'vocabularies.json'}: {exc}", hint=hint) from exc
-    if encoder.cardinalities != [*config.sparse_cardinalities, *config.multi_hot_cardinalities]:
-        raise CheckpointError(f"{path}: vocabularies.json table sizes {encoder.cardinalities} disagree with model_config.json", hint=hint)
+    encoder = None
+    if not pre_encoded:
+        try:
+            encoder = FeatureEncoder.from_dict(_read_json(path / "vocabularies.json"))
+        except DataError as exc:
+            raise CheckpointError(f"{path / 'vocabularies.json'}: {exc}", hint=hint) from exc
+        if encoder.cardinalities != [*config.sparse_cardinalities, *config.multi_hot_cardinalities]:
+            raise CheckpointError(
+                f"{path}: vocabularies.json table sizes {encoder.cardinalities} disagree with model_config.json", hint=hint
+            )
     try:
         state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt pickle fails in many ways: UnpicklingError, EOFError, IndexError, struct.error, ...
@@ -92,4 +108,4 @@ def load_checkpoint(path: Path) -> Checkpoint:
     except (RuntimeError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{path / 'model.pt'}: does not fit model_config.json ({exc})", hint=hint) from exc
     model.eval()
-    return Checkpoint(model, config, encoder, _read_json(path / "metrics.json"), path)
+    return Checkpoint(model, config, encoder, metrics, path)

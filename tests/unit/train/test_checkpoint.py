@@ -144,3 +144,15 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(checkpoint: Path, m
     assert _snapshot(checkpoint) == before
     assert [p.name for p in checkpoint.parent.iterdir()] == ["checkpoint"]
     assert load_checkpoint(checkpoint).metrics == METRICS
+
+
+def test_a_model_fed_pre_encoded_ids_saves_and_loads_without_vocabularies(tmp_path):
+    from toolkit.models import DLRM, DLRMConfig
+    from toolkit.train import load_checkpoint, save_checkpoint
+
+    model = DLRM(DLRMConfig(num_dense=13, sparse_cardinalities=[50, 7, 3]))
+    save_checkpoint(tmp_path / "ckpt", model, None, {"note": "criteo-shaped"})
+    assert not (tmp_path / "ckpt" / "vocabularies.json").exists()
+    loaded = load_checkpoint(tmp_path / "ckpt")
+    assert loaded.encoder is None and loaded.metrics["pre_encoded_ids"] is True
+    assert all(torch.equal(loaded.model.state_dict()[k], v) for k, v in model.state_dict().items())
