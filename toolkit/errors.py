@@ -33,6 +33,7 @@ __all__ = [
     "PortInUseError",
     "InferenceError",
     "PerfError",
+    "UnstableMeasurementError",
 ]
 
 
@@ -88,3 +89,7 @@ class InferenceError(ToolkitError):
 class PerfError(ToolkitError):
     """``perf_analyzer`` is missing or cannot run, the server it should load is unreachable,
     its measurement did not stabilize, or its report cannot be read."""
+
+
+class UnstableMeasurementError(PerfError):
+    """perf_analyzer's measurement did not stabilize at a load level, even after a retry with a longer window."""

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from toolkit.cli import build, compress, data, demo, export, infer, perf, serve, train
+from toolkit.cli import build, compress, data, demo, export, infer, perf, serve, train, tune
 from toolkit.cli._common import console
 from toolkit.errors import ToolkitError
 
@@ -31,6 +31,7 @@ app.command()(build.build)
 app.command()(serve.serve)
 app.command()(infer.infer)
 app.command()(perf.perf)
+app.command(name="tune")(tune.tune_command)
 app.command()(demo.demo)
 
 

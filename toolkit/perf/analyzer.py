@@ -45,7 +45,7 @@ from typing import Literal
 
 import numpy as np
 
-from toolkit.errors import PerfError
+from toolkit.errors import PerfError, UnstableMeasurementError
 from toolkit.tensors import TensorSpec
 
 __all__ = [
@@ -653,7 +653,7 @@ def run_perf_analyzer(
                     )
                     interval *= 2
                     continue
-                raise PerfError(
+                raise (UnstableMeasurementError if unstable else PerfError)(
                     f"perf_analyzer {what} at {kind} {range_value} of model '{model_name}' ({url}), "
                     f"also with --measurement-interval {interval} ms: {_error_lines(attempt.output)}",
                     hint=(

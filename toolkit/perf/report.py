@@ -169,6 +169,11 @@ def _markdown(report: dict, plots: dict[str, str]) -> str:
                 f"{p['server_queue_ms']:.2f} | {p['server_compute_infer_ms']:.2f} | {_f(p['avg_server_batch'], '.1f')} | "
                 f"{p['cpu_utilization_pct']:.0f} |"
             )
+    skipped = [
+        f"{s['model']} {s['protocol']} b{s['batch_size']}: {s['unstable_levels']}" for s in report["sweeps"] if s.get("unstable_levels")
+    ]
+    if skipped:
+        lines += ["", "Concurrency levels skipped because perf_analyzer could not stabilize them: " + "; ".join(skipped)]
     lines += ["", *(f"![{name}]({file})" for name, file in plots.items())]
     if report.get("notes"):
         lines += ["", "## Notes", "", *(f"- {n}" for n in report["notes"])]

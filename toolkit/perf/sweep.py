@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -19,7 +19,7 @@ import numpy as np
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from toolkit.errors import PerfError
+from toolkit.errors import PerfError, UnstableMeasurementError
 from toolkit.perf.analyzer import LoadPoint, run_perf_analyzer, write_input_data
 from toolkit.tensors import TensorSpec
 
@@ -74,6 +74,7 @@ class Sweep:
     protocol: str
     batch_size: int
     points: list[SweepPoint]
+    unstable_levels: list[int] = field(default_factory=list)
 
     def best_within(self, p99_budget_ms: float) -> SweepPoint | None:
         """The highest-throughput point whose p99 latency is within the budget, or None."""
@@ -85,7 +86,13 @@ class Sweep:
         return next((p for p in self.points if p.point.concurrency == concurrency), None)
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "protocol": self.protocol, "batch_size": self.batch_size, "points": [p.to_dict() for p in self.points]}
+        return {
+            "model": self.model,
+            "protocol": self.protocol,
+            "batch_size": self.batch_size,
+            "points": [p.to_dict() for p in self.points],
+            "unstable_levels": self.unstable_levels,
+        }
 
 
 def sweep_model(
@@ -100,6 +107,7 @@ def sweep_model(
     concurrency: Sequence[int],
     out_dir: Path,
     measurement_interval_ms: int = 1000,
+    stability_percentage: float = 20,
     on_log: Callable[[str], None] | None = None,
 ) -> Sweep:
     """Run perf_analyzer at each concurrency level with real rows as input data.
@@ -108,6 +116,10 @@ def sweep_model(
         rows: real input rows by tensor name (e.g. test-split rows: every id inside its table).
         batch_size: rows per request sent by the client (``-b``).
         out_dir: where the input data, CSVs and logs go (one sub-folder per level).
+        stability_percentage: perf_analyzer ``-s``: how far (in %) the last windows may differ.
+            20 rather than perf_analyzer's 10 because client and server share two noisy cores;
+            a level that still does not settle after a retry is skipped and listed in
+            ``Sweep.unstable_levels``.
 
     Raises:
         PerfError: perf_analyzer is missing, fails, or the server is unreachable.
@@ -116,21 +128,31 @@ def sweep_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     data = write_input_data(out_dir / "input_data.json", rows, batch_size=batch_size)
     points: list[SweepPoint] = []
+    unstable: list[int] = []
     for level in concurrency:
         before = scrape_counters(metrics_url)
         psutil.cpu_percent(interval=None)
-        found = run_perf_analyzer(
-            model,
-            url,
-            protocol=protocol,
-            input_data=data,
-            input_specs=input_specs,
-            batch_size=batch_size,
-            concurrency=[level],
-            measurement_interval_ms=measurement_interval_ms,
-            out_dir=out_dir / f"c{level}",
-            profile_export=False,
-        )
+        try:
+            found = run_perf_analyzer(
+                model,
+                url,
+                protocol=protocol,
+                input_data=data,
+                input_specs=input_specs,
+                batch_size=batch_size,
+                concurrency=[level],
+                measurement_interval_ms=measurement_interval_ms,
+                stability_percentage=stability_percentage,
+                out_dir=out_dir / f"c{level}",
+                profile_export=False,
+            )
+        except UnstableMeasurementError as exc:
+            # A shared machine can keep one level from settling; keep the others and say which was lost.
+            log.warning("%s; skipping concurrency %d", exc, level)
+            if on_log:
+                on_log(f"{model} {protocol} b{batch_size} c{level}: no stable measurement, level skipped")
+            unstable.append(level)
+            continue
         cpu = psutil.cpu_percent(interval=None)
         after = scrape_counters(metrics_url)
         inferences = after.get(("nv_inference_count", model), 0.0) - before.get(("nv_inference_count", model), 0.0)
@@ -145,4 +167,4 @@ def sweep_model(
                 )
     if not points:
         raise PerfError(f"perf_analyzer measured no load point for {model} ({protocol}, batch {batch_size})")
-    return Sweep(model, protocol, batch_size, points)
+    return Sweep(model, protocol, batch_size, points, unstable)

@@ -363,6 +363,22 @@ class Objective:
             return None
         return p.throughput_infer_per_s if self.mode == "max_throughput" else -p.p99_latency_ms
 
+    def rank(self, measurement: Measurement) -> tuple[int, float]:
+        """A total order of measurements, higher is better: feasible ones by :meth:`score`, then
+        infeasible ones by how far their closest level misses (``p99 / budget``, ``floor / throughput``),
+        then measurements without any point (errors)."""
+        score = self.score(measurement)
+        if score is not None:
+            return (1, score)
+        if not measurement.points:
+            return (-1, 0.0)
+        return (0, -min(self._violation(p) for p in measurement.points))
+
+    def _violation(self, p: LoadPoint) -> float:
+        over = p.p99_latency_ms / self.p99_budget_ms if self.p99_budget_ms is not None else 0.0
+        short = self.throughput_floor / max(p.throughput_infer_per_s, 1e-9) if self.throughput_floor is not None else 0.0
+        return max(over, short)
+
     def misses_latency_everywhere(self, measurement: Measurement) -> bool:
         """Every level of the measurement is over the p99 budget (so lower load would not help)."""
         return (
@@ -382,11 +398,6 @@ class Objective:
 
     def to_dict(self) -> dict:
         return {"mode": self.mode, "p99_budget_ms": self.p99_budget_ms, "throughput_floor": self.throughput_floor}
-
-
-def _better(a: float | None, b: float | None) -> bool:
-    """Score ``a`` beats ``b`` (None, infeasible, beats nothing)."""
-    return a is not None and (b is None or a > b)
 
 
 @dataclass(frozen=True)
@@ -472,17 +483,24 @@ class CoordinateSearch:
     """Coordinate line search over the knobs with dominance pruning and an early stop.
 
     From ``start`` (the served config, projected onto the space), each *step* searches one knob
-    along its ordered axis with the other knobs held at the incumbent: it walks up, then down,
-    one value at a time, and the incumbent moves to the best candidate of that line. Steps
-    cycle through ``knob_order``. Two priors prune candidates before they are measured:
+    along its ordered axis with the other knobs held at the incumbent: it measures both
+    neighbours of the incumbent's value, then walks outward (the better side first) until a
+    candidate is pruned; the incumbent moves to the best candidate of that line. Steps cycle
+    through ``knob_order``. Two priors prune candidates before they are measured
+    (:meth:`prune_reason`; every pruned candidate is recorded with its reason in the trace):
 
     * **unimodality** along every axis: on a line (same other knobs), a measured ``a`` that
-      scores below a measured ``b`` dominates everything beyond ``a`` as seen from ``b`` --
-      the score fell from ``b`` to ``a`` and keeps falling (so a walk stops at the first
-      value that does not improve, and an improving first direction skips the other one);
+      ranks below a measured ``b`` dominates everything beyond ``a`` as seen from ``b`` --
+      the score fell from ``b`` to ``a`` and keeps falling. So a walk stops at the first value
+      that does not improve, and beyond a neighbour that scored below the incumbent nothing
+      is measured. (The neighbours themselves are judged only on what was known before the
+      step, so one noisy point on one side cannot hide the other side.)
     * **latency grows with the queue delay** (knobs in ``latency_monotone``): when a measured
       candidate misses the p99 budget at every concurrency level, every candidate equal to it
       but with a queue delay at least as long misses it too.
+
+    Infeasible candidates rank by how far their closest level misses the objective, so a search
+    that starts outside the budget walks towards it.
 
     The search stops when ``patience`` consecutive steps improved the best score by less than
     ``min_gain`` (relative) after every knob was searched once, when a whole cycle measures
@@ -523,20 +541,20 @@ class CoordinateSearch:
     # -- pruning --------------------------------------------------------------------------
     def prune_reason(self, candidate: Candidate, measured: Mapping[Candidate, Measurement]) -> str | None:
         """Why ``candidate`` need not be measured, given ``measured``; None when it must be."""
-        score = {c: self.objective.score(m) for c, m in measured.items()}
+        rank = {c: self.objective.rank(m) for c, m in measured.items() if m.points}  # errors carry no evidence
         for knob in KNOBS:
             values = self.space.axis(knob)
             if candidate.value(knob) not in values:
                 continue
             here = values.index(candidate.value(knob))
-            line = {values.index(c.value(knob)): c for c in measured if _same_except(c, candidate, knob)}
+            line = {values.index(c.value(knob)): c for c in rank if _same_except(c, candidate, knob)}
             for ia, a in line.items():
                 for ib, b in line.items():
                     between = ib < ia < here or here < ia < ib
-                    if between and _better(score[b], score[a]):
+                    if between and rank[b] > rank[a]:
                         return (
-                            f"dominated along {knob}: the score fell from {b.key} ({_fmt(score[b])}) "
-                            f"to {a.key} ({_fmt(score[a])}), and {knob} goes further that way"
+                            f"dominated along {knob}: the score fell from {b.key} ({self._describe(measured[b])}) "
+                            f"to {a.key} ({self._describe(measured[a])}), and {knob} goes further that way"
                         )
         for knob in self.latency_monotone:
             for c, m in measured.items():
@@ -547,6 +565,12 @@ class CoordinateSearch:
                 ):
                     return f"{c.key} misses the p99 budget at every load with a {knob} <= this one's"
         return None
+
+    def _describe(self, m: Measurement) -> str:
+        score = self.objective.score(m)
+        if score is None:
+            return "infeasible"
+        return f"{score:,.0f}/s" if self.objective.mode == "max_throughput" else f"p99 {-score:.2f} ms"
 
     # -- the plan, replayed ---------------------------------------------------------------
     def next_candidate(self, measured: Sequence[Measurement]) -> Candidate | None:
@@ -569,14 +593,59 @@ class CoordinateSearch:
             return p.candidate, trace
         return None, trace
 
-    def _score(self, c: Candidate, measured: Mapping[Candidate, Measurement]) -> float | None:
+    def _read(self, c: Candidate, measured: Mapping[Candidate, Measurement], known: dict[Candidate, Measurement]) -> Measurement:
         if c not in measured:
             raise _Propose(c)
-        return self.objective.score(measured[c])
+        known[c] = measured[c]
+        return measured[c]
+
+    def _line_step(
+        self,
+        incumbent: Candidate,
+        knob: str,
+        measured: Mapping[Candidate, Measurement],
+        known: dict[Candidate, Measurement],
+        trace: SearchTrace,
+    ) -> Candidate:
+        """Search ``knob`` with the other knobs at the incumbent's values; returns the best candidate of that line.
+
+        Both neighbours come first, each pruned only on what was known before this step (so one
+        noisy point on one side cannot hide the other side); then the walk goes outward, the
+        better side first, one value at a time, until :meth:`prune_reason` prunes a candidate or
+        the axis ends (beyond a neighbour that scored worse than the incumbent, that is at once).
+        """
+        known_before = dict(known)
+        values = self.space.axis(knob)
+        here = values.index(incumbent.value(knob))
+        best, best_rank = incumbent, self.objective.rank(known[incumbent])
+
+        def consider(j: int, evidence: Mapping[Candidate, Measurement]) -> bool:
+            nonlocal best, best_rank
+            c = incumbent.with_value(knob, values[j])
+            if c not in known:
+                reason = self.prune_reason(c, evidence)
+                if reason is not None:
+                    trace.pruned.setdefault(c, reason)
+                    return False
+            r = self.objective.rank(self._read(c, measured, known))  # raises _Propose when c is not measured yet
+            if r > best_rank:
+                best, best_rank = c, r
+            return True
+
+        for j in (here + 1, here - 1):
+            if 0 <= j < len(values):
+                consider(j, known_before)
+        better_side = 1 if values.index(best.value(knob)) >= here else -1
+        for direction in (better_side, -better_side):
+            j = here + 2 * direction
+            while 0 <= j < len(values) and consider(j, known):
+                j += direction
+        return best
 
     def _plan(self, measured: dict[Candidate, Measurement], trace: SearchTrace) -> str:
+        known: dict[Candidate, Measurement] = {}  # what the plan has read so far, in its own order
         incumbent = self.start
-        best = self._score(incumbent, measured)
+        best = self.objective.score(self._read(incumbent, measured, known))
         flat = 0
         visited: set[str] = set()
         if not self.knob_order:
@@ -584,45 +653,26 @@ class CoordinateSearch:
         for cycle in itertools.count():
             new_in_cycle = False
             for knob in self.knob_order:
-                before, size_before = best, len(measured)
-                line_best, line_score = incumbent, best
-                values = self.space.axis(knob)
-                here = values.index(incumbent.value(knob))
-                for direction in (+1, -1):
-                    j = here + direction
-                    while 0 <= j < len(values):
-                        c = incumbent.with_value(knob, values[j])
-                        if c not in measured:
-                            reason = self.prune_reason(c, measured)
-                            if reason is not None:
-                                trace.pruned.setdefault(c, reason)
-                                break
-                        s = self._score(c, measured)  # raises _Propose when c is not measured yet
-                        if _better(s, line_score):
-                            line_best, line_score = c, s
-                        j += direction
-                incumbent, best = line_best, line_score
+                before, known_before = best, dict(known)
+                line_best = self._line_step(incumbent, knob, measured, known, trace)
+                incumbent, best = line_best, self.objective.score(known[line_best])
                 gain = Objective.gain(best, before)
                 visited.add(knob)
-                flat = flat + 1 if gain < self.min_gain else 0
-                new_in_cycle = new_in_cycle or len(measured) > size_before
+                flat = flat + 1 if best is not None and gain < self.min_gain else 0  # never flat while nothing is feasible
+                new_in_cycle = new_in_cycle or len(known) > len(known_before)
                 trace.steps.append({"cycle": cycle, "knob": knob, "incumbent": incumbent.key, "score": best, "gain": gain})
                 if flat >= self.patience and len(visited) == len(self.knob_order):
                     return (
                         f"flattened: the last {flat} knob steps improved the best score by less than {self.min_gain:.0%} "
                         f"(best {incumbent.key})"
                     )
-            if not new_in_cycle and cycle > 0:
+            if not new_in_cycle:
                 return f"converged: a whole cycle over the knobs found nothing new to measure (best {incumbent.key})"
         raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _same_except(a: Candidate, b: Candidate, knob: str) -> bool:
     return all(a.value(k) == b.value(k) for k in KNOBS if k != knob)
-
-
-def _fmt(score: float | None) -> str:
-    return "infeasible" if score is None else f"{score:,.0f}"
 
 
 def run_search(
@@ -829,7 +879,7 @@ class MeasureSettings:
     protocol: Literal["grpc", "http"] = "grpc"
     measurement_interval_ms: int = 500
     stability_percentage: float = 20.0
-    max_trials: int = 8
+    max_trials: int = 5
     timeout_s: float = 120.0
 
     def __post_init__(self) -> None:
