@@ -78,13 +78,7 @@ def main() -> None:
     started = time.perf_counter()
     default = load_recipe(args.recipe)
     recipes = single_technique_recipes(default.min_auc_ratio) | {default.name: default}
-    torch.manual_seed(0)
-    if args.data == "movielens":
-        data = movielens_data()
-        baseline = train_dlrm(data.train, data.val, data.encoder, TrainConfig()).model
-    else:
-        data, config = criteo_data(args.criteo_rows)
-        baseline = _train_criteo(data, config)
+    data, baseline = trained_baseline(args.data, args.criteo_rows)
     with tempfile.TemporaryDirectory(prefix="compress-report-") as tmp:
         report, _ = compress_and_report(baseline, recipes, data, Path(tmp), rounds=args.rounds, on_log=lambda m: print(m, flush=True))
     report["command"] = shlex.join(["python", "perf/compress_report.py", *sys.argv[1:]])
@@ -119,6 +113,16 @@ CRITEO_NOTES = [
     "keeps the model's function, it is not a Criteo result.",
     "The baseline trains 2 epochs on 160,000 rows; speed and size do not depend on training.",
 ]
+
+
+def trained_baseline(kind: str, criteo_rows: int) -> tuple[CompressionData, torch.nn.Module]:
+    """The data and its FP32 baseline, trained with fixed seeds (shared with triton_report.py)."""
+    torch.manual_seed(0)
+    if kind == "movielens":
+        data = movielens_data()
+        return data, train_dlrm(data.train, data.val, data.encoder, TrainConfig()).model
+    data, config = criteo_data(criteo_rows)
+    return data, _train_criteo(data, config)
 
 
 def _train_criteo(data: CompressionData, config) -> torch.nn.Module:

@@ -29,9 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import torch
-from compress_report import NOTES as _COMPRESS_NOTES  # noqa: F401  (same folder)
-from compress_report import _train_criteo, criteo_data, movielens_data
+from compress_report import trained_baseline  # same folder
 
 from toolkit.compress.bench import machine_info
 from toolkit.compress.pipeline import compress, save_compressed
@@ -44,7 +42,7 @@ from toolkit.perf.report import headline, write_perf_report
 from toolkit.perf.sweep import sweep_model
 from toolkit.repository import BatchingOptions, build_repository
 from toolkit.serving import InferenceClient, TritonServer, free_ports
-from toolkit.train import TrainConfig, save_checkpoint, train_dlrm
+from toolkit.train import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE, FP32_ONNX, OPTIMIZED = "baseline_pytorch", "fp32onnx_onnx_python", "optimized_onnx_python"
@@ -105,13 +103,7 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     levels = [int(c) for c in args.concurrency.split(",")]
-    torch.manual_seed(0)
-    if args.data == "movielens":
-        data = movielens_data()
-        baseline = train_dlrm(data.train, data.val, data.encoder, TrainConfig()).model
-    else:
-        data, config = criteo_data(args.criteo_rows)
-        baseline = _train_criteo(data, config)
+    data, baseline = trained_baseline(args.data, args.criteo_rows)
     analyzer = find_perf_analyzer()
     with tempfile.TemporaryDirectory(prefix="triton-report-") as tmp:
         root = Path(tmp)

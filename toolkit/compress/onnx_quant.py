@@ -44,7 +44,7 @@ from onnx import numpy_helper
 from toolkit.compress.recipe import OnnxDynamicInt8Config, OnnxFp16Config, OnnxStaticInt8Config
 from toolkit.errors import CompressError, ExportError
 from toolkit.export._files import install_files, staging_dir
-from toolkit.export.onnx_info import external_data_files, read_io_specs
+from toolkit.export.onnx_info import check_onnx_inputs, external_data_files, read_io_specs
 
 __all__ = [
     "QUANTIZED_OP_TYPES",
@@ -195,31 +195,9 @@ def _install(model: onnx.ModelProto, dst: Path, inputs: Mapping[str, np.ndarray]
 
 def _check_inputs(onnx_path: Path, inputs: Mapping[str, np.ndarray], role: str) -> dict[str, np.ndarray]:
     try:
-        in_specs, _ = read_io_specs(onnx_path)
+        return check_onnx_inputs(onnx_path, inputs, role=role)
     except ExportError as exc:
         raise CompressError(str(exc), hint=exc.hint) from exc
-    expected = [s.name for s in in_specs]
-    missing = [n for n in expected if n not in inputs]
-    extra = [n for n in inputs if n not in expected]
-    if missing or extra:
-        raise CompressError(
-            f"{role} for {onnx_path.name} do not match its graph inputs {expected}: missing {missing}, unexpected {extra}",
-            hint="pass one array per ONNX input, keyed by the input's name",
-        )
-    arrays = {n: np.asarray(inputs[n]) for n in expected}
-    for spec in in_specs:
-        arr = arrays[spec.name]
-        if arr.dtype != spec.numpy_dtype:
-            raise CompressError(
-                f"{role} '{spec.name}' is {arr.dtype}, but {onnx_path.name} expects {spec.dtype}",
-                hint=f"convert it with .astype(np.{spec.dtype})",
-            )
-        if arr.ndim == 0 or arr.shape[0] == 0:
-            raise CompressError(f"{role} '{spec.name}' has no rows (shape {arr.shape}); pass arrays of shape [N, ...] with N >= 1")
-    rows = {n: int(a.shape[0]) for n, a in arrays.items()}
-    if len(set(rows.values())) > 1:
-        raise CompressError(f"{role} for {onnx_path.name} have different row counts: {rows}", hint="every input needs one row per sample")
-    return arrays
 
 
 def _default_sample_inputs(onnx_path: Path, rows: int = _DEFAULT_SAMPLE_ROWS) -> dict[str, np.ndarray]:

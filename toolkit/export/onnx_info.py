@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import external_data_helper
 
@@ -25,6 +26,7 @@ __all__ = [
     "external_data_files",
     "copy_onnx_model",
     "check_batch_dimension",
+    "check_onnx_inputs",
 ]
 
 _KEEP_DATA_HINT = (
@@ -323,3 +325,44 @@ def check_batch_dimension(
                     "or re-export with a dynamic batch dimension (`tritonrec export` does)"
                 ),
             )
+
+
+def check_onnx_inputs(onnx_path: Path, inputs: Mapping[str, np.ndarray], *, role: str = "inputs") -> dict[str, np.ndarray]:
+    """Check that ``inputs`` feed ``onnx_path``: one array per graph input, its dtype, N >= 1 rows each, equal N.
+
+    Args:
+        onnx_path: the ``.onnx`` file whose graph inputs are expected.
+        inputs: ``{input name: array}``, e.g. ``{"dense_features": float32[N, 2], ...}``.
+        role: what the arrays are, for messages (``"parity inputs"``, ``"calibration inputs"``).
+
+    Returns:
+        The arrays as numpy arrays, in graph input order.
+
+    Raises:
+        ExportError: a missing or unexpected name, a wrong dtype, a scalar or empty array,
+            or different row counts, each naming the input and what was expected.
+    """
+    onnx_path = Path(onnx_path)
+    in_specs, _ = read_io_specs(onnx_path)
+    expected = [s.name for s in in_specs]
+    missing = [n for n in expected if n not in inputs]
+    extra = [n for n in inputs if n not in expected]
+    if missing or extra:
+        raise ExportError(
+            f"{role} for {onnx_path.name} do not match its graph inputs {expected}: missing {missing}, unexpected {extra}",
+            hint="pass one array per ONNX input, keyed by the input's name",
+        )
+    arrays = {n: np.asarray(inputs[n]) for n in expected}
+    for spec in in_specs:
+        arr = arrays[spec.name]
+        if arr.dtype != spec.numpy_dtype:
+            raise ExportError(
+                f"{role} '{spec.name}' is {arr.dtype}, but {onnx_path.name} expects {spec.dtype}",
+                hint=f"convert it with .astype(np.{spec.dtype})",
+            )
+        if arr.ndim == 0 or arr.shape[0] == 0:
+            raise ExportError(f"{role} '{spec.name}' has 0 rows (shape {arr.shape})", hint="pass arrays of shape [N, ...] with N >= 1")
+    rows = {n: int(a.shape[0]) for n, a in arrays.items()}
+    if len(set(rows.values())) > 1:
+        raise ExportError(f"{role} for {onnx_path.name} have different row counts: {rows}", hint="every input needs one row per sample")
+    return arrays

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from toolkit.errors import ExportError
-from toolkit.export.onnx_info import external_data_files, read_io_specs
+from toolkit.export.onnx_info import check_onnx_inputs, external_data_files, read_io_specs
 
 __all__ = ["ParityReport", "check_parity"]
 
@@ -116,36 +116,9 @@ def check_parity(
         raise ExportError(f"atol={atol} for the parity check must be >= 0", hint="e.g. atol=1e-5")
     in_specs, out_specs = read_io_specs(onnx_path)
     external_data_files(onnx_path)  # clear error for missing weight files before ORT fails obscurely
-    expected = [s.name for s in in_specs]
-    missing = [n for n in expected if n not in inputs]
-    extra = [n for n in inputs if n not in expected]
-    if missing or extra:
-        raise ExportError(
-            f"parity inputs for {onnx_path.name} do not match its graph inputs {expected}: missing {missing}, unexpected {extra}",
-            hint="pass one array per ONNX input, keyed by the input's name",
-        )
-    arrays = {n: np.asarray(inputs[n]) for n in expected}
-    for spec in in_specs:
-        arr = arrays[spec.name]
-        if arr.dtype != spec.numpy_dtype:
-            raise ExportError(
-                f"parity input '{spec.name}' is {arr.dtype}, but {onnx_path.name} expects {spec.dtype}",
-                hint=f"convert it with .astype(np.{spec.dtype})",
-            )
-        if arr.ndim == 0:
-            raise ExportError(
-                f"parity input '{spec.name}' is a scalar; parity needs rows along the first dimension",
-                hint="pass arrays of shape [N, ...]",
-            )
-    rows = {n: int(a.shape[0]) for n, a in arrays.items()}
-    if len(set(rows.values())) != 1:
-        raise ExportError(
-            f"parity inputs for {onnx_path.name} have different row counts: {rows}",
-            hint="every input needs one row per sample",
-        )
-    n_rows = next(iter(rows.values()))
-    if n_rows == 0:
-        raise ExportError(f"parity inputs for {onnx_path.name} have 0 rows", hint="pass some real rows")
+    arrays = check_onnx_inputs(onnx_path, inputs, role="parity inputs")
+    expected = list(arrays)
+    n_rows = len(next(iter(arrays.values())))
 
     out_names = [s.name for s in out_specs]
     if output_name is not None and output_name not in out_names:

@@ -660,7 +660,9 @@ class CoordinateSearch:
                 visited.add(knob)
                 flat = flat + 1 if best is not None and gain < self.min_gain else 0  # never flat while nothing is feasible
                 new_in_cycle = new_in_cycle or len(known) > len(known_before)
-                trace.steps.append({"cycle": cycle, "knob": knob, "incumbent": incumbent.key, "score": best, "gain": gain})
+                trace.steps.append(
+                    {"cycle": cycle, "knob": knob, "incumbent": incumbent.key, "score": best, "gain": gain if math.isfinite(gain) else None}
+                )
                 if flat >= self.patience and len(visited) == len(self.knob_order):
                     return (
                         f"flattened: the last {flat} knob steps improved the best score by less than {self.min_gain:.0%} "
@@ -878,7 +880,7 @@ class MeasureSettings:
     batch_size: int = 16
     protocol: Literal["grpc", "http"] = "grpc"
     measurement_interval_ms: int = 500
-    stability_percentage: float = 20.0
+    stability_percentage: float = 30.0
     max_trials: int = 5
     timeout_s: float = 120.0
 

@@ -53,7 +53,7 @@ def test_parity_restores_training_mode(mlp, mlp_onnx: Path, rows) -> None:
     [
         (lambda r: {"x": r["x"]}, r"missing \['ids'\]"),
         (lambda r: {**r, "extra": r["x"]}, r"unexpected \['extra'\]"),
-        (lambda r: {**r, "x": r["x"].astype(np.float64)}, "parity input 'x' is float64, but mlp.onnx expects float32"),
+        (lambda r: {**r, "x": r["x"].astype(np.float64)}, "parity inputs 'x' is float64, but mlp.onnx expects float32"),
         (lambda r: {**r, "ids": r["ids"][:10]}, "different row counts"),
         (lambda r: {k: v[:0] for k, v in r.items()}, "0 rows"),
     ],
