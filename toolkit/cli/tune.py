@@ -73,7 +73,7 @@ def _pareto_table(result: TuneResult) -> Table:
 
 def tune_command(
     model_repository: Annotated[
-        Path, typer.Argument(help="Repository to serve; the chosen config becomes a new version of the model.")
+        Path, typer.Argument(help="Repository to serve (or that the --url server serves); the chosen config becomes a new version.")
     ] = DEFAULT_REPOSITORY,
     model: Annotated[str, typer.Option(help="The served model to tune.")] = "dlrm_onnx_python",
     url: Annotated[

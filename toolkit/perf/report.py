@@ -13,6 +13,7 @@ import io
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -85,14 +86,17 @@ def throughput_latency_plot(sweeps: list[Sweep], p99_budget_ms: float) -> bytes:
     """PNG: throughput (inferences/s) against p99 latency (ms), one panel per client batch size,
     one line per model and protocol (points in concurrency order)."""
     batch_sizes = sorted({s.batch_size for s in sweeps})
+    colors = {key: f"C{i}" for i, key in enumerate(dict.fromkeys((s.model, s.protocol) for s in sweeps))}
     fig, axes = plt.subplots(1, len(batch_sizes), figsize=(6.0 * len(batch_sizes), 4.5), squeeze=False)
     for ax, batch in zip(axes[0], batch_sizes, strict=True):
         for s in (s for s in sweeps if s.batch_size == batch):
             xs = [p.point.p99_latency_ms for p in s.points]
             ys = [p.point.throughput_infer_per_s for p in s.points]
-            ax.plot(xs, ys, marker="o", label=f"{s.model} ({s.protocol})")
+            ax.plot(xs, ys, marker="o", color=colors[(s.model, s.protocol)], label=f"{s.model} ({s.protocol})")
         ax.axvline(p99_budget_ms, color="grey", linestyle="--", linewidth=1, label=f"p99 budget {p99_budget_ms:g} ms")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(f"client batch {batch}")
         ax.set_xlabel("p99 latency (ms, log scale)")
         ax.set_ylabel("throughput (inferences/s)")

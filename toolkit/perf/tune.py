@@ -36,6 +36,7 @@ import json
 import logging
 import math
 import os
+import random
 import shutil
 import tempfile
 import time
@@ -380,10 +381,11 @@ class Objective:
         return max(over, short)
 
     def misses_latency_everywhere(self, measurement: Measurement) -> bool:
-        """Every level of the measurement is over the p99 budget (so lower load would not help)."""
+        """Every level of the measurement was measured and is over the p99 budget (so lower load would not help)."""
         return (
             self.p99_budget_ms is not None
             and bool(measurement.points)
+            and not measurement.level_errors
             and all(p.p99_latency_ms > self.p99_budget_ms for p in measurement.points)
         )
 
@@ -456,16 +458,21 @@ class SearchTrace:
 
 
 class GridSearch:
-    """Brute force: every candidate of the space, in :meth:`SearchSpace.candidates` order."""
+    """Brute force: every candidate of the space, in :meth:`SearchSpace.candidates` order or,
+    with ``seed``, in a random order (so that a drift of the machine's load over the run does
+    not line up with one knob)."""
 
     name = "grid"
 
-    def __init__(self, space: SearchSpace) -> None:
+    def __init__(self, space: SearchSpace, *, seed: int | None = None) -> None:
         self.space = space
+        self.order = space.candidates()
+        if seed is not None:
+            random.Random(seed).shuffle(self.order)
 
     def next_candidate(self, measured: Sequence[Measurement]) -> Candidate | None:
         done = {m.candidate for m in measured}
-        return next((c for c in self.space.candidates() if c not in done), None)
+        return next((c for c in self.order if c not in done), None)
 
     def trace(self, measured: Sequence[Measurement]) -> SearchTrace:
         done = self.next_candidate(measured) is None
