@@ -507,7 +507,8 @@ class CoordinateSearch:
       but with a queue delay at least as long misses it too.
 
     Infeasible candidates rank by how far their closest level misses the objective, so a search
-    that starts outside the budget walks towards it.
+    that starts outside the budget walks towards it; once it reaches a feasible candidate, every
+    knob is searched again before it may stop.
 
     The search stops when ``patience`` consecutive steps improved the best score by less than
     ``min_gain`` (relative) after every knob was searched once, when a whole cycle measures
@@ -576,7 +577,8 @@ class CoordinateSearch:
     def _describe(self, m: Measurement) -> str:
         score = self.objective.score(m)
         if score is None:
-            return "infeasible"
+            rank = self.objective.rank(m)
+            return "infeasible" if rank[0] < 0 else f"infeasible, its closest level {-rank[1]:.2f}x off"
         return f"{score:,.0f}/s" if self.objective.mode == "max_throughput" else f"p99 {-score:.2f} ms"
 
     # -- the plan, replayed ---------------------------------------------------------------
@@ -664,6 +666,8 @@ class CoordinateSearch:
                 line_best = self._line_step(incumbent, knob, measured, known, trace)
                 incumbent, best = line_best, self.objective.score(known[line_best])
                 gain = Objective.gain(best, before)
+                if before is None and best is not None:
+                    visited.clear()  # steps taken while nothing was feasible chased the budget, not the objective
                 visited.add(knob)
                 flat = flat + 1 if best is not None and gain < self.min_gain else 0  # never flat while nothing is feasible
                 new_in_cycle = new_in_cycle or len(known) > len(known_before)
@@ -856,7 +860,8 @@ def write_version(repository: Path, model: str, config: ModelConfig, *, source_v
 
     staging = Path(tempfile.mkdtemp(prefix=".tune-version-", dir=model_dir))
     try:
-        shutil.copytree(model_dir / str(source), staging, dirs_exist_ok=True)
+        # the model's files, not what a server wrote next to them (the Python backend's __pycache__)
+        shutil.copytree(model_dir / str(source), staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
         os.rename(staging, model_dir / str(new))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

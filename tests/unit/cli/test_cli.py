@@ -39,7 +39,7 @@ def pipeline(tmp_path_factory, synthetic_data_dir):
     """train → export → build through the CLI on the small synthetic data set."""
     root = tmp_path_factory.mktemp("cli")
     ckpt, onnx, repo = root / "checkpoint", root / "onnx" / "model.onnx", root / "model_repository"
-    done = tritonrec("train", "--data-dir", synthetic_data_dir, "--out", ckpt, "--max-epochs", "2")
+    done = tritonrec("train", "--data-dir", synthetic_data_dir, "--out", ckpt, "--max-epochs", "4", "--learning-rate", "0.01")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "logistic regression" in done.stdout and "test AUC" in done.stdout
     done = tritonrec("export", ckpt, "--out", onnx, "--data-dir", synthetic_data_dir)

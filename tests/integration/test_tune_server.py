@@ -46,7 +46,8 @@ def built(tmp_path_factory):
 
 
 def _files(folder: Path) -> dict:
-    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    """The model's files (the Python backend compiles model.py into __pycache__ next to them when loading)."""
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
 
 
 def test_tune_loads_candidates_through_model_control_and_serves_the_chosen_one_as_version_2(built, tmp_path):
