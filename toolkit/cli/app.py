@@ -38,7 +38,19 @@ app.command()(demo.demo)
 def main() -> None:
     """Console-script entry point (``tritonrec``; ``python -m toolkit`` does the same)."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns typer.Exit's code instead of exiting, and raises
+        # usage errors instead of printing them: both are handled here.
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:  # usage errors (bad option values, missing arguments)
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            console.print(f"[red]error:[/red] {exc}")
+        sys.exit(getattr(exc, "exit_code", 2))
+    except (typer.Abort, KeyboardInterrupt):
+        console.print("[red]aborted[/red]")
+        sys.exit(130)
     except ToolkitError as exc:
         if os.environ.get("TRITONREC_DEBUG"):
             raise
@@ -46,3 +58,4 @@ def main() -> None:
         if exc.hint:
             console.print(f"[dim]hint:[/dim] {exc.hint}", highlight=False, soft_wrap=True)
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

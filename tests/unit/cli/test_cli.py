@@ -139,3 +139,10 @@ def test_compress_refuses_a_bad_recipe_naming_the_field(tmp_path, pipeline):
     done = tritonrec("compress", pipeline["checkpoint"], "--recipe", recipe, "--out", tmp_path / "o", "--data-dir", pipeline["data"])
     assert_clean_error(done, "recipe.json", "ratio")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_bad_option_value_is_a_usage_error_not_a_traceback():
+    done = tritonrec("infer", "--model", "m", "--protocol", "carrier-pigeon")
+    out = done.stdout + done.stderr
+    assert done.returncode == 2, out
+    assert "carrier-pigeon" in out and "Traceback" not in out
