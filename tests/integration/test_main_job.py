@@ -150,3 +150,22 @@ def test_cli_perf_sweeps_a_served_dlrm_with_real_rows_and_writes_the_report(serv
         assert all(p["avg_server_batch"] >= 1 for p in sweep["points"])
     assert report["headline"]["p99_ratio"] > 0
     assert out.with_suffix(".html").is_file() and out.with_name("report_throughput_p99.png").is_file()
+
+
+def test_cli_perf_request_rate_sweep_with_poisson_arrivals_keeps_perf_analyzers_files(server, pipeline, tmp_path):
+    import json
+
+    out = tmp_path / "rate" / "report.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "toolkit", "perf", "--url", server.grpc_url, "--metrics-url", server.metrics_url,
+         "--model", "dlrm_onnx_python", "--batch-size", "1", "--request-rate", "50,100", "--request-distribution", "poisson",
+         "--checkpoint", str(pipeline["checkpoint"]), "--data-dir", str(DATA_DIR), "--rows", "256",
+         "--measurement-interval-ms", "1000", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    (sweep,) = json.loads(out.read_text())["sweeps"]
+    assert [p["request_rate"] for p in sweep["points"]] == [50.0, 100.0]
+    assert all(p["profile_export_requests"] > 0 for p in sweep["points"])
+    files = out.parent / "perf_analyzer" / "dlrm_onnx_python_grpc_b1"
+    assert (files / "r50" / "perf_analyzer.csv").is_file() and (files / "r100" / "profile_export.json").is_file()

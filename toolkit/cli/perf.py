@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -47,6 +46,10 @@ def perf(
     protocol: Annotated[list[str], typer.Option(help="grpc and/or http (repeatable).")] = ["grpc"],  # noqa: B006
     batch_size: Annotated[list[int], typer.Option(help="Client batch sizes (repeatable).")] = [1, 64],  # noqa: B006
     concurrency: Annotated[str, typer.Option(help="Concurrency levels, comma-separated.")] = "1,2,4,8",
+    request_rate: Annotated[
+        str | None, typer.Option(help="Sweep request rates (requests/s, comma-separated) instead of concurrency.")
+    ] = None,
+    request_distribution: Annotated[str, typer.Option(help="Arrivals of a request-rate sweep: constant or poisson.")] = "poisson",
     checkpoint: CheckpointDir = DEFAULT_CHECKPOINT,
     data_dir: DataDir = DEFAULT_DATA_DIR,
     rows: Annotated[int, typer.Option(help="Test rows written as perf_analyzer --input-data.")] = 2048,
@@ -71,7 +74,10 @@ def perf(
             raise typer.BadParameter(f"--protocol must be grpc or http, got {p!r}")
     if (baseline is None) != (optimized is None):
         raise typer.BadParameter("give both --baseline and --optimized, or neither")
-    levels = [int(c) for c in concurrency.split(",")]
+    if request_distribution not in ("constant", "poisson"):
+        raise typer.BadParameter(f"--request-distribution must be constant or poisson, got {request_distribution!r}")
+    rates = [float(r) for r in request_rate.split(",")] if request_rate else None
+    levels = None if rates else [int(c) for c in concurrency.split(",")]
     analyzer = find_perf_analyzer()
     test = _test_rows(checkpoint, data_dir, rows)
     server = None
@@ -85,30 +91,32 @@ def perf(
         raise typer.BadParameter("--metrics-url is needed with --url")
     sweeps: list[Sweep] = []
     try:
-        with tempfile.TemporaryDirectory(prefix="tritonrec-perf-") as tmp:
-            for name in model:
-                with InferenceClient(url, protocol="grpc", model_name=name) as client:
-                    specs = client.input_specs
-                for p in protocol:
-                    target = url if p == "grpc" else http_url
-                    if target is None:
-                        raise typer.BadParameter("--http-url is needed for --protocol http with --url")
-                    for b in batch_size:
-                        sweeps.append(
-                            sweep_model(
-                                name,
-                                url=target,
-                                protocol=p,
-                                metrics_url=metrics_url,
-                                input_specs=specs,
-                                rows=test.inputs(),
-                                batch_size=b,
-                                concurrency=levels,
-                                out_dir=Path(tmp) / f"{name}_{p}_b{b}",
-                                measurement_interval_ms=measurement_interval_ms,
-                                on_log=console.print,
-                            )
+        files = out.parent / "perf_analyzer"  # CSVs, JSON profile exports and logs of every level
+        for name in model:
+            with InferenceClient(url, protocol="grpc", model_name=name) as client:
+                specs = client.input_specs
+            for p in protocol:
+                target = url if p == "grpc" else http_url
+                if target is None:
+                    raise typer.BadParameter("--http-url is needed for --protocol http with --url")
+                for b in batch_size:
+                    sweeps.append(
+                        sweep_model(
+                            name,
+                            url=target,
+                            protocol=p,
+                            metrics_url=metrics_url,
+                            input_specs=specs,
+                            rows=test.inputs(),
+                            batch_size=b,
+                            concurrency=levels,
+                            request_rate=rates,
+                            request_distribution=request_distribution,  # type: ignore[arg-type]
+                            out_dir=files / f"{name}_{p}_b{b}",
+                            measurement_interval_ms=measurement_interval_ms,
+                            on_log=console.print,
                         )
+                    )
     finally:
         if server is not None:
             server.stop()
@@ -116,6 +124,7 @@ def perf(
         "data": f"{rows} test rows of {data_dir}",
         "command": shlex.join(["tritonrec", *sys.argv[1:]]),
         "perf_analyzer_version": analyzer.version(),
+        "perf_analyzer_files": str(files),
         "sweeps": [s.to_dict() for s in sweeps],
     }
     first = sweeps[0]
@@ -136,7 +145,7 @@ def perf(
     out.parent.mkdir(parents=True, exist_ok=True)
     written = write_perf_report(report, sweeps, out)
     table = Table(title="perf_analyzer (real rows)")
-    for column in ("model", "protocol", "batch", "concurrency", "infer/s", "p50 ms", "p99 ms", "server batch"):
+    for column in ("model", "protocol", "batch", "load", "infer/s", "p50 ms", "p99 ms", "server batch"):
         table.add_column(column, justify="left" if column in ("model", "protocol") else "right", no_wrap=column == "model")
     for s in sweeps:
         for p in s.points:
@@ -145,7 +154,7 @@ def perf(
                 s.model,
                 s.protocol,
                 str(s.batch_size),
-                str(pt.concurrency),
+                f"c{pt.concurrency}" if pt.concurrency is not None else f"{pt.request_rate:g}/s",
                 f"{pt.throughput_infer_per_s:,.0f}",
                 f"{pt.p50_latency_ms:.2f}",
                 f"{pt.p99_latency_ms:.2f}",

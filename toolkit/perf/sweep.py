@@ -20,7 +20,7 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from toolkit.errors import PerfError, UnstableMeasurementError
-from toolkit.perf.analyzer import LoadPoint, run_perf_analyzer, write_input_data
+from toolkit.perf.analyzer import LoadPoint, parse_profile_export, run_perf_analyzer, write_input_data
 from toolkit.tensors import TensorSpec
 
 __all__ = ["SweepPoint", "Sweep", "scrape_counters", "sweep_model"]
@@ -58,11 +58,13 @@ class SweepPoint:
     point: LoadPoint
     avg_server_batch: float | None
     cpu_utilization_pct: float
+    profile_requests: int | None = None
 
     def to_dict(self) -> dict:
         d = self.point.to_dict()
         d["avg_server_batch"] = self.avg_server_batch
         d["cpu_utilization_pct"] = self.cpu_utilization_pct
+        d["profile_export_requests"] = self.profile_requests
         return d
 
 
@@ -74,16 +76,16 @@ class Sweep:
     protocol: str
     batch_size: int
     points: list[SweepPoint]
-    unstable_levels: list[int] = field(default_factory=list)
+    unstable_levels: list[float] = field(default_factory=list)
 
     def best_within(self, p99_budget_ms: float) -> SweepPoint | None:
         """The highest-throughput point whose p99 latency is within the budget, or None."""
         ok = [p for p in self.points if p.point.p99_latency_ms <= p99_budget_ms]
         return max(ok, key=lambda p: p.point.throughput_infer_per_s) if ok else None
 
-    def at(self, concurrency: int) -> SweepPoint | None:
-        """The point measured at this concurrency, if any."""
-        return next((p for p in self.points if p.point.concurrency == concurrency), None)
+    def at(self, load: float) -> SweepPoint | None:
+        """The point measured at this load level (concurrency, or request rate), if any."""
+        return next((p for p in self.points if p.point.load == load), None)
 
     def to_dict(self) -> dict:
         return {
@@ -104,18 +106,23 @@ def sweep_model(
     input_specs: Sequence[TensorSpec],
     rows: Mapping[str, np.ndarray],
     batch_size: int,
-    concurrency: Sequence[int],
+    concurrency: Sequence[int] | None = None,
+    request_rate: Sequence[float] | None = None,
+    request_distribution: Literal["constant", "poisson"] = "constant",
     out_dir: Path,
     measurement_interval_ms: int = 1000,
     stability_percentage: float = 20,
     on_log: Callable[[str], None] | None = None,
 ) -> Sweep:
-    """Run perf_analyzer at each concurrency level with real rows as input data.
+    """Run perf_analyzer at each concurrency level (or request rate) with real rows as input data.
 
     Args:
         rows: real input rows by tensor name (e.g. test-split rows: every id inside its table).
         batch_size: rows per request sent by the client (``-b``).
-        out_dir: where the input data, CSVs and logs go (one sub-folder per level).
+        concurrency: outstanding requests per level; or ``request_rate``: requests per second per
+            level, sent with ``request_distribution`` (``poisson`` for realistic arrivals).
+        out_dir: where the input data and, per level, perf_analyzer's CSV, its JSON profile
+            export (``--profile-export-file``, parsed for its request count) and log go.
         stability_percentage: perf_analyzer ``-s``: how far (in %) the last windows may differ.
             20 rather than perf_analyzer's 10 because client and server share two noisy cores;
             a level that still does not settle after a retry is skipped and listed in
@@ -126,10 +133,13 @@ def sweep_model(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if (concurrency is None) == (request_rate is None):
+        raise PerfError("give concurrency levels or request rates, not both and not neither")
     data = write_input_data(out_dir / "input_data.json", rows, batch_size=batch_size)
     points: list[SweepPoint] = []
-    unstable: list[int] = []
-    for level in concurrency:
+    unstable: list[float] = []
+    kind = "c" if concurrency is not None else "r"
+    for level in concurrency if concurrency is not None else request_rate:
         before = scrape_counters(metrics_url)
         psutil.cpu_percent(interval=None)
         try:
@@ -140,17 +150,19 @@ def sweep_model(
                 input_data=data,
                 input_specs=input_specs,
                 batch_size=batch_size,
-                concurrency=[level],
+                concurrency=[level] if kind == "c" else None,
+                request_rate=[level] if kind == "r" else None,
+                request_distribution=request_distribution,
                 measurement_interval_ms=measurement_interval_ms,
                 stability_percentage=stability_percentage,
-                out_dir=out_dir / f"c{level}",
-                profile_export=False,
+                out_dir=out_dir / f"{kind}{level:g}",
+                profile_export=True,
             )
         except UnstableMeasurementError as exc:
             # A shared machine can keep one level from settling; keep the others and say which was lost.
-            log.warning("%s; skipping concurrency %d", exc, level)
+            log.warning("%s; skipping load level %g", exc, level)
             if on_log:
-                on_log(f"{model} {protocol} b{batch_size} c{level}: no stable measurement, level skipped")
+                on_log(f"{model} {protocol} b{batch_size} {kind}{level:g}: no stable measurement, level skipped")
             unstable.append(level)
             continue
         cpu = psutil.cpu_percent(interval=None)
@@ -158,11 +170,13 @@ def sweep_model(
         inferences = after.get(("nv_inference_count", model), 0.0) - before.get(("nv_inference_count", model), 0.0)
         executions = after.get(("nv_inference_exec_count", model), 0.0) - before.get(("nv_inference_exec_count", model), 0.0)
         avg_batch = inferences / executions if executions > 0 else None
+        export = out_dir / f"{kind}{level:g}" / "profile_export.json"
+        requests = sum(e.request_count for e in parse_profile_export(export)) if export.is_file() else None
         for p in found:
-            points.append(SweepPoint(p, avg_batch, cpu))
+            points.append(SweepPoint(p, avg_batch, cpu, requests))
             if on_log:
                 on_log(
-                    f"{model} {protocol} b{batch_size} c{level}: {p.throughput_infer_per_s:,.0f} infer/s, "
+                    f"{model} {protocol} b{batch_size} {kind}{level:g}: {p.throughput_infer_per_s:,.0f} infer/s, "
                     f"p99 {p.p99_latency_ms:.2f} ms, server batch {avg_batch or 0:.1f}, CPU {cpu:.0f}%"
                 )
     if not points:
