@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -9,7 +10,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-console = Console()
+# Piped or logged output (make, CI) gets 120 columns instead of rich's 80, so tables don't truncate.
+console = Console(width=None if sys.stdout.isatty() else 120)
 
 DEFAULT_DATA_DIR = Path(".cache/ml-100k")
 DEFAULT_CHECKPOINT = Path("artifacts/checkpoint")
