@@ -9,7 +9,6 @@ eager baseline and the FP32 ONNX model, and judges it against the recipe's accur
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from toolkit.compress.recipe import Recipe, StepConfig, save_recipe
 from toolkit.compress.stats import count_params, macs_per_sample, state_dict_bytes
 from toolkit.data.features import EncodedRows, FeatureEncoder
 from toolkit.errors import CompressError
+from toolkit.export.onnx_info import copy_onnx_model
 from toolkit.export.parity import check_parity
 from toolkit.export.torch2onnx import export_onnx
 from toolkit.models.dlrm import DLRM
@@ -92,10 +92,7 @@ def compress(model: DLRM, recipe: Recipe, data: CompressionData, workdir: Path, 
     check_parity(compressed, fp32, data.test.take(slice(0, 2048)).inputs(), atol=1e-5)
     final = workdir / "model.onnx"
     if onnx_step is None:
-        shutil.copyfile(fp32, final)
-        data_file = fp32.with_name(fp32.name + ".data")
-        if data_file.exists():
-            shutil.copyfile(data_file, final.with_name(final.name + ".data"))
+        copy_onnx_model(fp32, workdir, final.name)
     elif onnx_step.kind == "onnx_dynamic_int8":
         quantize_dynamic_int8(fp32, final, onnx_step)
     elif onnx_step.kind == "onnx_static_int8":
@@ -189,9 +186,6 @@ def save_compressed(result: CompressedModel, out: Path, encoder: FeatureEncoder 
     out = Path(out)
     with atomic_directory(out) as tmp:
         save_checkpoint(tmp / "checkpoint", result.model, encoder, metrics)
-        shutil.copyfile(result.onnx_path, tmp / "model.onnx")
-        data_file = result.onnx_path.with_name(result.onnx_path.name + ".data")
-        if data_file.exists():
-            shutil.copyfile(data_file, tmp / "model.onnx.data")
+        copy_onnx_model(result.onnx_path, tmp, "model.onnx")
         save_recipe(result.recipe, tmp / "recipe.json")
     return out
