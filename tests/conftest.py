@@ -180,6 +180,23 @@ def movielens_dir() -> Path:
     return REAL_MOVIELENS
 
 
+@pytest.fixture(scope="session")
+def trained_movielens(movielens_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """A small DLRM trained on the real data (1 epoch on 20,000 rows), exported and parity-checked.
+
+    Shared read-only by the integration tests: ``checkpoint`` and ``onnx`` paths; each test builds
+    its own repository from them.
+    """
+    from toolkit.export.checkpoint import export_checkpoint
+    from toolkit.train import TrainConfig, train_checkpoint
+
+    root = tmp_path_factory.mktemp("trained_movielens")
+    checkpoint, onnx_path = root / "checkpoint", root / "onnx" / "model.onnx"
+    train_checkpoint(movielens_dir, checkpoint, TrainConfig(max_epochs=1, max_train_rows=20_000), baselines=False)
+    export_checkpoint(checkpoint, onnx_path, movielens_dir)
+    return SimpleNamespace(checkpoint=checkpoint, onnx=onnx_path)
+
+
 @pytest.fixture
 def triton_ports() -> dict[str, int]:
     """Three distinct free loopback ports, as ``TritonServer`` keyword arguments."""

@@ -15,12 +15,11 @@ import pytest
 
 from toolkit.data import load_splits
 from toolkit.errors import InferenceError
-from toolkit.export.checkpoint import export_checkpoint
 from toolkit.metrics import auc
 from toolkit.repository import build_repository
 from toolkit.serving import InferenceClient, TritonServer, free_ports
 from toolkit.serving.quality import served_quality
-from toolkit.train import TrainConfig, load_checkpoint, predict, train_checkpoint
+from toolkit.train import load_checkpoint, predict
 
 pytestmark = pytest.mark.integration
 
@@ -29,15 +28,11 @@ N_ROWS = 2000
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    """Train (1 epoch on 20k rows), export and build; yields paths and the PyTorch reference."""
-    if not DATA_DIR.is_dir():
-        pytest.skip(f"MovieLens-100K not fetched into {DATA_DIR}; `make test` fetches it")
+def pipeline(tmp_path_factory, trained_movielens):
+    """Build the repository of the shared small DLRM; yields paths and the PyTorch reference."""
     root = tmp_path_factory.mktemp("main_job")
-    checkpoint, onnx_path, repository = root / "checkpoint", root / "onnx" / "model.onnx", root / "model_repository"
-    train_checkpoint(DATA_DIR, checkpoint, TrainConfig(max_epochs=1, max_train_rows=20_000), baselines=False)
-    export_checkpoint(checkpoint, onnx_path, DATA_DIR)
-    build_repository(repository, checkpoint=checkpoint, onnx_model=onnx_path)
+    checkpoint, repository = trained_movielens.checkpoint, root / "model_repository"
+    build_repository(repository, checkpoint=checkpoint, onnx_model=trained_movielens.onnx)
     ckpt = load_checkpoint(checkpoint)
     rows = load_splits(DATA_DIR, encoder=ckpt.encoder).test.take(slice(0, N_ROWS))
     return {"root": root, "checkpoint": checkpoint, "repository": repository, "rows": rows, "reference": predict(ckpt.model, rows)}

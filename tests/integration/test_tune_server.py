@@ -18,11 +18,10 @@ import pytest
 import tritonclient.http as httpclient
 
 from toolkit.data import load_splits
-from toolkit.export.checkpoint import export_checkpoint
 from toolkit.perf.tune import Candidate, MeasureSettings, Objective, SearchSpace, apply_candidate, tune
 from toolkit.repository import BatchingOptions, build_repository, read_config
 from toolkit.serving import TritonServer, free_ports
-from toolkit.train import TrainConfig, load_checkpoint, train_checkpoint
+from toolkit.train import load_checkpoint
 
 pytestmark = pytest.mark.integration
 
@@ -32,13 +31,9 @@ FAST = MeasureSettings(concurrency=(1, 2), batch_size=8, measurement_interval_ms
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    if not DATA_DIR.is_dir():
-        pytest.skip(f"MovieLens-100K not fetched into {DATA_DIR}; `make test` fetches it")
+def built(tmp_path_factory, trained_movielens):
     root = tmp_path_factory.mktemp("tune")
-    checkpoint, onnx_path, repository = root / "checkpoint", root / "onnx" / "model.onnx", root / "model_repository"
-    train_checkpoint(DATA_DIR, checkpoint, TrainConfig(max_epochs=1, max_train_rows=20_000), baselines=False)
-    export_checkpoint(checkpoint, onnx_path, DATA_DIR)
+    checkpoint, onnx_path, repository = trained_movielens.checkpoint, trained_movielens.onnx, root / "model_repository"
     options = BatchingOptions(max_batch_size=256, max_queue_delay_us=100, preferred_batch_sizes=[64, 256])
     build_repository(repository, checkpoint=checkpoint, onnx_model=onnx_path, variants=["onnx_python"], options=options)
     rows = load_splits(DATA_DIR, encoder=load_checkpoint(checkpoint).encoder).test.take(slice(0, 256)).inputs()
