@@ -35,10 +35,7 @@ import itertools
 import json
 import logging
 import math
-import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -51,10 +48,10 @@ import tritonclient.http as httpclient
 from google.protobuf import json_format
 from tritonclient.utils import InferenceServerException
 
-from toolkit._io import atomic_write_text
 from toolkit.errors import PerfError, RepositoryError
 from toolkit.perf.analyzer import LoadPoint, PerfAnalyzer, run_perf_analyzer, write_input_data
-from toolkit.repository.config import ModelConfig, config_tensor_specs, config_to_text, parse_config, read_config
+from toolkit.repository.config import ModelConfig, config_tensor_specs, read_config
+from toolkit.repository.versions import write_version
 from toolkit.tensors import TensorSpec
 
 __all__ = [
@@ -810,67 +807,6 @@ def apply_candidate(
         finally:
             client.close()
     return config
-
-
-def _versions(model_dir: Path) -> list[int]:
-    return sorted(int(d.name) for d in model_dir.iterdir() if d.is_dir() and d.name.isdigit())
-
-
-def write_version(repository: Path, model: str, config: ModelConfig, *, source_version: int | None = None) -> Path:
-    """Write ``config`` as version N+1 of ``repository/model``: a copy of version N's files plus the new config.
-
-    Triton keeps one ``config.pbtxt`` per model, so the new config replaces it; the previous one
-    is kept as ``config.v<N>.pbtxt`` (for rolling back) and version N's folder is left as it was.
-    The new version folder is copied under a hidden name and renamed into place, and the config
-    is parsed back before it atomically replaces the old one, so a server polling the repository
-    never sees half a version. Under a ``specific`` version policy the new version replaces the
-    listed ones (``latest`` and ``all`` serve it as they are).
-
-    Args:
-        source_version: the version whose files are copied (default: the highest).
-
-    Returns:
-        The new version folder.
-
-    Raises:
-        RepositoryError: the model has no ``config.pbtxt`` or no numeric version folder, the
-            config names another model, or it does not parse back to itself.
-    """
-    model_dir = Path(repository) / model
-    if not (model_dir / "config.pbtxt").is_file():
-        raise RepositoryError(f"{model_dir} has no config.pbtxt", hint="pass the repository folder and a model in it")
-    if config.name and config.name != model:
-        raise RepositoryError(f"the config is for model {config.name!r}, not {model!r}")
-    versions = _versions(model_dir)
-    if not versions:
-        raise RepositoryError(f"{model_dir} has no version folder (1/, 2/, ...) to copy")
-    source = versions[-1] if source_version is None else source_version
-    if source not in versions:
-        raise RepositoryError(f"{model_dir} has no version {source} (it has {', '.join(map(str, versions))})")
-    new = versions[-1] + 1
-    out = ModelConfig()
-    out.CopyFrom(config)
-    out.name = model
-    if out.version_policy.HasField("specific"):
-        del out.version_policy.specific.versions[:]
-        out.version_policy.specific.versions.append(new)
-    text = config_to_text(out)
-    if parse_config(text, source=f"{model}/config.pbtxt (version {new})") != out:
-        raise RepositoryError(f"{model}/config.pbtxt does not parse back to the config that was written")
-
-    staging = Path(tempfile.mkdtemp(prefix=".tune-version-", dir=model_dir))
-    try:
-        # the model's files, not what a server wrote next to them (the Python backend's __pycache__)
-        shutil.copytree(model_dir / str(source), staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
-        os.rename(staging, model_dir / str(new))
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    previous = model_dir / f"config.v{versions[-1]}.pbtxt"
-    if not previous.exists():
-        shutil.copy2(model_dir / "config.pbtxt", previous)
-    atomic_write_text(model_dir / "config.pbtxt", text)
-    return model_dir / str(new)
 
 
 # -- measuring on a server -------------------------------------------------------------------

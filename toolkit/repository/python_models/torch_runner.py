@@ -6,6 +6,7 @@ and numpy in the Python-backend environment. Requests that Triton's dynamic batc
 hands over together are concatenated and run as one batch.
 
 Model parameters (``config.pbtxt`` ``parameters``): ``intra_op_threads`` (torch threads, default 1).
+An instance placed on a GPU (``instance_group { kind: KIND_GPU }``) runs on that CUDA device.
 """
 
 import json
@@ -31,15 +32,18 @@ class TritonPythonModel:
         state = torch.load(version_dir / "model.pt", map_location="cpu", weights_only=True)
         self.model.load_state_dict(state)
         self.model.eval()
+        on_gpu = args.get("model_instance_kind") == "GPU" and torch.cuda.is_available()
+        self.device = torch.device(f"cuda:{args.get('model_instance_device_id', '0')}" if on_gpu else "cpu")
+        self.model.to(self.device)
         self.input_names = [t["name"] for t in config["input"]]
         self.output_name = config["output"][0]["name"]
 
     def execute(self, requests):
         arrays = [[pb_utils.get_input_tensor_by_name(r, n).as_numpy() for n in self.input_names] for r in requests]
         sizes = [a[0].shape[0] for a in arrays]
-        batch = [torch.from_numpy(np.concatenate([a[i] for a in arrays])) for i in range(len(self.input_names))]
+        batch = [torch.from_numpy(np.concatenate([a[i] for a in arrays])).to(self.device) for i in range(len(self.input_names))]
         with torch.inference_mode():
-            out = self.model(*batch).numpy()
+            out = self.model(*batch).cpu().numpy()
         responses = []
         for chunk in np.split(out, np.cumsum(sizes)[:-1]):
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, np.ascontiguousarray(chunk))]))
