@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
-from google.protobuf import json_format, text_format
+from google.protobuf import json_format
 
 from toolkit.errors import PerfError, RepositoryError
 from toolkit.perf.analyzer import LoadPoint
@@ -393,7 +393,7 @@ def test_write_version_adds_version_n_plus_1_and_leaves_version_n_untouched(tmp_
 def test_write_version_moves_a_specific_version_policy_to_the_new_version(tmp_path):
     repo = _repository(tmp_path)
     config = read_config(repo / "dlrm_onnx_python" / "config.pbtxt")
-    text_format.Parse("version_policy { specific { versions: 1 } }", config)
+    config.version_policy.specific.versions.append(1)  # the builder writes latest { 1 }; switch the oneof
     write_version(repo, "dlrm_onnx_python", config)
     assert list(read_config(repo / "dlrm_onnx_python" / "config.pbtxt").version_policy.specific.versions) == [2]
 
