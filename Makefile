@@ -21,7 +21,7 @@ PERF_DIR := $(VENV)/perf_analyzer
 PERF_STAMP := $(PERF_DIR)/.installed-tritonclient-2.50.0
 PERF_ON_PATH := $(shell command -v perf_analyzer 2>/dev/null)
 
-.PHONY: install system-deps perf-tools data demo test lint clean
+.PHONY: install system-deps perf-tools gpu-deps data demo test lint clean
 
 install: $(STAMP)
 
@@ -55,6 +55,10 @@ $(PERF_STAMP): | $(STAMP)
 	chmod +x "$$tmp/perf_analyzer"; mkdir -p $(PERF_DIR)/bin; mv -f "$$tmp/perf_analyzer" $(PERF_DIR)/bin/perf_analyzer
 	$(PIP) install -q $(CUDA_RUNTIME)
 	rm -f $(PERF_DIR)/.installed-* && echo "$(PERF_ANALYZER_WHEEL)" > $@
+
+# TensorRT and Polygraphy for the tensorrt variants (GPU machines only; never needed by demo/test).
+gpu-deps: install
+	$(PIP) install -q -r requirements-gpu.txt
 
 data: install
 	$(PY) -m toolkit data fetch --dest $(DATA_DIR)

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from toolkit.cli import build, compress, data, demo, export, infer, perf, serve, train, tune
+from toolkit.cli import build, compress, data, demo, export, infer, perf, serve, train, tune, validate, verify
 from toolkit.cli._common import console
 from toolkit.errors import ToolkitError
 
@@ -28,6 +28,8 @@ app.command()(train.train)
 app.command(name="compress")(compress.compress_command)
 app.command()(export.export)
 app.command()(build.build)
+app.command()(validate.validate)
+app.command()(verify.verify)
 app.command()(serve.serve)
 app.command()(infer.infer)
 app.command()(perf.perf)

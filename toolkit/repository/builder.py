@@ -1,47 +1,79 @@
 """Build a Triton model repository with every serving variant of one trained DLRM.
 
-Variants (each its own model folder ``<model>_<variant>``, version ``1``):
+A build takes a checkpoint and its ONNX export and writes, for a placement *target*:
 
-==============  =====================================  ==========================================
-variant         how it runs                            where it loads
-==============  =====================================  ==========================================
-``pytorch``     FP32 eager PyTorch, Python backend     any Triton with torch in the Python env
-                (the baseline the paper compares to)
-``onnx``        ``platform: "onnxruntime_onnx"``       the stock ``tritonserver`` container
-``onnx_python`` ONNX Runtime inside a Python backend   servers without the onnxruntime backend
-                                                       (the one in the ``nvidia-pytriton`` wheel)
-==============  =====================================  ==========================================
+* one ranker model per serving variant (``<model>_<variant>``; the variants and what each
+  needs are in :mod:`toolkit.repository.variants`),
+* optionally the raw-feature ensembles (``<model>_preprocess`` → ranker → ``probability``
+  as ``<model>_ensemble``, and the top-K ``<model>_topk``; see
+  :mod:`toolkit.repository.ensemble`),
 
-Every config is built from Triton's protobuf schema, parsed back and checked against the
-model's own tensors before anything is written. The whole set is staged in a temporary
-folder next to the repository; only when every model is complete and valid is each model
-folder swapped into place, so a failed build leaves the previous repository untouched.
+each with a config built from Triton's protobuf schema, ``model_warmup`` from real
+in-range rows, a ``tritonrec.json`` record (role, variant, precision) and the saved
+vocabularies.
+
+Targets (``--target``):
+
+=========  ====================================================  =============================
+target     ranker variants                                        instance kind
+=========  ====================================================  =============================
+``cpu``    pytorch, onnx, onnx_int8, and the ONNX-Runtime-in-      ``KIND_CPU``
+           Python twins onnx_python, onnx_int8_python (the
+           bundled server has no onnxruntime backend)
+``gpu``    pytorch, onnx, onnx_fp16, onnx_int8, tensorrt,          ``KIND_GPU`` (preprocess and
+           tensorrt_int8                                          postprocess stay on CPU)
+=========  ====================================================  =============================
+
+A variant that cannot be built on this machine (TensorRT without a GPU) is skipped and
+reported with the reason, never faked.
+
+Atomic and versioned: everything is staged in a hidden folder next to the repository and
+validated there (:func:`toolkit.repository.validate.check_repository`); only then is each
+model installed as version N+1 next to N (:func:`toolkit.repository.versions.install_model`),
+so a failed or interrupted build leaves every model as it was, and no version a server
+may be serving is rewritten.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass
-from importlib import resources
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
 import onnx
 
 from toolkit.errors import ExportError, RepositoryError
-from toolkit.export import check_batch_dimension, copy_onnx_model, read_io_specs
-from toolkit.models import dlrm as dlrm_module
-from toolkit.models.signature import dlrm_signature
+from toolkit.export import check_batch_dimension, read_io_specs
+from toolkit.models.signature import dlrm_example_inputs, dlrm_signature
 from toolkit.repository.config import BatchingOptions, build_model_config, check_config_against, config_to_text, read_config
+from toolkit.repository.ensemble import write_ensembles
+from toolkit.repository.metadata import ModelMetadata, write_metadata
+from toolkit.repository.validate import check_repository
+from toolkit.repository.variants import VARIANT_SPECS, prepare_variant, variant_unavailable
+from toolkit.repository.versions import install_model, next_version
+from toolkit.repository.warmup import write_warmup
 from toolkit.tensors import TensorSpec
-from toolkit.train.checkpoint import load_checkpoint
+from toolkit.train.checkpoint import Checkpoint, load_checkpoint
 
-__all__ = ["VARIANTS", "BuiltModel", "build_repository"]
+__all__ = ["VARIANTS", "TARGETS", "TARGET_VARIANTS", "BuiltModel", "SkippedVariant", "BuildResult", "build_repository"]
 
-VARIANTS = ("pytorch", "onnx", "onnx_python")
-_VERSION = "1"
+VARIANTS: tuple[str, ...] = tuple(VARIANT_SPECS)
+TARGETS = ("cpu", "gpu")
+TARGET_VARIANTS: dict[str, tuple[str, ...]] = {
+    "cpu": ("pytorch", "onnx", "onnx_int8", "onnx_python", "onnx_int8_python"),
+    "gpu": ("pytorch", "onnx", "onnx_fp16", "onnx_int8", "tensorrt", "tensorrt_int8"),
+}
+# The ensemble's ranker per target, in order of preference (the first one built is used).
+ENSEMBLE_RANKERS: dict[str, tuple[str, ...]] = {
+    "cpu": ("onnx_int8_python", "onnx_python", "pytorch"),
+    "gpu": ("tensorrt", "onnx_fp16", "onnx", "pytorch"),
+}
+_INSTANCE_KIND = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
+_SAMPLE_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -49,13 +81,37 @@ class BuiltModel:
     """One model folder written by :func:`build_repository`."""
 
     name: str
-    variant: str
+    variant: str  # a ranker variant, or "preprocess" / "postprocess" / "ensemble" / "topk"
     path: Path
-    runtime: str  # "platform: onnxruntime_onnx" or "backend: python (...)"
+    runtime: str  # e.g. "platform: onnxruntime_onnx", "backend: python (ONNX Runtime INT8)"
+    version: int = 1
+    precision: str = "fp32"
 
 
-def _runner_source(name: str) -> bytes:
-    return resources.files("toolkit.repository").joinpath("python_models", name).read_bytes()
+@dataclass(frozen=True)
+class SkippedVariant:
+    """A variant asked for (or part of the target) that this machine cannot build, and why."""
+
+    variant: str
+    reason: str
+
+
+@dataclass
+class BuildResult:
+    """What :func:`build_repository` wrote and what it skipped."""
+
+    repository: Path
+    models: list[BuiltModel] = field(default_factory=list)
+    skipped: list[SkippedVariant] = field(default_factory=list)
+
+    def __iter__(self):
+        return iter(self.models)
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    def __getitem__(self, i: int) -> BuiltModel:
+        return self.models[i]
 
 
 def _check_onnx_matches(
@@ -83,105 +139,215 @@ def _check_onnx_matches(
         raise RepositoryError(f"{onnx_path}: ONNX weights do not match the checkpoint's: {', '.join(wrong)}", hint=hint)
 
 
+def _sample_inputs(ckpt: Checkpoint, given: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    if given is not None:
+        return {k: np.asarray(v) for k, v in given.items()}
+    return {k: v.numpy() for k, v in dlrm_example_inputs(ckpt.config, _SAMPLE_ROWS, seed=0).items()}
+
+
+def _resolve_variants(target: str, variants: Sequence[str] | None) -> list[str]:
+    if target not in TARGETS:
+        raise RepositoryError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
+    chosen = list(variants) if variants else list(TARGET_VARIANTS[target])
+    unknown = [v for v in chosen if v not in VARIANT_SPECS]
+    if unknown or not chosen:
+        raise RepositoryError(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    if len(set(chosen)) != len(chosen):
+        raise RepositoryError(f"variants {chosen} name one variant twice")
+    return chosen
+
+
+def _placed(options: BatchingOptions, target: str) -> BatchingOptions:
+    """``options`` with the target's instance kind, unless instance groups were given explicitly."""
+    if options.instance_groups:
+        return options
+    return replace(options, instance_kind=_INSTANCE_KIND[target])
+
+
 def build_repository(
     repository: Path,
     *,
     checkpoint: Path,
-    onnx_model: Path,
+    onnx_model: Path | None = None,
     model_name: str = "dlrm",
-    options: BatchingOptions | None = None,
-    variants: Sequence[str] = VARIANTS,
-) -> list[BuiltModel]:
-    """Write the serving variants of one checkpoint into ``repository``.
+    options: BatchingOptions | Callable[[str], BatchingOptions] | None = None,
+    variants: Sequence[str] | None = None,
+    target: Literal["cpu", "gpu"] = "cpu",
+    ensembles: bool = False,
+    ensemble_ranker: str | None = None,
+    top_k: int | None = 10,
+    sample_inputs: Mapping[str, np.ndarray] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> BuildResult:
+    """Write the serving variants of one checkpoint (and optionally its ensembles) into ``repository``.
 
     Args:
         repository: the model repository folder (created if missing). Other models in it are kept.
         checkpoint: a folder written by :func:`toolkit.train.save_checkpoint`.
-        onnx_model: the ONNX file exported from that checkpoint (external data alongside).
+        onnx_model: the ONNX file exported from that checkpoint (external data alongside);
+            needed by every variant but ``pytorch``.
         model_name: prefix of the model folders (``<model_name>_<variant>``).
-        options: batching and placement (defaults: :class:`BatchingOptions`).
-        variants: a subset of :data:`VARIANTS`.
+        options: batching and placement, one for all variants or a function of the variant
+            name (a build file's per-variant overrides). Default :class:`BatchingOptions` with
+            the target's instance kind.
+        variants: ranker variants to build (default: the target's, :data:`TARGET_VARIANTS`).
+        target: ``cpu`` or ``gpu`` placement profile (module docstring).
+        ensembles: also write ``<model>_preprocess``, ``<model>_ensemble`` and, when ``top_k``,
+            ``<model>_postprocess`` + ``<model>_topk``.
+        ensemble_ranker: the ranker variant the ensembles call (default: the target's first
+            built variant in :data:`ENSEMBLE_RANKERS`); must be among the variants built.
+        sample_inputs: real rows by input name (``dense_features`` float32 (N, D), ``sparse_ids``
+            int64 (N, S), ``multi_hot_ids`` int64 (N, G)) for warmup, FP16 overflow checks, INT8
+            calibration and TensorRT comparisons. Default: 256 random in-range rows.
+        progress: called with one line per step (the CLI prints it).
 
     Returns:
-        The models written, in ``variants`` order.
+        The models written (each as version N+1 of its folder) and the variants skipped here.
 
     Raises:
-        RepositoryError: unknown variant, an ONNX file that does not fit the checkpoint, a
-            config that does not match its model. CheckpointError / ExportError from reading
-            the inputs (e.g. an ONNX file with a fixed batch while batching is asked for).
+        RepositoryError: unknown target/variant, a bad model name, an ONNX file that does not fit
+            the checkpoint, a config that does not validate, or no buildable variant left.
+            CheckpointError from reading the checkpoint.
     """
-    options = options or BatchingOptions()
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown or not variants:
-        raise RepositoryError(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    say = progress or (lambda _line: None)
+    chosen = _resolve_variants(target, variants)
     if not model_name or not model_name.replace("_", "").replace("-", "").isalnum():
         raise RepositoryError(f"model name {model_name!r} must be letters, digits, '-' or '_'")
+    options_for: Callable[[str], BatchingOptions]
+    if options is None or isinstance(options, BatchingOptions):
+        base = options or BatchingOptions()
+        options_for = lambda _variant: base  # noqa: E731
+    else:
+        options_for = options
     repository = Path(repository)
     ckpt = load_checkpoint(checkpoint)
     inputs, outputs = dlrm_signature(ckpt.config)
-    onnx_model = Path(onnx_model)
-    if any(v.startswith("onnx") for v in variants):
-        check_batch_dimension(onnx_model, options.max_batch_size)
+    result = BuildResult(repository)
+
+    buildable = []
+    for v in chosen:
+        reason = variant_unavailable(v)
+        if reason is None:
+            buildable.append(v)
+        else:
+            result.skipped.append(SkippedVariant(v, reason))
+            say(f"skipped {model_name}_{v}: {reason}")
+    if not buildable:
+        raise RepositoryError(
+            f"none of the variants {chosen} can be built here: " + "; ".join(f"{s.variant}: {s.reason}" for s in result.skipped)
+        )
+    ranker = None
+    if ensembles:
+        preference = [ensemble_ranker] if ensemble_ranker else ENSEMBLE_RANKERS[target]
+        ranker = next((v for v in preference if v in buildable), None)
+        if ranker is None:
+            raise RepositoryError(
+                f"the ensemble ranker {ensemble_ranker or ' / '.join(preference)} is not among the variants built ({', '.join(buildable)})",
+                hint="add it with --variant, or choose another with --ensemble-ranker",
+            )
+
+    onnx_path = Path(onnx_model) if onnx_model is not None else None
+    needs_onnx = any(VARIANT_SPECS[v].name != "pytorch" for v in buildable)
+    if needs_onnx:
+        if onnx_path is None:
+            raise RepositoryError(f"variants {[v for v in buildable if v != 'pytorch']} need an ONNX file", hint="pass --onnx")
+        try:
+            check_batch_dimension(onnx_path, max(options_for(v).max_batch_size for v in buildable))
+        except ExportError as exc:
+            raise RepositoryError(f"cannot build the ONNX variants: {exc}", hint=exc.hint) from exc
         weight_shapes = {name: tuple(t.shape) for name, t in ckpt.model.state_dict().items()}
-        _check_onnx_matches(onnx_model, inputs, outputs, weight_shapes)
-        # ONNX variants declare the file's own shapes (a fixed batch stays fixed under max_batch_size 0).
-        onnx_inputs, onnx_outputs = read_io_specs(onnx_model)
-    threads = {"intra_op_threads": "1"}
+        _check_onnx_matches(onnx_path, inputs, outputs, weight_shapes)
+    samples = _sample_inputs(ckpt, sample_inputs)
 
     repository.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{repository.name}.staging-", dir=repository.parent))
-    built: list[BuiltModel] = []
     try:
-        for variant in variants:
+        ranker_configs = {}
+        for variant in buildable:
             name = f"{model_name}_{variant}"
-            version_dir = staging / name / _VERSION
+            version = next_version(repository / name)
+            model_dir = staging / name
+            version_dir = model_dir / str(version)
             version_dir.mkdir(parents=True)
-            if variant == "pytorch":
-                shutil.copyfile(ckpt.path / "model.pt", version_dir / "model.pt")
-                shutil.copyfile(ckpt.path / "model_config.json", version_dir / "model_config.json")
-                shutil.copyfile(dlrm_module.__file__, version_dir / "dlrm.py")
-                (version_dir / "model.py").write_bytes(_runner_source("torch_runner.py"))
-                config = build_model_config(name, inputs, outputs, options, backend="python", parameters=threads)
-                runtime = "backend: python (PyTorch FP32 eager)"
-            elif variant == "onnx":
-                copy_onnx_model(onnx_model, version_dir)
-                config = build_model_config(
-                    name, onnx_inputs, onnx_outputs, options, platform="onnxruntime_onnx", parameters={"intra_op_thread_count": "1"}
+            say(f"building {name} (version {version})")
+            try:
+                prepared = prepare_variant(
+                    variant,
+                    version_dir,
+                    checkpoint=ckpt,
+                    onnx_model=onnx_path,
+                    max_batch_size=options_for(variant).max_batch_size,
+                    sample_inputs=samples,
+                    work_dir=staging / f".work-{variant}",
                 )
-                runtime = "platform: onnxruntime_onnx"
-            else:
-                copy_onnx_model(onnx_model, version_dir)
-                (version_dir / "model.py").write_bytes(_runner_source("onnx_runner.py"))
-                config = build_model_config(name, onnx_inputs, onnx_outputs, options, backend="python", parameters=threads)
-                runtime = "backend: python (ONNX Runtime)"
-            # The vocabularies travel with every model: clients and ensembles map raw values with them.
-            if ckpt.encoder is not None:
-                shutil.copyfile(ckpt.path / "vocabularies.json", staging / name / "vocabularies.json")
-            (staging / name / "config.pbtxt").write_text(config_to_text(config))
-            parsed = read_config(staging / name / "config.pbtxt")
+            except ExportError as exc:
+                raise RepositoryError(f"cannot build {name}: {exc}", hint=exc.hint) from exc
+            spec = prepared.spec
+            opts = _placed(options_for(variant), target)
+            warmup = (
+                write_warmup(model_dir, {t.name: samples[t.name] for t in prepared.inputs}, list(opts.warmup_batch_sizes))
+                if opts.warmup_batch_sizes
+                else None
+            )
+            parameters = dict(prepared.parameters)
+            if spec.platform != "tensorrt_plan":  # ONNX Runtime / PyTorch thread counts from the options
+                parameters.update(opts.thread_parameters(platform=spec.platform, backend=spec.backend))
+            config = build_model_config(
+                name,
+                prepared.inputs,
+                prepared.outputs,
+                opts,
+                platform=spec.platform,
+                backend=spec.backend,
+                parameters=parameters,
+                warmup=warmup,
+            )
+            (model_dir / "config.pbtxt").write_text(config_to_text(config))
+            parsed = read_config(model_dir / "config.pbtxt")
             if parsed != config:
                 raise RepositoryError(f"{name}/config.pbtxt does not parse back to the config that was written")
             check_config_against(parsed, inputs, outputs)
-            if variant != "pytorch":
-                check_config_against(parsed, *read_io_specs(version_dir / "model.onnx"))
-            built.append(BuiltModel(name, variant, repository / name, runtime))
-        _install(staging, repository, [b.name for b in built])
-    except ExportError as exc:
-        raise RepositoryError(f"cannot build the ONNX variants: {exc}", hint=exc.hint) from exc
+            # The vocabularies travel with every model: clients and ensembles map raw values with them.
+            if ckpt.encoder is not None:
+                shutil.copyfile(ckpt.path / "vocabularies.json", model_dir / "vocabularies.json")
+            source = {"checkpoint": str(ckpt.path), **({"onnx": str(onnx_path)} if onnx_path else {}), **prepared.source}
+            write_metadata(model_dir, ModelMetadata("ranker", variant, prepared.precision, source=source))
+            ranker_configs[variant] = (config, prepared.precision)
+            result.models.append(BuiltModel(name, variant, repository / name, spec.description, version, prepared.precision))
+        shutil.rmtree(staging / ".work", ignore_errors=True)
+        for work in staging.glob(".work-*"):
+            shutil.rmtree(work, ignore_errors=True)
+
+        if ensembles:
+            if ckpt.encoder is None:
+                raise RepositoryError(
+                    f"{checkpoint}: the checkpoint has no vocabularies (trained on pre-encoded ids): no raw features to map",
+                    hint="build without --ensembles",
+                )
+            config, precision = ranker_configs[ranker]
+            say(f"building the raw-feature ensembles on {config.name}")
+            names = [f"{model_name}_{suffix}" for suffix in ("preprocess", "ensemble", "postprocess", "topk")]
+            version = max(next_version(repository / n) for n in names)  # one version for the whole set
+            ensemble_options = replace(options_for(ranker), instance_groups=[], instance_kind="KIND_CPU", warmup_batch_sizes=[])
+            for model in write_ensembles(
+                staging,
+                model_name=model_name,
+                ranker_config=config,
+                encoder=ckpt.encoder.to_dict(),
+                options=ensemble_options,
+                top_k=top_k,
+                ranker_precision=precision,
+                version=str(version),
+            ):
+                kind = "topk" if model.name == f"{model_name}_topk" else model.role
+                runtime = "platform: ensemble" if model.config.platform == "ensemble" else f"backend: {model.config.backend} ({model.role})"
+                carries = model.config.platform == "ensemble"  # an ensemble's precision is its ranker's
+                result.models.append(BuiltModel(model.name, kind, repository / model.name, runtime, version, precision if carries else "-"))
+
+        say("validating the staged models")
+        check_repository(staging)
+        for model in result.models:
+            install_model(staging / model.name, repository)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return built
-
-
-def _install(staging: Path, repository: Path, names: Sequence[str]) -> None:
-    """Swap each staged model folder into ``repository`` (rename old aside, rename new in, delete old)."""
-    repository.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        target = repository / name
-        old = None
-        if target.exists():
-            old = staging / f".old-{name}"
-            os.rename(target, old)
-        os.rename(staging / name, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    return result

@@ -8,7 +8,7 @@ wrong types) and written with ``text_format`` — the same format Triton reads
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +22,8 @@ from toolkit.tensors import TensorSpec
 
 __all__ = [
     "BatchingOptions",
+    "InstanceGroup",
+    "VersionPolicy",
     "ModelConfig",
     "build_model_config",
     "config_to_text",
@@ -34,20 +36,166 @@ __all__ = [
 ModelConfig = model_config_pb2.ModelConfig
 
 
+INSTANCE_KINDS = ("KIND_CPU", "KIND_GPU")
+QUEUE_TIMEOUT_ACTIONS = ("REJECT", "DELAY")
+GPU_EXECUTION_ACCELERATORS = ("tensorrt", "cuda")
+TENSORRT_PRECISION_MODES = ("FP32", "FP16")
+VERSION_POLICY_KINDS = ("latest", "all", "specific")
+
+
+@dataclass
+class InstanceGroup:
+    """One ``instance_group`` entry: ``count`` model instances of one ``kind``.
+
+    Attributes:
+        kind: ``KIND_CPU`` or ``KIND_GPU``.
+        count: instances of the model; for ``KIND_GPU`` that many *per listed GPU*
+            (Triton docs, "Model Configuration", "Instance Groups").
+        gpus: GPU ids the ``KIND_GPU`` instances go on; empty = every visible GPU. Not
+            allowed with ``KIND_CPU`` (Triton refuses a CPU group that names GPUs).
+
+    Raises:
+        RepositoryError: an unknown kind, ``count < 1``, negative or repeated GPU ids, GPUs on a CPU group.
+    """
+
+    kind: str = "KIND_CPU"
+    count: int = 1
+    gpus: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.kind not in INSTANCE_KINDS:
+            raise RepositoryError(f"instance_group kind must be KIND_CPU or KIND_GPU, got {self.kind!r}")
+        if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1:
+            raise RepositoryError(f"instance_group count must be >= 1, got {self.count!r}")
+        self.gpus = list(self.gpus)
+        if self.gpus and self.kind != "KIND_GPU":
+            raise RepositoryError(
+                f"instance_group kind {self.kind} lists gpus {self.gpus}; only KIND_GPU groups name GPUs",
+                hint="drop the gpus or make the group KIND_GPU",
+            )
+        bad = [g for g in self.gpus if isinstance(g, bool) or not isinstance(g, int) or g < 0]
+        if bad or len(set(self.gpus)) != len(self.gpus):
+            raise RepositoryError(f"instance_group gpus must be distinct GPU ids >= 0, got {self.gpus}")
+
+    def to_dict(self) -> dict:
+        """The ``ModelInstanceGroup`` fields as ``json_format.ParseDict`` takes them."""
+        d: dict = {"count": self.count, "kind": self.kind}
+        if self.gpus:
+            d["gpus"] = list(self.gpus)
+        return d
+
+
+@dataclass
+class VersionPolicy:
+    """``version_policy``: which version folders Triton serves.
+
+    Attributes:
+        kind: ``latest`` (the ``num_versions`` highest versions), ``all``, or ``specific``
+            (the listed ``versions``). Default: ``latest`` with ``num_versions=1`` (Triton's own
+            default), so a rebuild that adds version N+1 serves N+1 and keeps N on disk.
+        num_versions: for ``latest``, >= 1.
+        versions: for ``specific``, distinct version numbers >= 1.
+
+    Raises:
+        RepositoryError: an unknown kind; ``num_versions < 1``; ``specific`` without versions;
+            versions given for another kind.
+    """
+
+    kind: str = "latest"
+    num_versions: int = 1
+    versions: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.kind not in VERSION_POLICY_KINDS:
+            raise RepositoryError(f"version_policy kind must be one of {', '.join(VERSION_POLICY_KINDS)}, got {self.kind!r}")
+        self.versions = list(self.versions)
+        if self.kind == "latest" and (
+            isinstance(self.num_versions, bool) or not isinstance(self.num_versions, int) or self.num_versions < 1
+        ):
+            raise RepositoryError(f"version_policy latest num_versions must be >= 1, got {self.num_versions!r}")
+        if self.kind == "specific":
+            bad = [v for v in self.versions if isinstance(v, bool) or not isinstance(v, int) or v < 1]
+            if not self.versions or bad or len(set(self.versions)) != len(self.versions):
+                raise RepositoryError(
+                    f"version_policy specific needs distinct versions >= 1, got {self.versions}",
+                    hint="list the version folders to serve, e.g. versions [1, 2]",
+                )
+        elif self.versions:
+            raise RepositoryError(f"version_policy {self.kind} takes no versions (got {self.versions}); use kind 'specific'")
+
+    def to_dict(self) -> dict:
+        """The ``ModelVersionPolicy`` as ``json_format.ParseDict`` takes it."""
+        if self.kind == "latest":
+            return {"latest": {"num_versions": self.num_versions}}
+        if self.kind == "all":
+            return {"all": {}}
+        return {"specific": {"versions": list(self.versions)}}
+
+
+def _coerce(value, cls, what: str):
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping):
+        try:
+            return cls(**value)
+        except TypeError as exc:
+            raise RepositoryError(f"{what}: {exc}") from exc
+    raise RepositoryError(f"{what} must be a {cls.__name__} or a mapping of its fields, got {type(value).__name__}")
+
+
+def _non_negative_int(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise RepositoryError(f"{name} must be an integer >= 0, got {value!r}")
+
+
 @dataclass
 class BatchingOptions:
-    """Batching and placement of one served model.
+    """Batching, placement and serving options of one served model.
+
+    Every default below is what ``tritonrec build`` writes when neither a CLI option nor a
+    build file sets the field.
 
     Attributes:
         max_batch_size: largest batch Triton may form (``max_batch_size``); 0 turns
-            batching off and makes every dim, batch included, explicit.
-        dynamic_batching: whether Triton's dynamic batcher combines requests.
+            batching off and makes every dim, batch included, explicit. Default 256.
+        dynamic_batching: whether Triton's dynamic batcher combines requests. Default on.
         max_queue_delay_us: ``dynamic_batching.max_queue_delay_microseconds``: how long a
             request may wait for others to join its batch. 100 µs keeps single-row latency
             nearly unchanged on CPU while letting concurrent requests merge.
         preferred_batch_sizes: ``dynamic_batching.preferred_batch_size``; each in [1, max_batch_size].
-        instance_count: ``instance_group[0].count`` model instances.
-        instance_kind: ``KIND_CPU`` or ``KIND_GPU``.
+        instance_count: ``instance_group[0].count`` model instances (used when ``instance_groups`` is empty).
+        instance_kind: ``KIND_CPU`` or ``KIND_GPU`` (used when ``instance_groups`` is empty).
+        instance_groups: the full ``instance_group`` list; when non-empty it replaces
+            ``instance_count``/``instance_kind`` (which are then ignored). CPU and GPU groups
+            may be mixed (heterogeneous placement). Entries may be :class:`InstanceGroup` or
+            mappings of its fields.
+        queue_timeout_us: ``dynamic_batching.default_queue_policy.default_timeout_microseconds``:
+            how long a request may wait in the queue before ``queue_timeout_action``; 0 = no timeout.
+        queue_timeout_action: ``REJECT`` (answer with an error) or ``DELAY`` (keep the request,
+            behind the others) for a timed-out request.
+        allow_timeout_override: whether a request may set its own (shorter) queue timeout.
+        max_queue_size: most requests the queue holds before new ones are rejected; 0 = unbounded.
+            The four queue settings are written only when one differs from its default.
+        version_policy: ``version_policy`` (default: latest 1); always written. A
+            :class:`VersionPolicy` or a mapping of its fields.
+        response_cache: ``response_cache { enable: true }``: Triton answers repeated identical
+            requests from its cache (the server must be started with a cache, e.g.
+            ``--cache-config local,size=...``). Default off.
+        gpu_execution_accelerator: ``None`` (ONNX Runtime's default CUDA provider on GPU
+            instances), ``"tensorrt"`` (ONNX Runtime's TensorRT execution provider) or
+            ``"cuda"``, written to ``optimization.execution_accelerators.gpu_execution_accelerator``.
+            Only for ``platform: onnxruntime_onnx`` models with a ``KIND_GPU`` instance group
+            (onnxruntime backend docs, "Execution Accelerators").
+        tensorrt_precision_mode: ``FP32`` (default) or ``FP16``: the TensorRT provider's
+            ``precision_mode`` parameter; only with ``gpu_execution_accelerator="tensorrt"``.
+        intra_op_threads, inter_op_threads: ONNX Runtime session threads (default 1 each; 0 lets
+            ONNX Runtime pick). Written as backend ``parameters`` by :meth:`thread_parameters`.
+        warmup_batch_sizes: batch sizes of the ``model_warmup`` samples the builder writes
+            (see :mod:`toolkit.repository.warmup`); each in [1, max_batch_size] (just ``[1]``
+            without batching). Default: none.
+
+    Raises:
+        RepositoryError: any field out of range, naming the field, the value and what was expected.
     """
 
     max_batch_size: int = 256
@@ -56,6 +204,18 @@ class BatchingOptions:
     preferred_batch_sizes: list[int] = field(default_factory=list)
     instance_count: int = 1
     instance_kind: str = "KIND_CPU"
+    instance_groups: list[InstanceGroup] = field(default_factory=list)
+    queue_timeout_us: int = 0
+    queue_timeout_action: str = "REJECT"
+    allow_timeout_override: bool = False
+    max_queue_size: int = 0
+    version_policy: VersionPolicy = field(default_factory=VersionPolicy)
+    response_cache: bool = False
+    gpu_execution_accelerator: str | None = None
+    tensorrt_precision_mode: str = "FP32"
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+    warmup_batch_sizes: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 0:
@@ -64,8 +224,10 @@ class BatchingOptions:
             raise RepositoryError(f"max_queue_delay_microseconds must be >= 0, got {self.max_queue_delay_us}")
         if self.instance_count < 1:
             raise RepositoryError(f"instance_group count must be >= 1, got {self.instance_count}")
-        if self.instance_kind not in ("KIND_CPU", "KIND_GPU"):
+        if self.instance_kind not in INSTANCE_KINDS:
             raise RepositoryError(f"instance_group kind must be KIND_CPU or KIND_GPU, got {self.instance_kind!r}")
+        self.instance_groups = [_coerce(g, InstanceGroup, f"instance_groups[{i}]") for i, g in enumerate(self.instance_groups)]
+        self.version_policy = _coerce(self.version_policy, VersionPolicy, "version_policy")
         if self.dynamic_batching and self.max_batch_size == 0:
             raise RepositoryError(
                 "dynamic_batching needs max_batch_size >= 1",
@@ -77,6 +239,79 @@ class BatchingOptions:
                 f"preferred_batch_size {bad} must lie in [1, max_batch_size={self.max_batch_size}]",
                 hint="lower the preferred batch sizes or raise --max-batch-size",
             )
+        self._check_queue_policy()
+        self._check_accelerator()
+        for name in ("intra_op_threads", "inter_op_threads"):
+            _non_negative_int(getattr(self, name), name)
+        limit = max(self.max_batch_size, 1)
+        bad = [b for b in self.warmup_batch_sizes if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= limit]
+        if bad:
+            raise RepositoryError(
+                f"warmup batch sizes {bad} must lie in [1, {limit}]"
+                + (
+                    " (max_batch_size 0: a warmup request is one whole tensor)"
+                    if self.max_batch_size == 0
+                    else f" (max_batch_size={limit})"
+                ),
+                hint="lower the warmup batch sizes or raise --max-batch-size",
+            )
+
+    def _check_queue_policy(self) -> None:
+        _non_negative_int(self.queue_timeout_us, "queue_timeout_us (default_timeout_microseconds)")
+        _non_negative_int(self.max_queue_size, "max_queue_size")
+        if self.queue_timeout_action not in QUEUE_TIMEOUT_ACTIONS:
+            raise RepositoryError(f"queue_timeout_action must be REJECT or DELAY, got {self.queue_timeout_action!r}")
+        if self.has_queue_policy and not self.dynamic_batching:
+            raise RepositoryError(
+                "a queue policy (queue_timeout_us, queue_timeout_action, allow_timeout_override, max_queue_size) "
+                "is part of dynamic_batching, which is off",
+                hint="turn dynamic batching on or drop the queue settings",
+            )
+
+    def _check_accelerator(self) -> None:
+        if self.tensorrt_precision_mode not in TENSORRT_PRECISION_MODES:
+            raise RepositoryError(f"tensorrt_precision_mode must be FP32 or FP16, got {self.tensorrt_precision_mode!r}")
+        if self.gpu_execution_accelerator is None:
+            if self.tensorrt_precision_mode != "FP32":
+                raise RepositoryError(
+                    f"tensorrt_precision_mode {self.tensorrt_precision_mode} needs gpu_execution_accelerator 'tensorrt'",
+                    hint="set gpu_execution_accelerator to 'tensorrt' or drop the precision mode",
+                )
+            return
+        if self.gpu_execution_accelerator not in GPU_EXECUTION_ACCELERATORS:
+            raise RepositoryError(
+                f"gpu_execution_accelerator must be one of {', '.join(GPU_EXECUTION_ACCELERATORS)} or unset, "
+                f"got {self.gpu_execution_accelerator!r}"
+            )
+        if self.gpu_execution_accelerator != "tensorrt" and self.tensorrt_precision_mode != "FP32":
+            raise RepositoryError(f"tensorrt_precision_mode applies to the 'tensorrt' accelerator, not {self.gpu_execution_accelerator!r}")
+        if not any(g.kind == "KIND_GPU" for g in self.groups):
+            raise RepositoryError(
+                f"gpu_execution_accelerator {self.gpu_execution_accelerator!r} acts only on KIND_GPU instances, "
+                "and every instance group is KIND_CPU",
+                hint="add a KIND_GPU instance group (--target gpu) or drop the accelerator",
+            )
+
+    @property
+    def groups(self) -> list[InstanceGroup]:
+        """The ``instance_group`` entries written: ``instance_groups``, or one group of ``instance_count`` × ``instance_kind``."""
+        return list(self.instance_groups) or [InstanceGroup(self.instance_kind, self.instance_count)]
+
+    @property
+    def has_queue_policy(self) -> bool:
+        """Whether any queue setting differs from its default (and ``default_queue_policy`` is written)."""
+        return bool(self.queue_timeout_us or self.queue_timeout_action != "REJECT" or self.allow_timeout_override or self.max_queue_size)
+
+    def thread_parameters(self, *, platform: str | None = None, backend: str | None = None) -> dict[str, str]:
+        """ONNX Runtime thread counts as backend ``parameters`` for a model of this platform/backend.
+
+        The onnxruntime backend (``platform: onnxruntime_onnx`` or ``backend: onnxruntime``) reads
+        ``intra_op_thread_count``/``inter_op_thread_count`` (onnxruntime backend docs); the
+        toolkit's Python-backend runners read ``intra_op_threads``/``inter_op_threads``.
+        """
+        if platform == "onnxruntime_onnx" or backend == "onnxruntime":
+            return {"intra_op_thread_count": str(self.intra_op_threads), "inter_op_thread_count": str(self.inter_op_threads)}
+        return {"intra_op_threads": str(self.intra_op_threads), "inter_op_threads": str(self.inter_op_threads)}
 
 
 def _dims(spec: TensorSpec, max_batch_size: int) -> list[int]:
@@ -84,8 +319,26 @@ def _dims(spec: TensorSpec, max_batch_size: int) -> list[int]:
     return [-1 if d is None else int(d) for d in shape]
 
 
+def _triton_type(dtype: np.dtype) -> str:
+    """``TYPE_*`` name of a numpy dtype; object/bytes/str arrays are Triton BYTES, spelled ``TYPE_STRING`` in a config."""
+    name = np_to_triton_dtype(dtype)
+    if name is None:
+        raise RepositoryError(f"numpy dtype {dtype} has no Triton data type")
+    return "TYPE_STRING" if name == "BYTES" else "TYPE_" + name
+
+
 def _tensor_entry(spec: TensorSpec, max_batch_size: int) -> dict:
-    return {"name": spec.name, "data_type": "TYPE_" + np_to_triton_dtype(spec.numpy_dtype), "dims": _dims(spec, max_batch_size)}
+    dtype = spec.numpy_dtype
+    if dtype.kind in "SU":
+        dtype = np.dtype(object)
+    return {"name": spec.name, "data_type": _triton_type(dtype), "dims": _dims(spec, max_batch_size)}
+
+
+def _accelerator(options: BatchingOptions) -> dict:
+    accelerator: dict = {"name": options.gpu_execution_accelerator}
+    if options.gpu_execution_accelerator == "tensorrt":
+        accelerator["parameters"] = {"precision_mode": options.tensorrt_precision_mode}
+    return {"execution_accelerators": {"gpu_execution_accelerator": [accelerator]}}
 
 
 def build_model_config(
@@ -97,19 +350,25 @@ def build_model_config(
     platform: str | None = None,
     backend: str | None = None,
     parameters: dict[str, str] | None = None,
+    warmup: list[dict] | None = None,
 ) -> ModelConfig:
     """A ``ModelConfig`` for a model with the given tensors and batching.
 
     Args:
         name: the model's name (its folder in the repository).
         inputs, outputs: tensors with the batch dimension first (dropped from ``dims``
-            when ``options.max_batch_size > 0``).
+            when ``options.max_batch_size > 0``). Object/bytes/str dtypes become ``TYPE_STRING``.
+        options: batching, instance groups, queue policy, version policy, response cache,
+            execution accelerator (see :class:`BatchingOptions`).
         platform: e.g. ``"onnxruntime_onnx"``; backend: e.g. ``"python"`` (one of the two).
         parameters: backend ``parameters`` as string key/values.
+        warmup: ``model_warmup`` entries as dicts of ``ModelWarmup`` fields, e.g. as returned by
+            :func:`toolkit.repository.warmup.write_warmup`.
 
     Raises:
         RepositoryError: neither or both of platform/backend; batching asked for a tensor
-            without a dynamic batch dimension.
+            without a dynamic batch dimension; an execution accelerator on a model that is not
+            ``platform: onnxruntime_onnx``; warmup entries that are not ``ModelWarmup`` fields.
     """
     if (platform is None) == (backend is None):
         raise RepositoryError(f"model {name!r}: give exactly one of platform or backend")
@@ -121,12 +380,20 @@ def build_model_config(
                 f"but {', '.join(fixed)} has a fixed one",
                 hint="build with --max-batch-size 0 or re-export the model with a dynamic batch dimension",
             )
+    if options.gpu_execution_accelerator is not None and platform != "onnxruntime_onnx":
+        runtime = f"platform {platform!r}" if platform is not None else f"backend {backend!r}"
+        raise RepositoryError(
+            f"model {name!r}: gpu_execution_accelerator {options.gpu_execution_accelerator!r} is an ONNX Runtime "
+            f"execution provider, but the model runs on {runtime}",
+            hint="set the accelerator only for the onnx variants (platform onnxruntime_onnx)",
+        )
     d: dict = {
         "name": name,
+        "version_policy": options.version_policy.to_dict(),
         "max_batch_size": options.max_batch_size,
         "input": [_tensor_entry(s, options.max_batch_size) for s in inputs],
         "output": [_tensor_entry(s, options.max_batch_size) for s in outputs],
-        "instance_group": [{"count": options.instance_count, "kind": options.instance_kind}],
+        "instance_group": [g.to_dict() for g in options.groups],
     }
     if platform is not None:
         d["platform"] = platform
@@ -136,10 +403,28 @@ def build_model_config(
         batching: dict = {"max_queue_delay_microseconds": options.max_queue_delay_us}
         if options.preferred_batch_sizes:
             batching["preferred_batch_size"] = list(options.preferred_batch_sizes)
+        if options.has_queue_policy:
+            batching["default_queue_policy"] = {
+                "timeout_action": options.queue_timeout_action,
+                "default_timeout_microseconds": options.queue_timeout_us,
+                "allow_timeout_override": options.allow_timeout_override,
+                "max_queue_size": options.max_queue_size,
+            }
         d["dynamic_batching"] = batching
+    if options.response_cache:
+        d["response_cache"] = {"enable": True}
+    if options.gpu_execution_accelerator is not None:
+        d["optimization"] = _accelerator(options)
     if parameters:
         d["parameters"] = {k: {"string_value": str(v)} for k, v in parameters.items()}
-    return json_format.ParseDict(d, ModelConfig())
+    config = json_format.ParseDict(d, ModelConfig())
+    if warmup:
+        for i, entry in enumerate(warmup):
+            try:
+                json_format.ParseDict(entry, config.model_warmup.add())
+            except (json_format.ParseError, TypeError, AttributeError) as exc:
+                raise RepositoryError(f"model {name!r}: model_warmup[{i}] is not a Triton ModelWarmup ({exc})") from exc
+    return config
 
 
 def config_to_text(config: ModelConfig) -> str:
@@ -167,11 +452,29 @@ def read_config(path: Path) -> ModelConfig:
     return parse_config(path.read_text(), source=str(path))
 
 
+def _numpy_dtype(data_type: int, tensor: str) -> np.dtype:
+    """numpy dtype of a config ``data_type``; ``TYPE_STRING`` (Triton BYTES) is ``object``."""
+    name = model_config_pb2.DataType.Name(data_type).removeprefix("TYPE_")
+    converted = triton_to_np_dtype("BYTES" if name == "STRING" else name)
+    if converted is None:
+        raise RepositoryError(
+            f"tensor {tensor!r}: data_type TYPE_{name} has no numpy dtype", hint="declare a concrete data_type such as TYPE_FP32"
+        )
+    return np.dtype(converted)
+
+
 def config_tensor_specs(config: ModelConfig) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Inputs and outputs of ``config`` as :class:`TensorSpec` with the batch dimension put back."""
+    """Inputs and outputs of ``config`` as :class:`TensorSpec` with the batch dimension put back.
+
+    Works for any config, ensembles included. ``TYPE_STRING`` tensors come back with dtype
+    ``"object"`` (numpy's type for Triton BYTES).
+
+    Raises:
+        RepositoryError: a tensor's ``data_type`` has no numpy dtype (``TYPE_INVALID``).
+    """
 
     def spec(t) -> TensorSpec:
-        dtype = np.dtype(triton_to_np_dtype(model_config_pb2.DataType.Name(t.data_type).removeprefix("TYPE_")))
+        dtype = _numpy_dtype(t.data_type, t.name)
         dims = tuple(None if d == -1 else int(d) for d in t.dims)
         return TensorSpec(t.name, dtype.name, ((None,) + dims) if config.max_batch_size > 0 else dims)
 

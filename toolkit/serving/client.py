@@ -39,6 +39,10 @@ def _convert_dtype(name: str, array: np.ndarray, target: np.dtype) -> np.ndarray
     if target.kind == "O":  # Triton BYTES
         if array.dtype.kind in "OSU":
             return array.astype(object)
+        if array.dtype.kind in "iu":  # integer ids: their decimal strings, exact for any width
+            strings = np.empty(array.shape, dtype=object)
+            strings.reshape(-1)[:] = [str(v).encode() for v in array.reshape(-1).tolist()]
+            return strings
     elif np.can_cast(array.dtype, target, casting="safe"):
         return array.astype(target)
     elif array.dtype.kind in "iub" and target.kind in "iu":
@@ -70,6 +74,9 @@ def prepare_inputs(inputs: Mapping[str, Any], input_specs: Sequence[TensorSpec],
         name -> array with exactly the spec's dtype, in the specs' order. Integers are widened
         (int32 -> int64) or narrowed (int64 -> int32) when every value fits; other conversions
         follow numpy's "safe" casting rules (float32 -> float64 yes, float64 -> float32 no).
+        A BYTES input (Triton ``TYPE_STRING``, e.g. an ensemble's raw ``user_id``) takes
+        ``bytes``/``str`` arrays as they are and integer arrays as their decimal strings
+        (``196`` -> ``b"196"``, exact for any integer width).
 
     Raises:
         InferenceError: an expected input is missing or an unknown one given (lists the

@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from toolkit.data import FeatureEncoder, Splits
-from toolkit.errors import CheckpointError, ExportError, RepositoryError
+from toolkit.errors import CheckpointError, RepositoryError
 from toolkit.export import export_onnx, read_io_specs
 from toolkit.models import DLRM, dlrm_example_inputs
-from toolkit.repository import VARIANTS, BatchingOptions, build_repository, check_config_against, read_config
+from toolkit.repository import TARGET_VARIANTS, BatchingOptions, build_repository, check_config_against, read_config, read_metadata
 from toolkit.train import TrainConfig, dlrm_config_for, load_checkpoint, predict, save_checkpoint
 
+BASIC = ["pytorch", "onnx", "onnx_python"]
 SMALL = TrainConfig(embedding_dim=8, bottom_mlp=[16], top_mlp=[16])
 MODEL_FILES = {
     "dlrm_pytorch": ["dlrm.py", "model.pt", "model.py", "model_config.json"],
@@ -62,18 +63,20 @@ def _leftovers(repository: Path) -> list[str]:
 def repository(tmp_path: Path, artifacts: Artifacts) -> Path:
     """A repository holding one successful default build."""
     repo = tmp_path / "model_repository"
-    build_repository(repo, checkpoint=artifacts.checkpoint, onnx_model=artifacts.onnx)
+    build_repository(repo, checkpoint=artifacts.checkpoint, onnx_model=artifacts.onnx, variants=BASIC)
     return repo
 
 
-def test_build_writes_the_three_variants_with_their_model_files(tmp_path: Path, artifacts: Artifacts) -> None:
+def test_build_writes_the_variants_with_their_model_files(tmp_path: Path, artifacts: Artifacts) -> None:
     repo = tmp_path / "model_repository"
-    built = build_repository(repo, checkpoint=artifacts.checkpoint, onnx_model=artifacts.onnx)
+    built = build_repository(repo, checkpoint=artifacts.checkpoint, onnx_model=artifacts.onnx, variants=BASIC)
 
-    assert [(b.name, b.variant, b.path) for b in built] == [(f"dlrm_{v}", v, repo / f"dlrm_{v}") for v in VARIANTS]
+    assert [(b.name, b.variant, b.path, b.version) for b in built] == [(f"dlrm_{v}", v, repo / f"dlrm_{v}", 1) for v in BASIC]
     assert sorted(p.name for p in repo.iterdir()) == sorted(MODEL_FILES)
     for name, files in MODEL_FILES.items():
-        assert sorted(p.name for p in (repo / name).iterdir()) == ["1", "config.pbtxt", "vocabularies.json"]
+        assert sorted(p.name for p in (repo / name).iterdir()) == ["1", "config.pbtxt", "tritonrec.json", "vocabularies.json"]
+        metadata = read_metadata(repo / name)
+        assert (metadata.role, metadata.variant, metadata.precision) == ("ranker", name.removeprefix("dlrm_"), "fp32")
         assert sorted(p.name for p in (repo / name / "1").iterdir()) == files
         assert (repo / name / "vocabularies.json").read_bytes() == (artifacts.checkpoint / "vocabularies.json").read_bytes()
     assert (repo / "dlrm_pytorch/1/model.pt").read_bytes() == (artifacts.checkpoint / "model.pt").read_bytes()
@@ -108,8 +111,8 @@ def test_the_served_onnx_file_predicts_what_the_checkpoint_predicts(repository: 
 def test_fixed_batch_onnx_with_batching_is_refused_and_the_repository_is_unchanged(repository: Path, artifacts: Artifacts) -> None:
     before = _snapshot(repository)
 
-    with pytest.raises(ExportError, match="fixed batch dimension of 8, but max_batch_size=256") as info:
-        build_repository(repository, checkpoint=artifacts.checkpoint, onnx_model=artifacts.fixed_onnx)
+    with pytest.raises(RepositoryError, match="fixed batch dimension of 8, but max_batch_size=256") as info:
+        build_repository(repository, checkpoint=artifacts.checkpoint, onnx_model=artifacts.fixed_onnx, variants=BASIC)
 
     assert "--max-batch-size 0" in info.value.hint
     assert _snapshot(repository) == before
@@ -119,7 +122,7 @@ def test_fixed_batch_onnx_with_batching_is_refused_and_the_repository_is_unchang
 def test_fixed_batch_onnx_builds_without_batching(tmp_path: Path, artifacts: Artifacts) -> None:
     repo = tmp_path / "model_repository"
     options = BatchingOptions(max_batch_size=0, dynamic_batching=False)
-    build_repository(repo, checkpoint=artifacts.checkpoint, onnx_model=artifacts.fixed_onnx, options=options)
+    build_repository(repo, checkpoint=artifacts.checkpoint, onnx_model=artifacts.fixed_onnx, options=options, variants=BASIC)
 
     config = read_config(repo / "dlrm_onnx/config.pbtxt")
     assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
@@ -162,19 +165,25 @@ def test_onnx_with_another_multi_hot_width_is_refused(tmp_path: Path, artifacts:
     assert not repo.exists()
 
 
-def test_rebuilding_replaces_the_models_and_keeps_unrelated_ones(repository: Path, artifacts: Artifacts) -> None:
+def test_rebuilding_adds_version_2_next_to_1_and_keeps_unrelated_models(repository: Path, artifacts: Artifacts) -> None:
     unrelated = repository / "ranker_v0"
     (unrelated / "1").mkdir(parents=True)
     (unrelated / "config.pbtxt").write_text('name: "ranker_v0"\nbackend: "python"\n')
     (unrelated / "1" / "model.py").write_text("# someone else's model\n")
     kept = _snapshot(unrelated)
-    (repository / "dlrm_onnx" / "1" / "stale.txt").write_text("from an older build")
+    version_1 = {name: _snapshot(repository / name / "1") for name in MODEL_FILES}
 
-    build_repository(repository, checkpoint=artifacts.checkpoint, onnx_model=artifacts.onnx, options=BatchingOptions(max_batch_size=64))
+    built = build_repository(
+        repository, checkpoint=artifacts.checkpoint, onnx_model=artifacts.onnx, options=BatchingOptions(max_batch_size=64), variants=BASIC
+    )
 
+    assert [b.version for b in built] == [2, 2, 2]
     assert _snapshot(unrelated) == kept
-    assert all(read_config(repository / name / "config.pbtxt").max_batch_size == 64 for name in MODEL_FILES)
-    assert not (repository / "dlrm_onnx" / "1" / "stale.txt").exists()  # whole model folders are replaced
+    for name in MODEL_FILES:
+        assert read_config(repository / name / "config.pbtxt").max_batch_size == 64
+        assert sorted(p.name for p in (repository / name).iterdir() if p.is_dir()) == ["1", "2"]
+        assert _snapshot(repository / name / "1") == version_1[name]  # a version a server may serve is never rewritten
+        assert (repository / name / "config.v1.pbtxt").is_file()  # the config version 1 was built with
     assert _leftovers(repository) == []
 
 
@@ -206,8 +215,9 @@ def test_corrupt_checkpoint_leaves_an_existing_repository_unchanged(repository: 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"variants": ["tensorrt"]}, r"unknown variants \['tensorrt'\]"),
-        ({"variants": []}, "unknown variants"),
+        ({"variants": ["onnx_int4"]}, r"unknown variants \['onnx_int4'\]"),
+        ({"variants": ["onnx", "onnx"]}, "name one variant twice"),
+        ({"target": "tpu"}, "unknown target 'tpu'"),
         ({"model_name": "dlrm/../x"}, "must be letters, digits"),
         ({"model_name": ""}, "must be letters, digits"),
     ],
@@ -218,8 +228,8 @@ def test_invalid_variants_or_model_names_are_refused(tmp_path: Path, artifacts: 
     assert not (tmp_path / "repo").exists()
 
 
-def test_a_missing_onnx_file_is_an_export_error(tmp_path: Path, artifacts: Artifacts) -> None:
-    with pytest.raises(ExportError, match="does not exist"):
+def test_a_missing_onnx_file_is_refused(tmp_path: Path, artifacts: Artifacts) -> None:
+    with pytest.raises(RepositoryError, match="does not exist"):
         build_repository(tmp_path / "repo", checkpoint=artifacts.checkpoint, onnx_model=tmp_path / "nope.onnx")
     assert not (tmp_path / "repo").exists()
 
@@ -228,3 +238,54 @@ def test_the_pytorch_variant_alone_needs_no_onnx_file(tmp_path: Path, artifacts:
     built = build_repository(tmp_path / "repo", checkpoint=artifacts.checkpoint, onnx_model=tmp_path / "nope.onnx", variants=["pytorch"])
     assert [b.name for b in built] == ["dlrm_pytorch"]
     assert read_config(tmp_path / "repo/dlrm_pytorch/config.pbtxt").backend == "python"
+
+
+def test_target_cpu_builds_its_variants_and_ensembles_on_cpu(tmp_path: Path, artifacts: Artifacts, synthetic_splits) -> None:
+    repo = tmp_path / "repo"
+    rows = synthetic_splits.train.take(slice(0, 32)).inputs()
+    built = build_repository(
+        repo,
+        checkpoint=artifacts.checkpoint,
+        onnx_model=artifacts.onnx,
+        target="cpu",
+        ensembles=True,
+        sample_inputs=rows,
+        options=BatchingOptions(warmup_batch_sizes=[1, 4]),
+    )
+
+    rankers = [b.variant for b in built if b.name.removeprefix("dlrm_") in TARGET_VARIANTS["cpu"]]
+    assert rankers == list(TARGET_VARIANTS["cpu"])
+    assert [b.variant for b in built][len(rankers) :] == ["preprocess", "ensemble", "postprocess", "topk"]
+    assert {b.name: b.precision for b in built}["dlrm_onnx_int8"] == "int8"
+    for b in built:
+        config = read_config(repo / b.name / "config.pbtxt")
+        assert all(g.kind == config.instance_group[0].KIND_CPU for g in config.instance_group)
+        if b.variant in TARGET_VARIANTS["cpu"]:
+            assert [w.batch_size for w in config.model_warmup] == [1, 4]
+    ensemble = read_config(repo / "dlrm_ensemble" / "config.pbtxt")
+    assert [s.model_name for s in ensemble.ensemble_scheduling.step] == ["dlrm_preprocess", "dlrm_onnx_int8_python"]
+
+
+def test_tensorrt_is_skipped_with_the_reason_without_a_gpu(tmp_path: Path, artifacts: Artifacts) -> None:
+    from toolkit.export.tensorrt import tensorrt_unavailable
+
+    reason = tensorrt_unavailable()
+    if reason is None:
+        pytest.skip("TensorRT can be built here; the GPU tests cover it")
+    result = build_repository(tmp_path / "repo", checkpoint=artifacts.checkpoint, onnx_model=artifacts.onnx, variants=["onnx", "tensorrt"])
+    assert [b.name for b in result.models] == ["dlrm_onnx"]
+    assert [(s.variant, s.reason) for s in result.skipped] == [("tensorrt", reason)]
+    assert not (tmp_path / "repo" / "dlrm_tensorrt").exists()
+
+
+def test_an_ensemble_ranker_that_is_not_built_is_refused(tmp_path: Path, artifacts: Artifacts) -> None:
+    with pytest.raises(RepositoryError, match="ensemble ranker onnx_fp16 is not among the variants built"):
+        build_repository(
+            tmp_path / "repo",
+            checkpoint=artifacts.checkpoint,
+            onnx_model=artifacts.onnx,
+            variants=["onnx"],
+            ensembles=True,
+            ensemble_ranker="onnx_fp16",
+        )
+    assert not (tmp_path / "repo").exists()

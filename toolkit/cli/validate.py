@@ -1,0 +1,44 @@
+"""``tritonrec validate``: find what Triton would reject in a model repository, before a server does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from toolkit._io import atomic_write_json
+from toolkit.cli._common import DEFAULT_REPOSITORY, console
+from toolkit.errors import RepositoryError
+from toolkit.repository.validate import validate_repository
+
+
+def validate(
+    model_repository: Annotated[Path, typer.Argument(help="The model repository folder to check.")] = DEFAULT_REPOSITORY,
+    out: Annotated[Path | None, typer.Option(help="Also write the findings as JSON to this file.")] = None,
+) -> None:
+    """Check every model's config.pbtxt against Triton's schema, its model files and Triton's ensemble rules.
+
+    Each finding names the model, the config field and the fix. Exits 1 when any finding is an
+    error (warnings, such as a TensorRT engine that cannot be inspected without a GPU, do not fail).
+    `tritonrec build` runs the same checks on every build before it installs anything.
+    """
+    if not Path(model_repository).is_dir():
+        raise RepositoryError(f"{model_repository} is not a folder", hint="pass the model repository, e.g. model_repository/")
+    findings = validate_repository(model_repository)
+    if out is not None:
+        atomic_write_json(out, [f.__dict__ for f in findings])
+    models = sorted(p.name for p in Path(model_repository).iterdir() if p.is_dir() and not p.name.startswith("."))
+    errors = [f for f in findings if f.severity == "error"]
+    if findings:
+        table = Table(title=f"{model_repository}: {len(errors)} error(s), {len(findings) - len(errors)} warning(s)")
+        for column in ("model", "field", "severity", "finding", "fix"):
+            table.add_column(column, overflow="fold")
+        for f in findings:
+            style = "red" if f.severity == "error" else "yellow"
+            table.add_row(f.model, f.field, f"[{style}]{f.severity}[/{style}]", f.message, f.fix)
+        console.print(table)
+    console.print(f"checked {len(models)} model(s) in {model_repository}: " + ("valid" if not errors else f"{len(errors)} error(s)"))
+    if errors:
+        raise typer.Exit(1)

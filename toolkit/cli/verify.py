@@ -1,0 +1,93 @@
+"""``tritonrec verify``: every served variant and ensemble against PyTorch, on the same real test rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from toolkit.cli._common import DEFAULT_DATA_DIR, DEFAULT_REPOSITORY, DataDir, console
+from toolkit.serving.verify import DEFAULT_AUC_BUDGET, DEFAULT_FP32_MAX_ABS_DIFF, VerifyReport, verify_repository
+
+_STYLE = {"pass": "green", "fail": "bold red", "reference": "cyan", "not loaded": "yellow", "skipped": "dim"}
+
+
+def verify(
+    repository: Annotated[Path, typer.Argument(help="Triton model repository to verify (read for its tritonrec.json files).")] = (
+        DEFAULT_REPOSITORY
+    ),
+    url: Annotated[str | None, typer.Option(help="Use a running server that serves REPOSITORY at host:port (the --protocol port).")] = None,
+    protocol: Annotated[str, typer.Option(help="grpc or http.")] = "grpc",
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    seed: Annotated[int, typer.Option(help="Seed of the random 80/10/10 split the test rows come from.")] = 42,
+    rows: Annotated[int, typer.Option(help="Send the first N rows of the test split.")] = 2000,
+    batch_size: Annotated[int, typer.Option(help="Rows per request (capped by each model's max_batch_size).")] = 256,
+    auc_budget: Annotated[
+        float, typer.Option(help="FP16/INT8 variants pass when served AUC >= this fraction of the PyTorch reference's.")
+    ] = DEFAULT_AUC_BUDGET,
+    fp32_tolerance: Annotated[
+        float, typer.Option(help="FP32 variants (and those without metadata) pass when max |Δp| <= this.")
+    ] = DEFAULT_FP32_MAX_ABS_DIFF,
+    out: Annotated[Path | None, typer.Option(help="Also write the machine-readable report here (JSON, written atomically).")] = None,
+) -> None:
+    """Send the same real test rows to every loaded variant and ensemble; compare each with PyTorch.
+
+    Starts Triton on REPOSITORY (or uses --url). Per model family, the served `<model>_pytorch`
+    (FP32 eager) is the reference; rankers get the first --rows test rows as model tensors,
+    ensembles the same rows as the raw-feature request. FP32: max |Δp| <= 1e-5; FP16/INT8:
+    served AUC >= --auc-budget x the reference AUC. Models the server cannot load are listed
+    with its reason (not a failure). Exits 1 when any variant fails.
+    """
+    if protocol not in ("http", "grpc"):
+        raise typer.BadParameter(f"--protocol must be http or grpc, got {protocol!r}")
+    with console.status("verifying") as status:
+        report = verify_repository(
+            repository,
+            data_dir=data_dir,
+            url=url,
+            protocol=protocol,  # type: ignore[arg-type]
+            seed=seed,
+            n_rows=rows,
+            batch_size=batch_size,
+            auc_budget=auc_budget,
+            fp32_max_abs_diff=fp32_tolerance,
+            on_progress=status.update,
+        )
+    console.print(report_table(report))
+    for line in report_notes(report):
+        console.print(line, highlight=False, soft_wrap=True)
+    if out is not None:
+        report.write(out)
+        console.print(f"report: {out}")
+    if not report.passed:
+        names = ", ".join(r.model for r in report.failed)
+        console.print(f"[red]{len(report.failed)} model(s) outside their tolerance: {names}[/red]")
+        raise typer.Exit(1)
+
+
+def report_table(report: VerifyReport) -> Table:
+    """The report for people: one row per model (the reasons are in :func:`report_notes`)."""
+    references = ", ".join(f"{r['model']} AUC {r['auc']:.6f}" for r in report.references.values())
+    table = Table(title=f"{report.repository}: {report.n_rows:,} test rows over {report.protocol}; reference {references}")
+    numbers = ("max |Δp| vs PyTorch", "served AUC")
+    for column in ("model", "variant", "precision", "status", *numbers, "tolerance"):
+        table.add_column(column, justify="right" if column in numbers else "left", no_wrap=column in ("model", "status"))
+    for r in report.results:
+        style = _STYLE.get(r.status, "")
+        table.add_row(
+            r.model,
+            r.variant or "-",
+            r.precision or ("unknown" if r.role in ("ranker", "ensemble") else "-"),
+            f"[{style}]{r.status}[/{style}]" if style else r.status,
+            "-" if r.max_abs_diff is None or r.status == "reference" else f"{r.max_abs_diff:.2e}",
+            "-" if r.auc is None else f"{r.auc:.6f}",
+            r.tolerance.describe() if r.tolerance else "-",
+        )
+    return table
+
+
+def report_notes(report: VerifyReport) -> list[str]:
+    """One line per model with something to say: why it failed, was not loaded or skipped, or what was assumed."""
+    return [f"{r.model} ({r.status}): {r.reason}" for r in report.results if r.reason and r.status != "reference"]
