@@ -61,7 +61,7 @@ def _version_policy(text: str) -> VersionPolicy:
     raise RepositoryError(f"--version-policy {text!r}: expected latest[:N], all or specific:V1,V2")
 
 
-def _sample_rows(checkpoint: Path, data_dir: Path) -> dict[str, np.ndarray] | None:
+def sample_rows(checkpoint: Path, data_dir: Path) -> dict[str, np.ndarray] | None:
     """The first training rows of the checkpoint's split (real, in-range ids), or None without data."""
     vocabularies = checkpoint / "vocabularies.json"
     if not vocabularies.is_file() or not data_dir.is_dir():
@@ -156,7 +156,7 @@ def build(
 
     with_ensembles = spec.ensembles if ensembles is None else ensembles
     k = top_k if top_k is not None else (spec.top_k if build_file is not None and "top_k" in spec.model_fields_set else 10)
-    samples = _sample_rows(checkpoint, data_dir)
+    samples = sample_rows(checkpoint, data_dir)
     with console.status("building") as status:
         result = build_repository(
             repository,

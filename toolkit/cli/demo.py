@@ -1,8 +1,9 @@
 """``tritonrec demo``: the main job end to end on MovieLens-100K.
 
-data → train → export → build → serve → infer, ending in a table of every variant's
-offline AUC, served AUC (HTTP and gRPC) and single-row latency. Also written as
-``<workdir>/demo_report.json`` and ``.md``.
+data → train → export → build → serve → infer → verify, ending in a table of every
+variant's offline AUC, served AUC (HTTP and gRPC) and single-row latency, and the
+verification of every served variant and raw-feature ensemble against PyTorch. Also
+written as ``<workdir>/demo_report.json`` and ``.md`` (+ ``verify_report.json``).
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ from rich.table import Table
 
 from toolkit._io import atomic_write_json, atomic_write_text
 from toolkit.cli._common import DEFAULT_DATA_DIR, DEFAULT_REPOSITORY, DataDir, RepositoryDir, console, progress
+from toolkit.cli.build import sample_rows
 from toolkit.cli.infer import AUC_TOLERANCE, measure_variant, offline_reference
 from toolkit.cli.train import report_table
+from toolkit.cli.verify import report_notes
+from toolkit.cli.verify import report_table as verify_table
 from toolkit.data import fetch_movielens
 from toolkit.export.checkpoint import export_checkpoint
 from toolkit.repository import BatchingOptions, build_repository
 from toolkit.serving import TritonServer, free_ports
+from toolkit.serving.verify import DEFAULT_AUC_BUDGET, verify_repository
 from toolkit.train import EpochStats, TrainConfig, train_checkpoint
 
 _COLUMNS = ("variant", "protocol", "offline AUC", "served AUC", "|ΔAUC|", "p50 ms", "p99 ms", "status")
@@ -47,16 +52,17 @@ def demo(
     latency_requests: Annotated[int, typer.Option(help="Single-row requests timed per variant and protocol.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the split and of training.")] = 42,
 ) -> None:
-    """Run the main job on MovieLens-100K: train a DLRM, export it, build a Triton repository,
-    serve it on a real Triton server and check the served answers over HTTP and gRPC."""
+    """Run the main job on MovieLens-100K: train a DLRM, export it, build a Triton repository
+    (CPU target: PyTorch, ONNX FP32/INT8 and the raw-feature ensembles), serve it on a real
+    Triton server, check the served answers over HTTP and gRPC and verify every variant."""
     started = time.perf_counter()
     checkpoint, onnx_path = workdir / "checkpoint", workdir / "onnx" / "model.onnx"
 
-    console.rule("[bold]1/5 data")
+    console.rule("[bold]1/6 data")
     fetch_movielens(data_dir)
     console.print(f"MovieLens-100K in {data_dir}")
 
-    console.rule("[bold]2/5 train")
+    console.rule("[bold]2/6 train")
     with progress() as bar:
         task = bar.add_task("training DLRM", total=None)
 
@@ -73,16 +79,27 @@ def demo(
         )
     console.print(report_table(report))
 
-    console.rule("[bold]3/5 export")
+    console.rule("[bold]3/6 export")
     with console.status("exporting to ONNX and checking parity with PyTorch on the test split"):
         parity = export_checkpoint(checkpoint, onnx_path, data_dir)
     console.print(f"{onnx_path}: max |ONNX Runtime - PyTorch| = {parity.max_abs_diff:.1e} over {parity.n_rows:,} rows")
 
-    console.rule("[bold]4/5 build")
-    built = build_repository(repository, checkpoint=checkpoint, onnx_model=onnx_path, options=BatchingOptions())
-    console.print("built " + ", ".join(b.name for b in built) + f" in {repository}")
+    console.rule("[bold]4/6 build")
+    with console.status("building the CPU-target variants and the raw-feature ensembles") as status:
+        result = build_repository(
+            repository,
+            checkpoint=checkpoint,
+            onnx_model=onnx_path,
+            options=BatchingOptions(warmup_batch_sizes=[1]),
+            target="cpu",
+            ensembles=True,
+            sample_inputs=sample_rows(checkpoint, data_dir),
+            progress=status.update,
+        )
+    console.print("built " + ", ".join(f"{b.name} (v{b.version}, {b.precision})" for b in result.models) + f" in {repository}")
+    built = [b for b in result.models if b.variant not in ("preprocess", "postprocess", "ensemble", "topk")]
 
-    console.rule("[bold]5/5 serve and infer")
+    console.rule("[bold]5/6 serve and infer")
     ref = offline_reference(checkpoint, data_dir)
     http_port, grpc_port, metrics_port = free_ports(3)
     rows: list[dict] = []
@@ -110,6 +127,11 @@ def demo(
             for protocol, url in (("http", server.http_url), ("grpc", server.grpc_url)):
                 quality, latency = measure_variant(url, protocol, b.name, ref, batch_size=256, latency_requests=latency_requests)
                 delta = abs(quality.auc - ref.auc)
+                if b.precision == "fp32":
+                    status = "ok" if delta <= AUC_TOLERANCE else f"FAIL: |ΔAUC| > {AUC_TOLERANCE:g}"
+                else:  # INT8/FP16 are judged by the accuracy budget, as in `tritonrec compress`
+                    floor = DEFAULT_AUC_BUDGET * ref.auc
+                    status = f"ok ({b.precision}, AUC ≥ {DEFAULT_AUC_BUDGET:g}×)" if quality.auc >= floor else f"FAIL: AUC < {floor:.5f}"
                 rows.append(
                     {
                         "variant": b.name,
@@ -120,9 +142,15 @@ def demo(
                         "max |Δp|": quality.max_abs_diff,
                         "p50 ms": f"{latency.p50_ms:.2f}" if latency else "-",
                         "p99 ms": f"{latency.p99_ms:.2f}" if latency else "-",
-                        "status": "ok" if delta <= AUC_TOLERANCE else f"FAIL: |ΔAUC| > {AUC_TOLERANCE:g}",
+                        "status": status,
                     }
                 )
+        console.rule("[bold]6/6 verify")
+        with console.status("verifying every served variant and ensemble against PyTorch") as status:
+            verified = verify_repository(
+                repository, data_dir=data_dir, url=server.grpc_url, protocol="grpc", seed=seed, on_progress=status.update
+            )
+        verified.write(workdir / "verify_report.json")
     finally:
         server.stop()
 
@@ -133,6 +161,9 @@ def demo(
     for r in rows:
         table.add_row(*(r[c] for c in _COLUMNS))
     console.print(table)
+    console.print(verify_table(verified))
+    for line in report_notes(verified):
+        console.print(line, highlight=False, soft_wrap=True)
     elapsed = time.perf_counter() - started
     summary = {
         "elapsed_s": round(elapsed, 1),
@@ -140,6 +171,7 @@ def demo(
         "baselines": {b.name: b.test_auc for b in report.baselines},
         "onnx_max_abs_diff": parity.max_abs_diff,
         "rows": rows,
+        "verify": verified.to_dict(),
     }
     atomic_write_json(workdir / "demo_report.json", summary)
     atomic_write_text(workdir / "demo_report.md", _markdown(rows, f"# tritonrec demo ({elapsed:.0f} s)"))
@@ -147,5 +179,5 @@ def demo(
     for r in rows:
         if r["status"] == "not loaded":
             console.print(f"{r['variant']}: not loaded by this server: {r['note']}")
-    if any(r["status"].startswith("FAIL") for r in rows):
+    if any(r["status"].startswith("FAIL") for r in rows) or not verified.passed:
         raise typer.Exit(1)

@@ -733,6 +733,12 @@ def candidate_config(base: ModelConfig, candidate: Candidate) -> ModelConfig:
             f"model {base.name!r} has max_batch_size 0: its dims include the batch dimension, so it cannot be tuned for batching",
             hint="build the model with --max-batch-size >= 1",
         )
+    if len(base.instance_group) > 1:
+        raise RepositoryError(
+            f"model {base.name!r} has {len(base.instance_group)} instance groups (a heterogeneous placement); "
+            "tune searches one group's instance count",
+            hint="tune a build with one instance group, then add the other groups with `tritonrec build --instance-group`",
+        )
     config = ModelConfig()
     config.CopyFrom(base)
     config.max_batch_size = candidate.max_batch_size

@@ -189,7 +189,8 @@ def build_repository(
         model_name: prefix of the model folders (``<model_name>_<variant>``).
         options: batching and placement, one for all variants or a function of the variant
             name (a build file's per-variant overrides). Default :class:`BatchingOptions` with
-            the target's instance kind.
+            the target's instance kind. ``gpu_execution_accelerator`` applies to the
+            ``onnxruntime_onnx`` models only and is dropped for the others.
         variants: ranker variants to build (default: the target's, :data:`TARGET_VARIANTS`).
         target: ``cpu`` or ``gpu`` placement profile (module docstring).
         ensembles: also write ``<model>_preprocess``, ``<model>_ensemble`` and, when ``top_k``,
@@ -284,6 +285,9 @@ def build_repository(
                 raise RepositoryError(f"cannot build {name}: {exc}", hint=exc.hint) from exc
             spec = prepared.spec
             opts = _placed(options_for(variant), target)
+            if opts.gpu_execution_accelerator and spec.platform != "onnxruntime_onnx":
+                # an ONNX Runtime execution accelerator means nothing to the other runtimes
+                opts = replace(opts, gpu_execution_accelerator=None, tensorrt_precision_mode="FP32")
             warmup = (
                 write_warmup(model_dir, {t.name: samples[t.name] for t in prepared.inputs}, list(opts.warmup_batch_sizes))
                 if opts.warmup_batch_sizes
@@ -328,7 +332,14 @@ def build_repository(
             say(f"building the raw-feature ensembles on {config.name}")
             names = [f"{model_name}_{suffix}" for suffix in ("preprocess", "ensemble", "postprocess", "topk")]
             version = max(next_version(repository / n) for n in names)  # one version for the whole set
-            ensemble_options = replace(options_for(ranker), instance_groups=[], instance_kind="KIND_CPU", warmup_batch_sizes=[])
+            ensemble_options = replace(
+                options_for(ranker),
+                instance_groups=[],
+                instance_kind="KIND_CPU",  # numpy pre/postprocessing
+                warmup_batch_sizes=[],
+                gpu_execution_accelerator=None,
+                tensorrt_precision_mode="FP32",
+            )
             for model in write_ensembles(
                 staging,
                 model_name=model_name,

@@ -34,7 +34,7 @@ from toolkit.perf.tune import (
     summarize,
     write_version,
 )
-from toolkit.repository.config import BatchingOptions, build_model_config, config_to_text, parse_config, read_config
+from toolkit.repository.config import BatchingOptions, InstanceGroup, build_model_config, config_to_text, parse_config, read_config
 from toolkit.tensors import TensorSpec
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "perf" / "tune_movielens_curves.json"
@@ -350,6 +350,13 @@ def test_candidate_config_uses_the_onnxruntime_backend_thread_parameters():
 def test_candidate_config_refuses_a_model_that_does_not_batch():
     base = build_model_config("m", INPUTS, OUTPUTS, BatchingOptions(max_batch_size=0, dynamic_batching=False), backend="python")
     with pytest.raises(RepositoryError, match="max_batch_size 0"):
+        candidate_config(base, Candidate())
+
+
+def test_candidate_config_refuses_a_heterogeneous_placement():
+    groups = [InstanceGroup("KIND_GPU", 2), InstanceGroup("KIND_CPU", 1)]
+    base = build_model_config("m", INPUTS, OUTPUTS, BatchingOptions(instance_groups=groups), backend="python")
+    with pytest.raises(RepositoryError, match="2 instance groups"):
         candidate_config(base, Candidate())
 
 
