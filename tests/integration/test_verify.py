@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import typer
 from onnx import numpy_helper
 from typer.testing import CliRunner
 
-from toolkit.cli.verify import verify
+from toolkit.cli.app import app
 from toolkit.errors import RepositoryError
 from toolkit.repository import build_repository
 from toolkit.repository.config import parse_config
@@ -155,9 +154,6 @@ def test_missing_pytorch_reference_is_a_clear_error_before_any_server_starts(rep
 
 
 def test_cli_over_http_starts_the_server_exits_1_and_writes_the_report(repository, movielens_dir, tmp_path):
-    app = typer.Typer()
-    app.command()(verify)
-    app.command(name="unused")(lambda: None)  # two commands: Typer keeps `verify` as a sub-command
     out = tmp_path / "reports" / "verify.json"
     args = ["verify", str(repository), "--data-dir", str(movielens_dir), "--protocol", "http", "--rows", "500", "--out", str(out)]
     result = CliRunner().invoke(app, args, env={"COLUMNS": "250"})

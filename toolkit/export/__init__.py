@@ -31,15 +31,7 @@ _TENSORRT_NAMES = (
 
 __all__ = [
     "BATCH_DIM_NAME",
-    "ENGINE_TOLERANCES",
-    "EngineBuild",
-    "ShapeRange",
-    "build_engine",
-    "plan_findings",
-    "profile_findings",
-    "read_plan_io",
-    "read_plan_profiles",
-    "tensorrt_unavailable",
+    *_TENSORRT_NAMES,
     "ParityReport",
     "check_batch_dimension",
     "check_parity",
