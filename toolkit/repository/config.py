@@ -26,6 +26,7 @@ __all__ = [
     "VersionPolicy",
     "ModelConfig",
     "build_model_config",
+    "tensor_entry",
     "config_to_text",
     "parse_config",
     "read_config",
@@ -327,7 +328,9 @@ def _triton_type(dtype: np.dtype) -> str:
     return "TYPE_STRING" if name == "BYTES" else "TYPE_" + name
 
 
-def _tensor_entry(spec: TensorSpec, max_batch_size: int) -> dict:
+def tensor_entry(spec: TensorSpec, max_batch_size: int) -> dict:
+    """A ``ModelInput``/``ModelOutput`` dict for ``spec``: batch dimension dropped when ``max_batch_size > 0``,
+    numpy object/bytes/str (Triton BYTES) spelled ``TYPE_STRING`` as a config needs."""
     dtype = spec.numpy_dtype
     if dtype.kind in "SU":
         dtype = np.dtype(object)
@@ -391,8 +394,8 @@ def build_model_config(
         "name": name,
         "version_policy": options.version_policy.to_dict(),
         "max_batch_size": options.max_batch_size,
-        "input": [_tensor_entry(s, options.max_batch_size) for s in inputs],
-        "output": [_tensor_entry(s, options.max_batch_size) for s in outputs],
+        "input": [tensor_entry(s, options.max_batch_size) for s in inputs],
+        "output": [tensor_entry(s, options.max_batch_size) for s in outputs],
         "instance_group": [g.to_dict() for g in options.groups],
     }
     if platform is not None:

@@ -42,7 +42,6 @@ from importlib import resources
 from pathlib import Path
 
 from google.protobuf import json_format
-from tritonclient.utils import np_to_triton_dtype
 
 from toolkit._io import atomic_write_text
 from toolkit.data.features import FeatureEncoder
@@ -54,6 +53,7 @@ from toolkit.repository.config import (
     config_tensor_specs,
     config_to_text,
     read_config,
+    tensor_entry,
 )
 from toolkit.repository.metadata import ModelMetadata, write_metadata
 from toolkit.repository.raw_inputs import RAW_INPUT_SPECS
@@ -98,14 +98,6 @@ def _python_model_source(file_name: str) -> bytes:
     return resources.files("toolkit.repository").joinpath("python_models", file_name).read_bytes()
 
 
-def _entry(spec: TensorSpec, max_batch_size: int) -> dict:
-    """A ``ModelInput``/``ModelOutput`` dict; numpy object (Triton BYTES) is spelled ``TYPE_STRING`` in a config."""
-    shape = spec.shape[1:] if max_batch_size > 0 else spec.shape
-    triton = np_to_triton_dtype(spec.numpy_dtype)
-    data_type = "TYPE_STRING" if triton == "BYTES" else f"TYPE_{triton}"
-    return {"name": spec.name, "data_type": data_type, "dims": [-1 if d is None else int(d) for d in shape]}
-
-
 def ensemble_config(
     name: str,
     inputs: Sequence[TensorSpec],
@@ -136,8 +128,8 @@ def ensemble_config(
         "name": name,
         "platform": "ensemble",
         "max_batch_size": max_batch_size,
-        "input": [_entry(s, max_batch_size) for s in inputs],
-        "output": [_entry(s, max_batch_size) for s in outputs],
+        "input": [tensor_entry(s, max_batch_size) for s in inputs],
+        "output": [tensor_entry(s, max_batch_size) for s in outputs],
         "ensemble_scheduling": {
             "step": [
                 {"model_name": model, "model_version": -1, "input_map": dict(input_map), "output_map": dict(output_map)}
