@@ -27,11 +27,17 @@ def assert_clean_error(done: subprocess.CompletedProcess, *fragments: str) -> No
         assert fragment in out, f"{fragment!r} not in:\n{out}"
 
 
-@pytest.mark.parametrize("command", ["train", "export", "build", "serve", "infer", "demo", "data"])
+@pytest.mark.parametrize("command", ["train", "export", "build", "validate", "verify", "serve", "infer", "demo", "data"])
 def test_every_command_explains_itself_with_help(command):
-    done = tritonrec(command, "--help")
-    assert done.returncode == 0, done.stderr
-    assert "Usage:" in done.stdout
+    # in-process (the same Typer app the console script runs): a subprocess per command would
+    # spend ~5 s importing torch just to print help
+    from typer.testing import CliRunner
+
+    from toolkit.cli.app import app
+
+    done = CliRunner().invoke(app, [command, "--help"])
+    assert done.exit_code == 0, done.output
+    assert "Usage:" in done.output
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +152,70 @@ def test_a_bad_option_value_is_a_usage_error_not_a_traceback():
     out = done.stdout + done.stderr
     assert done.returncode == 2, out
     assert "carrier-pigeon" in out and "Traceback" not in out
+
+
+def test_validate_passes_a_built_repository_and_names_model_field_and_fix_of_a_broken_one(tmp_path, pipeline):
+    done = tritonrec("validate", pipeline["repository"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "valid" in done.stdout
+
+    repo = tmp_path / "repo"
+    shutil.copytree(pipeline["repository"], repo)
+    config = repo / "dlrm_onnx_python" / "config.pbtxt"
+    config.write_text(config.read_text().replace("dynamic_batching {", "dynamic_batching {\n  preferred_batch_size: 512", 1))
+    done = tritonrec("validate", repo, "--out", tmp_path / "findings.json")
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out
+    assert "dlrm_onnx_python" in out and "preferred_batch_size" in out and "512" in out
+    assert "dlrm_onnx_python" in (tmp_path / "findings.json").read_text()
+
+
+def test_validate_of_a_missing_folder_is_one_clear_line(tmp_path):
+    assert_clean_error(tritonrec("validate", tmp_path / "nope"), "nope", "is not a folder")
+
+
+def test_build_file_sets_the_configs_and_per_variant_overrides(tmp_path, pipeline):
+    build_file = tmp_path / "build.json"
+    build_file.write_text(
+        '{"variants": ["pytorch", "onnx_python"], "ensembles": false,'
+        ' "model": {"max_batch_size": 128, "preferred_batch_sizes": [32], "max_queue_size": 64},'
+        ' "overrides": {"pytorch": {"max_batch_size": 64}}}'
+    )
+    repo = tmp_path / "repo"
+    args = ("build", "--checkpoint", pipeline["checkpoint"], "--onnx", pipeline["onnx"], "--repository", repo)
+    done = tritonrec(*args, "--build-file", build_file, "--max-queue-delay-us", "500")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.name for p in repo.iterdir()) == ["dlrm_onnx_python", "dlrm_pytorch"]
+    python, torch_model = read_config(repo / "dlrm_onnx_python" / "config.pbtxt"), read_config(repo / "dlrm_pytorch" / "config.pbtxt")
+    assert (python.max_batch_size, torch_model.max_batch_size) == (128, 64)
+    assert list(python.dynamic_batching.preferred_batch_size) == [32]
+    assert python.dynamic_batching.default_queue_policy.max_queue_size == 64
+    assert python.dynamic_batching.max_queue_delay_microseconds == 500  # the command line wins over the file
+    assert [w.batch_size for w in python.model_warmup] == [1]
+
+
+def test_a_bad_build_file_names_the_file_and_field_and_writes_nothing(tmp_path, pipeline):
+    build_file = tmp_path / "build.json"
+    build_file.write_text('{"model": {"max_batch_size": "32"}}')
+    repo = tmp_path / "repo"
+    done = tritonrec(
+        "build", "--checkpoint", pipeline["checkpoint"], "--onnx", pipeline["onnx"], "--repository", repo, "--build-file", build_file
+    )
+    assert_clean_error(done, "build.json", "model.max_batch_size")
+    assert not repo.exists()
+
+
+def test_target_gpu_without_a_gpu_skips_tensorrt_with_the_reason(tmp_path, pipeline):
+    repo = tmp_path / "repo"
+    args = ("build", "--checkpoint", pipeline["checkpoint"], "--onnx", pipeline["onnx"], "--repository", repo, "--target", "gpu")
+    done = tritonrec(*args, "--variant", "onnx", "--variant", "tensorrt", "--no-ensembles")
+    out = done.stdout + done.stderr
+    from toolkit.export.tensorrt import tensorrt_unavailable
+
+    reason = tensorrt_unavailable()
+    if reason is None:
+        pytest.skip("TensorRT can be built here")
+    assert done.returncode == 0, out
+    assert "skipped tensorrt" in out and "TensorRT needs" in out
+    assert sorted(p.name for p in repo.iterdir()) == ["dlrm_onnx"]
+    assert read_config(repo / "dlrm_onnx" / "config.pbtxt").instance_group[0].kind == 1  # KIND_GPU
