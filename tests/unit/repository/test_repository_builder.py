@@ -289,3 +289,19 @@ def test_an_ensemble_ranker_that_is_not_built_is_refused(tmp_path: Path, artifac
             ensemble_ranker="onnx_fp16",
         )
     assert not (tmp_path / "repo").exists()
+
+
+@pytest.mark.parametrize("stop_at", ["building dlrm_onnx_python", "building the raw-feature ensembles", "validating the staged models"])
+def test_an_interrupted_rebuild_leaves_the_repository_as_it_was(repository: Path, artifacts: Artifacts, stop_at: str) -> None:
+    before = _snapshot(repository)
+
+    def interrupt(line: str) -> None:
+        if line.startswith(stop_at):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_repository(
+            repository, checkpoint=artifacts.checkpoint, onnx_model=artifacts.onnx, variants=BASIC, ensembles=True, progress=interrupt
+        )
+    assert _snapshot(repository) == before
+    assert _leftovers(repository) == []
