@@ -48,6 +48,10 @@ def serve(
         Path | None, typer.Option(help="Write the server's log here (default: a new temporary file, printed at start).")
     ] = None,
     startup_timeout_s: Annotated[float, typer.Option(help="Seconds to wait for the server and all its models to load.")] = 180.0,
+    response_cache_mb: Annotated[
+        int | None,
+        typer.Option(help="Local response cache (MiB) for models with response_cache enabled; 0: none. [default: 256 when a model asks]"),
+    ] = None,
     triton_arg: Annotated[
         list[str] | None,
         typer.Option("--triton-arg", help="Extra tritonserver flag, repeatable, e.g. --triton-arg=--log-verbose=1."),
@@ -69,6 +73,7 @@ def serve(
         log_path=log_file,
         startup_timeout_s=startup_timeout_s,
         extra_args=triton_arg or (),
+        response_cache_bytes=None if response_cache_mb is None else response_cache_mb * 1024 * 1024,
     )
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None  # `docker stop` / Kubernetes: stop like Ctrl-C

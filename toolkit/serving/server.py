@@ -38,9 +38,18 @@ from types import TracebackType
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from toolkit.errors import PortInUseError, ServingError
+from toolkit.errors import PortInUseError, RepositoryError, ServingError
+from toolkit.repository.config import read_config
 
-__all__ = ["TritonInstallation", "TritonServer", "ModelState", "find_tritonserver", "free_port", "free_ports"]
+__all__ = [
+    "DEFAULT_RESPONSE_CACHE_BYTES",
+    "TritonInstallation",
+    "TritonServer",
+    "ModelState",
+    "find_tritonserver",
+    "free_port",
+    "free_ports",
+]
 
 _STOCK_BACKENDS = Path("/opt/tritonserver/backends")
 _STOCK_CACHES = Path("/opt/tritonserver/caches")
@@ -233,6 +242,21 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         _libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: SIGTERM when the parent dies, even by SIGKILL
 
 
+DEFAULT_RESPONSE_CACHE_BYTES = 256 * 1024 * 1024
+"""Local response cache a server gets when a model asks for one (Triton docs, "Triton Response Cache")."""
+
+
+def _wants_response_cache(repository: Path) -> bool:
+    """Whether any model config in ``repository`` enables ``response_cache`` (unparsable configs are skipped)."""
+    for config_path in Path(repository).glob("*/config.pbtxt"):
+        try:
+            if read_config(config_path).response_cache.enable:
+                return True
+        except RepositoryError:
+            continue
+    return False
+
+
 class TritonServer:
     """A ``tritonserver`` process serving one model repository; a context manager.
 
@@ -252,6 +276,11 @@ class TritonServer:
         startup_timeout_s: seconds :meth:`start` waits for the server and its models.
         extra_args: further ``tritonserver`` flags, e.g. ``["--log-verbose=1"]``.
         installation: the server to run; default :func:`find_tritonserver`.
+        response_cache_bytes: size of Triton's local response cache
+            (``--cache-config=local,size=N``). ``None`` (default): :data:`DEFAULT_RESPONSE_CACHE_BYTES`
+            when some model's config has ``response_cache { enable: true }`` (without a server
+            cache that setting does nothing), else no cache; 0: never. A ``--cache-config`` in
+            ``extra_args`` wins.
     """
 
     def __init__(
@@ -266,6 +295,7 @@ class TritonServer:
         startup_timeout_s: float = 180.0,
         extra_args: Sequence[str] = (),
         installation: TritonInstallation | None = None,
+        response_cache_bytes: int | None = None,
     ) -> None:
         self.model_repository = Path(model_repository)
         self.host = host
@@ -274,6 +304,7 @@ class TritonServer:
         self.startup_timeout_s = startup_timeout_s
         self.extra_args = tuple(extra_args)
         self.installation = installation
+        self.response_cache_bytes = response_cache_bytes
         self.process: subprocess.Popen[bytes] | None = None
         """The server process once started (``process.poll()`` is its exit code after :meth:`stop`)."""
 
@@ -348,6 +379,11 @@ class TritonServer:
             cmd.append(f"--backend-directory={installation.backend_directory}")
         if installation.cache_directory is not None:
             cmd.append(f"--cache-directory={installation.cache_directory}")
+        cache_bytes = self.response_cache_bytes
+        if cache_bytes is None:
+            cache_bytes = DEFAULT_RESPONSE_CACHE_BYTES if _wants_response_cache(self.model_repository) else 0
+        if cache_bytes > 0 and not any(a.startswith("--cache-config") for a in self.extra_args):
+            cmd.append(f"--cache-config=local,size={int(cache_bytes)}")
         cmd += self.extra_args
         if sys.platform.startswith("linux") and _libc is None:
             _libc = ctypes.CDLL(None, use_errno=True)
