@@ -14,7 +14,38 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_directory", "atomic_write_text", "atomic_write_json"]
+__all__ = ["atomic_directory", "atomic_write_text", "atomic_write_json", "make_temporary_directory", "readable_by_others"]
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (``/proc/self/status``; else set and restored)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def readable_by_others(path: Path) -> None:
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would have (0666/0777 minus the umask).
+
+    ``tempfile.mkstemp``/``mkdtemp`` create owner-only files (0600/0700); an artifact renamed
+    into place from one would stay unreadable to a server running as another user (a
+    Triton container with ``--user``, a Kubernetes pod reading a shared volume).
+    """
+    path = Path(path)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_umask())
+
+
+def make_temporary_directory(prefix: str, dir: Path) -> Path:  # noqa: A002 (tempfile's own name)
+    """``tempfile.mkdtemp`` in ``dir``, with the mode of a plain ``mkdir`` (see :func:`readable_by_others`)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=dir))
+    readable_by_others(tmp)
+    return tmp
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -27,6 +58,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        readable_by_others(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -50,7 +82,7 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = make_temporary_directory(f".{target.name}.tmp-", target.parent)
     try:
         yield tmp
     except BaseException:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,16 @@ def test_a_failed_atomic_write_json_keeps_the_old_file(tmp_path: Path) -> None:
         atomic_write_json(path, {"bad": object()})
     assert json.loads(path.read_text()) == {"ok": True}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_artifacts_get_the_mode_of_a_plain_write_not_tempfiles_owner_only(tmp_path):
+    """A Triton server running as another user must be able to read what the toolkit writes."""
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "config.pbtxt", "name: 'm'\n")
+        with atomic_directory(tmp_path / "model") as d:
+            (d / "1").mkdir()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "config.pbtxt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o755

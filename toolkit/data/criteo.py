@@ -50,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit._io import readable_by_others
 from toolkit.data.features import EncodedRows
 from toolkit.data.split import random_split
 from toolkit.errors import DataError
@@ -353,6 +354,7 @@ def generate_criteo_tsv(
                 f.write(_format_chunk(chunk, cards))
             f.flush()
             os.fsync(f.fileno())
+        readable_by_others(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -45,6 +45,7 @@ from typing import Literal
 
 import numpy as np
 
+from toolkit._io import atomic_write_text
 from toolkit.errors import PerfError, UnstableMeasurementError
 from toolkit.tensors import TensorSpec
 
@@ -240,7 +241,7 @@ def write_input_data(path: Path | str, inputs: Mapping[str, np.ndarray], *, batc
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(path, json.dumps({"data": data}, separators=(",", ":")))
+    atomic_write_text(path, json.dumps({"data": data}, separators=(",", ":")))
     return path
 
 
@@ -697,20 +698,7 @@ def _raise_if_unreachable(attempt: _Attempt, model_name: str, url: str, protocol
 
 
 def _write_log(out_dir: Path, parts: list[str]) -> None:
-    _atomic_write_text(out_dir / _LOG_NAME, "\n".join(parts))
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file next to ``path`` (mode 0644), then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(out_dir / _LOG_NAME, "\n".join(parts))
 
 
 def _publish(out_dir: Path, work: Path, done: list[_Attempt], log_parts: list[str]) -> None:
@@ -722,7 +710,7 @@ def _publish(out_dir: Path, work: Path, done: list[_Attempt], log_parts: list[st
         for attempt in done:
             rows = attempt.csv_path.read_text().splitlines()[1:]
             lines += rows[: rows.index("")] if "" in rows else rows
-        _atomic_write_text(out_dir / _CSV_NAME, "\n".join(lines) + "\n")
+        atomic_write_text(out_dir / _CSV_NAME, "\n".join(lines) + "\n")
     exports = [a.export_path for a in done if a.export_path is not None and a.export_path.is_file()]
     if exports:
         if len(exports) == 1:

@@ -26,7 +26,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from toolkit._io import atomic_write_text
+from toolkit._io import atomic_write_text, make_temporary_directory
 from toolkit.errors import RepositoryError
 from toolkit.repository.config import ModelConfig, config_to_text, parse_config, read_config
 
@@ -186,7 +186,7 @@ def write_version(repository: Path, model: str, config: ModelConfig, *, source_v
     if parse_config(text, source=f"{model}/config.pbtxt (version {new})") != out:
         raise RepositoryError(f"{model}/config.pbtxt does not parse back to the config that was written")
 
-    staging = Path(tempfile.mkdtemp(prefix=".tune-version-", dir=model_dir))
+    staging = make_temporary_directory(".tune-version-", model_dir)
     try:
         # the model's files, not what a server wrote next to them (the Python backend's __pycache__)
         shutil.copytree(model_dir / str(source), staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
