@@ -81,15 +81,15 @@ def build(
     repository: RepositoryDir = DEFAULT_REPOSITORY,
     build_file: Annotated[Path | None, typer.Option(help="JSON build file with every choice below (options given here win).")] = None,
     target: Annotated[
-        str | None, typer.Option(help="Placement profile: cpu (KIND_CPU; ONNX FP32/INT8 + Python twins) or gpu (KIND_GPU; FP16, TensorRT).")
+        str | None, typer.Option(help="cpu (KIND_CPU; ONNX FP32/INT8 + Python twins) or gpu (KIND_GPU; FP16, TensorRT). [default: cpu]")
     ] = None,
-    model_name: Annotated[str | None, typer.Option(help="Prefix of the model folders: <model-name>_<variant>. [default: dlrm]")] = None,
+    model_name: Annotated[str | None, typer.Option(help="Prefix of the model folders: `<model-name>_<variant>`. [default: dlrm]")] = None,
     variant: Annotated[
         list[str] | None, typer.Option(help=f"Variants to build (repeatable): {', '.join(VARIANTS)}. Default: the target's.")
     ] = None,
     ensembles: Annotated[bool | None, typer.Option(help="Build the raw-feature ensembles (and top-K). [default: on]")] = None,
     ensemble_ranker: Annotated[str | None, typer.Option(help="Variant the ensembles call. Default: the target's fastest.")] = None,
-    top_k: Annotated[int | None, typer.Option(help="K of the <model>_topk ensemble; 0 builds none. [default: 10]")] = None,
+    top_k: Annotated[int | None, typer.Option(help="K of the `<model>_topk` ensemble; 0 builds none. [default: 10]")] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
     max_batch_size: Annotated[int | None, typer.Option(help="Triton max_batch_size; 0 turns batching off. [default: 256]")] = None,
     dynamic_batching: Annotated[bool | None, typer.Option(help="Let Triton's dynamic batcher merge requests. [default: on]")] = None,

@@ -25,7 +25,7 @@ from toolkit.cli.verify import report_table as verify_table
 from toolkit.data import fetch_movielens
 from toolkit.export.checkpoint import export_checkpoint
 from toolkit.repository import BatchingOptions, build_repository
-from toolkit.serving import TritonServer, free_ports
+from toolkit.serving import TritonServer, explain_load_failure, free_ports
 from toolkit.serving.verify import DEFAULT_AUC_BUDGET, verify_repository
 from toolkit.train import EpochStats, TrainConfig, train_checkpoint
 
@@ -36,13 +36,6 @@ def _markdown(rows: list[dict], header: str) -> str:
     lines = [header, "", "| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
     lines += ["| " + " | ".join(str(r[c]) for c in _COLUMNS) + " |" for r in rows]
     return "\n".join(lines) + "\n"
-
-
-def _not_loaded(reason: str) -> str:
-    """A short note for a model the running server could not load (full reason in the JSON)."""
-    if "onnxruntime" in reason:
-        return "needs the onnxruntime backend (loads in the stock Triton container)"
-    return reason.split("\n", 1)[0][:100]
 
 
 def demo(
@@ -119,7 +112,7 @@ def demo(
                         "variant": b.name,
                         "offline AUC": f"{ref.auc:.5f}",
                         "status": "not loaded",
-                        "note": _not_loaded(reason),
+                        "note": explain_load_failure(reason),
                         "reason": reason,
                     }
                 )

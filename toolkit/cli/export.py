@@ -13,7 +13,7 @@ from toolkit.export.checkpoint import export_checkpoint
 
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder written by `tritonrec train`.")] = DEFAULT_CHECKPOINT,
-    out: Annotated[Path, typer.Option(help="ONNX file to write; its weights go to <out>.data next to it.")] = DEFAULT_ONNX,
+    out: Annotated[Path, typer.Option(help="ONNX file to write; its weights go to `<out>.data` next to it.")] = DEFAULT_ONNX,
     data_dir: DataDir = DEFAULT_DATA_DIR,
     atol: Annotated[float, typer.Option(help="Largest accepted |ONNX Runtime - PyTorch| probability on the test split.")] = 1e-5,
 ) -> None:

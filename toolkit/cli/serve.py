@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from toolkit.errors import ServingError
-from toolkit.serving import ModelState, TritonServer
+from toolkit.serving import ModelState, TritonServer, explain_load_failure
 
 __all__ = ["serve"]
 
@@ -27,7 +27,7 @@ def _model_table(states: list[ModelState]) -> Table:
         table.add_column(column, overflow="fold")
     for s in sorted(states, key=lambda s: (s.name, s.version)):
         style = _STATE_STYLE.get(s.state, "yellow")
-        reason = s.reason.strip().split("\n\n")[0] if s.state != "READY" else ""  # drop the Python traceback ("At: ...")
+        reason = explain_load_failure(s.reason) if s.state != "READY" else ""
         table.add_row(s.name, s.version, f"[{style}]{s.state or '-'}[/{style}]", escape(reason))
     return table
 

@@ -147,7 +147,9 @@ def _sample_inputs(ckpt: Checkpoint, given: Mapping[str, np.ndarray] | None) -> 
 
 def _resolve_variants(target: str, variants: Sequence[str] | None) -> list[str]:
     if target not in TARGETS:
-        raise RepositoryError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
+        raise RepositoryError(
+            f"unknown target {target!r}; choose from {', '.join(TARGETS)}", hint="cpu: KIND_CPU models; gpu: KIND_GPU, FP16 and TensorRT"
+        )
     chosen = list(variants) if variants else list(TARGET_VARIANTS[target])
     unknown = [v for v in chosen if v not in VARIANT_SPECS]
     if unknown or not chosen:

@@ -35,6 +35,7 @@ and what was expected.
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Sequence
 from dataclasses import replace
@@ -49,6 +50,7 @@ from toolkit.repository.config import BatchingOptions, InstanceGroup, VersionPol
 __all__ = ["BuildFile", "ModelSection", "InstanceGroupSpec", "VersionPolicySpec", "load_build_file"]
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
+_HINT = "the build-file format and an example are in README.md (Model repository → Build files)"
 _DEFAULTS = BatchingOptions()
 
 
@@ -229,7 +231,10 @@ def _describe(error: dict) -> str:
     loc = tuple(error["loc"])
     where = _location(loc)
     if error["type"] == "extra_forbidden":
-        return f"{where}: unknown field; expected one of {', '.join(_allowed_fields(loc))}"
+        allowed = _allowed_fields(loc)
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        guess = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"{where}: unknown field{guess}; expected one of {', '.join(allowed)}"
     given = error.get("input")
     shown = repr(given) if not isinstance(given, dict) else "an object"
     return f"{where}: {error['msg']} (got {shown})"
@@ -254,14 +259,16 @@ def load_build_file(path: Path) -> BuildFile:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise RepositoryError(f"build file {path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+        raise RepositoryError(
+            f"build file {path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", hint=_HINT
+        ) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise RepositoryError(f"build file {path} cannot be read: {exc}") from exc
     try:
         build = BuildFile.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(_describe(e) for e in exc.errors())
-        raise RepositoryError(f"build file {path}: {problems}", hint="see `tritonrec build --help` for the build-file fields") from exc
+        raise RepositoryError(f"build file {path}: {problems}", hint=_HINT) from exc
     for variant in [None, *build.overrides]:
         try:
             build.batching_options(variant)

@@ -11,12 +11,21 @@
 """
 
 from toolkit.serving.client import InferenceClient, LatencyStats, measure_latency, prepare_inputs
-from toolkit.serving.server import ModelState, TritonInstallation, TritonServer, find_tritonserver, free_port, free_ports
+from toolkit.serving.server import (
+    ModelState,
+    TritonInstallation,
+    TritonServer,
+    explain_load_failure,
+    find_tritonserver,
+    free_port,
+    free_ports,
+)
 
 __all__ = [
     "TritonServer",
     "TritonInstallation",
     "ModelState",
+    "explain_load_failure",
     "find_tritonserver",
     "free_port",
     "free_ports",

@@ -46,6 +46,7 @@ __all__ = [
     "TritonInstallation",
     "TritonServer",
     "ModelState",
+    "explain_load_failure",
     "find_tritonserver",
     "free_port",
     "free_ports",
@@ -240,6 +241,27 @@ _libc: ctypes.CDLL | None = None
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     if _libc is not None:
         _libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: SIGTERM when the parent dies, even by SIGKILL
+
+
+_MISSING_BACKEND = {
+    "onnxruntime": "needs Triton's onnxruntime backend, which this server lacks: it loads in the stock container "
+    "(nvcr.io/nvidia/tritonserver:<yy.mm>-py3); the model's *_python twin serves the same ONNX file here",
+    "tensorrt": "needs Triton's TensorRT backend and the GPU the plan was built for: it loads in the stock container on that GPU",
+}
+
+
+def explain_load_failure(reason: str) -> str:
+    """Triton's load error of a model, with a plain explanation first when the cause is a known one.
+
+    The bundled server has no onnxruntime or TensorRT backend, and Triton's own message for
+    that ("unable to find backend library for backend 'onnxruntime', try specifying runtime on
+    the model configuration") suggests the wrong fix. Python tracebacks ("At: ...") are dropped.
+    """
+    first = reason.strip().split("\n\n")[0]
+    for backend, why in _MISSING_BACKEND.items():
+        if f"backend library for backend '{backend}'" in reason:
+            return f"{why} (Triton: {first})"
+    return first
 
 
 DEFAULT_RESPONSE_CACHE_BYTES = 256 * 1024 * 1024

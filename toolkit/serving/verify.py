@@ -51,7 +51,7 @@ from toolkit.repository.config import ModelConfig, config_tensor_specs, read_con
 from toolkit.repository.metadata import read_metadata
 from toolkit.repository.raw_inputs import RAW_INPUT_SPECS, raw_request
 from toolkit.serving.client import InferenceClient
-from toolkit.serving.server import ModelState, TritonServer, free_ports
+from toolkit.serving.server import ModelState, TritonServer, explain_load_failure, free_ports
 from toolkit.tensors import TensorSpec
 
 __all__ = [
@@ -383,7 +383,11 @@ def _plan_ensemble(
     note = "" if e.has_metadata else "no tritonrec.json: " + (f"ranker {ranker}" if ranker else f"family {family} by name")
     if topk and precision in _COMPRESSED_PRECISIONS:
         return PlannedModel(
-            e, "skip", family, precision, f"top-K ensemble of a {precision} ranker: ranking quality is judged by the ranker's AUC budget"
+            e,
+            "skip",
+            family,
+            precision,
+            f"top-K ensemble of an {precision.upper()} ranker: judged by the ranker's AUC budget (the exact top-K check needs FP32)",
         )
     return PlannedModel(e, "topk" if topk else "ensemble", family, precision, note, ranker)
 
@@ -664,7 +668,7 @@ def _static_result(p: PlannedModel, states: Sequence[ModelState]) -> ModelResult
     role, variant, precision = _describe(p)
     loaded, reason = _load_state(states, p.entry.name)
     if not loaded and p.kind != "reference":
-        return ModelResult(p.entry.name, p.family, role, variant, precision, "not loaded", reason=reason)
+        return ModelResult(p.entry.name, p.family, role, variant, precision, "not loaded", reason=explain_load_failure(reason))
     if p.kind == "skip":
         return ModelResult(p.entry.name, p.family, role, variant, precision, "skipped", reason=p.note)
     return None

@@ -118,9 +118,16 @@ def test_bad_json_is_reported_with_line_and_column(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ({"modle_name": "x"}, r"modle_name: unknown field; expected one of model_name, target, variants"),
-        ({"model": {"max_batch": 8}}, r"model\.max_batch: unknown field; expected one of max_batch_size, dynamic_batching"),
-        ({"overrides": {"onnx": {"threads": 2}}}, r"overrides\.onnx\.threads: unknown field; expected one of max_batch_size"),
+        ({"modle_name": "x"}, r"modle_name: unknown field \(did you mean 'model_name'\?\); expected one of model_name, target, variants"),
+        (
+            {"model": {"max_batch": 8}},
+            r"model\.max_batch: unknown field \(did you mean 'max_batch_size'\?\); expected one of max_batch_size",
+        ),
+        (
+            {"model": {"preferred_batch_size": [8]}},
+            r"model\.preferred_batch_size: unknown field \(did you mean 'preferred_batch_sizes'\?\)",
+        ),
+        ({"overrides": {"onnx": {"gpus": 2}}}, r"overrides\.onnx\.gpus: unknown field; expected one of max_batch_size"),
         (
             {"model": {"instance_groups": [{"kind": "KIND_GPU", "devices": [0]}]}},
             r"model\.instance_groups\[0\]\.devices: unknown field; expected one of kind, count, gpus",
@@ -130,7 +137,7 @@ def test_bad_json_is_reported_with_line_and_column(tmp_path: Path) -> None:
             r"model\.version_policy\.latest: unknown field; expected one of kind, num_versions, versions",
         ),
     ],
-    ids=["top-level", "model", "override", "instance-group", "version-policy"],
+    ids=["top-level", "model", "triton-spelling", "override", "instance-group", "version-policy"],
 )
 def test_unknown_fields_are_errors_naming_the_field_and_the_known_ones(tmp_path: Path, content: dict, message: str) -> None:
     with pytest.raises(RepositoryError, match=rf"build file .*build\.json: {message}"):
@@ -194,3 +201,13 @@ def test_an_accelerator_without_a_gpu_group_is_refused_at_load(tmp_path: Path) -
 def test_check_variants_names_unknown_variants(content: dict, message: str) -> None:
     with pytest.raises(RepositoryError, match=message):
         BuildFile.model_validate(content).check_variants(["pytorch", "onnx", "onnx_python"])
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[3] / "examples").glob("build_*.json")), ids=lambda p: p.name)
+def test_the_example_build_files_load(path: Path) -> None:
+    from toolkit.repository.builder import VARIANTS
+
+    build = load_build_file(path)
+    build.check_variants(VARIANTS)
+    for variant in build.variants or []:
+        build.batching_options(variant)

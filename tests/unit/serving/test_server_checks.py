@@ -56,3 +56,15 @@ def test_stop_before_start_is_a_no_op(tmp_path: Path) -> None:
 def test_urls() -> None:
     server = TritonServer(Path("."), host="0.0.0.0", http_port=1, grpc_port=2, metrics_port=3, installation=NO_SERVER)
     assert (server.http_url, server.grpc_url, server.metrics_url) == ("127.0.0.1:1", "127.0.0.1:2", "http://127.0.0.1:3/metrics")
+
+
+def test_a_missing_onnxruntime_backend_is_explained_before_tritons_own_words():
+    from toolkit.serving import explain_load_failure
+
+    triton = (
+        "Invalid argument: unable to find backend library for backend 'onnxruntime', try specifying runtime on the model configuration."
+    )
+    explained = explain_load_failure(triton)
+    assert explained.startswith("needs Triton's onnxruntime backend")
+    assert "stock container" in explained and "_python twin" in explained and triton in explained
+    assert explain_load_failure("Failed to load: bad weights\n\nAt:\n  model.py(12)") == "Failed to load: bad weights"
