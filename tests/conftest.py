@@ -197,6 +197,26 @@ def trained_movielens(movielens_dir: Path, tmp_path_factory: pytest.TempPathFact
     return SimpleNamespace(checkpoint=checkpoint, onnx=onnx_path)
 
 
+SMALL_DLRM_FIELDS = dict(
+    num_dense=2,
+    sparse_cardinalities=[11, 13, 5],
+    multi_hot_cardinalities=[9],
+    multi_hot_lengths=[4],
+    embedding_dim=8,
+    bottom_mlp=[16],
+    top_mlp=[16, 8],
+)
+
+
+@pytest.fixture
+def small_dlrm_config():
+    """Factory of a small ``DLRMConfig`` (2 dense features, 3 sparse tables, one multi-hot of
+    width 4, E=8); keyword arguments override fields: ``small_dlrm_config(embedding_dim=4)``."""
+    from toolkit.models.dlrm import DLRMConfig
+
+    return lambda **overrides: DLRMConfig(**{**SMALL_DLRM_FIELDS, **overrides})
+
+
 @pytest.fixture
 def triton_ports() -> dict[str, int]:
     """Three distinct free loopback ports, as ``TritonServer`` keyword arguments."""

@@ -10,21 +10,7 @@ from torch import nn
 
 from toolkit.compress.stats import count_params, macs_per_sample, state_dict_bytes
 from toolkit.errors import CompressError
-from toolkit.models import DLRM, DLRMConfig, dlrm_example_inputs
-
-
-def _config(**overrides) -> DLRMConfig:
-    fields = dict(
-        num_dense=2,
-        sparse_cardinalities=[11, 13, 5],
-        multi_hot_cardinalities=[9],
-        multi_hot_lengths=[4],
-        embedding_dim=8,
-        bottom_mlp=[16],
-        top_mlp=[16, 8],
-    )
-    fields.update(overrides)
-    return DLRMConfig(**fields)
+from toolkit.models import DLRM, dlrm_example_inputs
 
 
 def _linear_macs_by_hooks(model: DLRM) -> int:
@@ -42,8 +28,8 @@ def _linear_macs_by_hooks(model: DLRM) -> int:
     return sum(total)
 
 
-def test_count_params_counts_embeddings_and_both_mlps() -> None:
-    model = DLRM(_config())
+def test_count_params_counts_embeddings_and_both_mlps(small_dlrm_config) -> None:
+    model = DLRM(small_dlrm_config())
     embeddings = (11 + 13 + 5 + 9) * 8
     bottom = (2 * 16 + 16) + (16 * 8 + 8)
     top_in = 8 + 5 * 4 // 2  # E + F(F-1)/2 with F = 5
@@ -51,9 +37,9 @@ def test_count_params_counts_embeddings_and_both_mlps() -> None:
     assert count_params(model) == embeddings + bottom + top
 
 
-def test_count_params_counts_int8_table_codes_as_weights() -> None:
-    float32 = DLRM(_config())
-    int8 = DLRM(_config(embedding_quantization="int8_rowwise"))
+def test_count_params_counts_int8_table_codes_as_weights(small_dlrm_config) -> None:
+    float32 = DLRM(small_dlrm_config())
+    int8 = DLRM(small_dlrm_config(embedding_quantization="int8_rowwise"))
     assert count_params(int8) == count_params(float32)
     # int8 codes + fp16 scale + int8 zero point per row, float32 MLPs
     rows = 11 + 13 + 5 + 9
@@ -70,8 +56,8 @@ def test_count_params_counts_int8_table_codes_as_weights() -> None:
         {"multi_hot_cardinalities": [9, 4], "multi_hot_lengths": [4, 2]},
     ],
 )
-def test_macs_per_sample_is_linear_layers_plus_interaction_plus_multi_hot_sums(overrides: dict) -> None:
-    model = DLRM(_config(**overrides))
+def test_macs_per_sample_is_linear_layers_plus_interaction_plus_multi_hot_sums(overrides: dict, small_dlrm_config) -> None:
+    model = DLRM(small_dlrm_config(**overrides))
     cfg = model.config
     f = 1 + len(cfg.sparse_cardinalities) + len(cfg.multi_hot_cardinalities)
     expected = _linear_macs_by_hooks(model) + f * f * cfg.embedding_dim + sum(cfg.multi_hot_lengths) * cfg.embedding_dim
@@ -83,8 +69,8 @@ def test_macs_per_sample_refuses_other_models() -> None:
         macs_per_sample(nn.Sequential(nn.Linear(2, 2)))  # type: ignore[arg-type]
 
 
-def test_state_dict_bytes_is_4_bytes_per_float32_parameter_and_follows_the_dtype(tmp_path: Path) -> None:
-    model = DLRM(_config())
+def test_state_dict_bytes_is_4_bytes_per_float32_parameter_and_follows_the_dtype(tmp_path: Path, small_dlrm_config) -> None:
+    model = DLRM(small_dlrm_config())
     assert state_dict_bytes(model) == 4 * count_params(model)  # the interaction index is not persistent
     torch.save(model.state_dict(), tmp_path / "model.pt")
     assert (tmp_path / "model.pt").stat().st_size >= state_dict_bytes(model)

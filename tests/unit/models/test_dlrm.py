@@ -11,24 +11,10 @@ from toolkit.models import DLRM, DLRMConfig, dlrm_example_inputs, dlrm_signature
 from toolkit.tensors import TensorSpec
 
 
-def _config(**overrides) -> DLRMConfig:
-    fields = dict(
-        num_dense=2,
-        sparse_cardinalities=[11, 13, 5],
-        multi_hot_cardinalities=[9],
-        multi_hot_lengths=[4],
-        embedding_dim=8,
-        bottom_mlp=[16],
-        top_mlp=[16, 8],
-    )
-    fields.update(overrides)
-    return DLRMConfig(**fields)
-
-
 @pytest.fixture
-def model() -> DLRM:
+def model(small_dlrm_config) -> DLRM:
     torch.manual_seed(0)
-    return DLRM(_config()).eval()
+    return DLRM(small_dlrm_config()).eval()
 
 
 @pytest.mark.parametrize("batch", [1, 5, 64])
@@ -70,8 +56,8 @@ def test_multi_hot_sum_does_not_depend_on_the_order_of_ids(model: DLRM) -> None:
 
 
 @pytest.mark.parametrize(("n_sparse", "n_multi"), [(1, 0), (3, 1), (7, 1), (4, 2)])
-def test_interaction_layer_has_f_times_f_minus_1_over_2_pairs(n_sparse: int, n_multi: int) -> None:
-    config = _config(sparse_cardinalities=[5] * n_sparse, multi_hot_cardinalities=[6] * n_multi, multi_hot_lengths=[3] * n_multi)
+def test_interaction_layer_has_f_times_f_minus_1_over_2_pairs(n_sparse: int, n_multi: int, small_dlrm_config) -> None:
+    config = small_dlrm_config(sparse_cardinalities=[5] * n_sparse, multi_hot_cardinalities=[6] * n_multi, multi_hot_lengths=[3] * n_multi)
     model = DLRM(config)
     f = 1 + n_sparse + n_multi  # bottom-MLP vector + one per embedding table
 
@@ -100,13 +86,13 @@ def test_interaction_index_is_not_saved_in_the_state_dict(model: DLRM) -> None:
         ({"dropout": -0.1}, r"dropout must lie in \[0, 1\)"),
     ],
 )
-def test_config_rejects_invalid_hyper_parameters_naming_the_field(overrides: dict, message: str) -> None:
+def test_config_rejects_invalid_hyper_parameters_naming_the_field(overrides: dict, message: str, small_dlrm_config) -> None:
     with pytest.raises(ValueError, match=message):
-        _config(**overrides)
+        small_dlrm_config(**overrides)
 
 
-def test_config_round_trips_through_json() -> None:
-    config = _config(dropout=0.25, padding_id=0)
+def test_config_round_trips_through_json(small_dlrm_config) -> None:
+    config = small_dlrm_config(dropout=0.25, padding_id=0)
     d = json.loads(json.dumps(config.to_dict()))
 
     assert d["format_version"] == 1 and d["architecture"] == "dlrm"
@@ -127,15 +113,15 @@ MISSING = object()
         ({"hidden": 3}, "invalid dlrm config: .*hidden"),
     ],
 )
-def test_config_from_an_invalid_dict_is_a_value_error(change: dict, message: str) -> None:
-    d = {**_config().to_dict(), **change}
+def test_config_from_an_invalid_dict_is_a_value_error(change: dict, message: str, small_dlrm_config) -> None:
+    d = {**small_dlrm_config().to_dict(), **change}
     d = {k: v for k, v in d.items() if v is not MISSING}
     with pytest.raises(ValueError, match=message):
         DLRMConfig.from_dict(d)
 
 
-def test_signature_has_a_dynamic_batch_and_the_configured_widths() -> None:
-    inputs, outputs = dlrm_signature(_config(multi_hot_cardinalities=[9, 7], multi_hot_lengths=[4, 2]))
+def test_signature_has_a_dynamic_batch_and_the_configured_widths(small_dlrm_config) -> None:
+    inputs, outputs = dlrm_signature(small_dlrm_config(multi_hot_cardinalities=[9, 7], multi_hot_lengths=[4, 2]))
 
     assert inputs == [
         TensorSpec("dense_features", "float32", (None, 2)),
@@ -145,8 +131,8 @@ def test_signature_has_a_dynamic_batch_and_the_configured_widths() -> None:
     assert outputs == [TensorSpec("probability", "float32", (None, 1))]
 
 
-def test_example_inputs_are_in_range_for_every_table_and_deterministic() -> None:
-    config = _config()
+def test_example_inputs_are_in_range_for_every_table_and_deterministic(small_dlrm_config) -> None:
+    config = small_dlrm_config()
     inputs = dlrm_example_inputs(config, 32, seed=3)
 
     assert list(inputs) == ["dense_features", "sparse_ids", "multi_hot_ids"]
