@@ -10,8 +10,8 @@ from rich.table import Table
 
 from toolkit._io import atomic_write_json
 from toolkit.cli._common import DEFAULT_REPOSITORY, console
-from toolkit.errors import RepositoryError
 from toolkit.repository.validate import validate_repository
+from toolkit.repository.versions import model_folders
 
 
 def validate(
@@ -24,12 +24,10 @@ def validate(
     error (warnings, such as a TensorRT engine that cannot be inspected without a GPU, do not fail).
     `tritonrec build` runs the same checks on every build before it installs anything.
     """
-    if not Path(model_repository).is_dir():
-        raise RepositoryError(f"{model_repository} is not a folder", hint="pass the model repository, e.g. model_repository/")
     findings = validate_repository(model_repository)
     if out is not None:
         atomic_write_json(out, [f.__dict__ for f in findings])
-    models = sorted(p.name for p in Path(model_repository).iterdir() if p.is_dir() and not p.name.startswith("."))
+    models = model_folders(model_repository)
     errors = [f for f in findings if f.severity == "error"]
     if findings:
         table = Table(title=f"{model_repository}: {len(errors)} error(s), {len(findings) - len(errors)} warning(s)")

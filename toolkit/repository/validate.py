@@ -60,6 +60,7 @@ from tritonclient.grpc import model_config_pb2
 from toolkit.errors import RepositoryError
 from toolkit.repository.config import ModelConfig
 from toolkit.repository.metadata import read_metadata
+from toolkit.repository.versions import model_folders, model_versions
 from toolkit.repository.warmup import WARMUP_FOLDER, warmup_byte_size
 
 __all__ = ["Finding", "validate_repository", "check_repository"]
@@ -165,7 +166,7 @@ def _model_file(config: ModelConfig) -> str | None:
 def _read_model(model_dir: Path) -> tuple[_Model, list[Finding]]:
     name = model_dir.name
     findings: list[Finding] = []
-    versions = sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    versions = model_versions(model_dir)
     config_path = model_dir / "config.pbtxt"
     config: ModelConfig | None = None
     if not config_path.is_file():
@@ -960,11 +961,9 @@ def validate_repository(repo: Path) -> list[Finding]:
         RepositoryError: ``repo`` is not a folder.
     """
     repo = Path(repo)
-    if not repo.is_dir():
-        raise RepositoryError(f"model repository {repo} is not a folder", hint="build one with `tritonrec build`")
     findings: list[Finding] = []
     models: dict[str, _Model] = {}
-    for model_dir in sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for model_dir in model_folders(repo):
         model, problems = _read_model(model_dir)
         findings += problems
         models[model.name] = model

@@ -30,7 +30,19 @@ from toolkit._io import atomic_write_text, make_temporary_directory
 from toolkit.errors import RepositoryError
 from toolkit.repository.config import ModelConfig, config_to_text, parse_config, read_config
 
-__all__ = ["model_versions", "next_version", "install_model", "prune_versions", "write_version"]
+__all__ = ["model_folders", "model_versions", "next_version", "install_model", "prune_versions", "write_version"]
+
+
+def model_folders(repository: Path) -> list[Path]:
+    """The model folders of ``repository``, by name; hidden ones (a build's ``.staging-*``) are skipped.
+
+    Raises:
+        RepositoryError: ``repository`` is not a folder.
+    """
+    repository = Path(repository)
+    if not repository.is_dir():
+        raise RepositoryError(f"model repository {repository} is not a folder", hint="build one with `tritonrec build`")
+    return sorted(p for p in repository.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def model_versions(model_dir: Path) -> list[int]:

@@ -50,6 +50,7 @@ from toolkit.metrics import auc as auc_score
 from toolkit.repository.config import ModelConfig, config_tensor_specs, read_config
 from toolkit.repository.metadata import read_metadata
 from toolkit.repository.raw_inputs import RAW_INPUT_SPECS, raw_request
+from toolkit.repository.versions import model_folders
 from toolkit.serving.client import InferenceClient
 from toolkit.serving.server import ModelState, TritonServer, explain_load_failure, free_ports
 from toolkit.tensors import TensorSpec
@@ -184,10 +185,8 @@ def scan_repository(repository: Path) -> list[ModelEntry]:
         RepositoryError: ``repository`` is not a folder.
     """
     repository = Path(repository)
-    if not repository.is_dir():
-        raise RepositoryError(f"model repository {repository} is not a folder", hint="build one with `tritonrec build`")
     entries: list[ModelEntry] = []
-    for folder in sorted(p for p in repository.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for folder in model_folders(repository):
         if not (folder / "config.pbtxt").is_file():
             continue
         config, errors = None, []
