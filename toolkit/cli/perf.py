@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.table import Table
 
@@ -16,18 +17,24 @@ from toolkit.data import FeatureEncoder, load_splits
 from toolkit.errors import PerfError
 from toolkit.perf.analyzer import find_perf_analyzer
 from toolkit.perf.report import headline, write_perf_report
-from toolkit.perf.sweep import Sweep, sweep_model
+from toolkit.perf.sweep import Sweep, ensemble_steps, is_raw_feature_model, rows_for_model, sweep_model
+from toolkit.repository.raw_inputs import raw_request
 from toolkit.serving import InferenceClient, TritonServer, free_ports
 
 
-def _test_rows(checkpoint: Path, data_dir: Path, n_rows: int):
-    """The checkpoint's test split (its seed and vocabularies), read without torch."""
+def _test_rows(checkpoint: Path, data_dir: Path, n_rows: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The first ``n_rows`` rows of the checkpoint's test split (its seed and vocabularies), read
+    without torch, twice: encoded (``EncodedRows.inputs()``, what a ranker takes) and as the
+    raw-feature request of the same rows (:func:`toolkit.repository.raw_inputs.raw_request`,
+    BYTES, what ``<model>_ensemble`` takes)."""
     try:
         encoder = FeatureEncoder.from_dict(json.loads((checkpoint / "vocabularies.json").read_text()))
         seed = int(json.loads((checkpoint / "metrics.json").read_text()).get("split", {}).get("seed", 42))
     except (OSError, json.JSONDecodeError) as exc:
         raise PerfError(f"cannot read the vocabularies of checkpoint {checkpoint}: {exc}", hint="pass --checkpoint") from exc
-    return load_splits(data_dir, seed=seed, encoder=encoder).test.take(slice(0, n_rows))
+    splits = load_splits(data_dir, seed=seed, encoder=encoder)
+    index = slice(0, n_rows)
+    return splits.test.take(index).inputs(), raw_request(splits.raw_test.take(index))
 
 
 def _auc_of(report: Path | None, name: str | None) -> float | None:
@@ -39,7 +46,13 @@ def _auc_of(report: Path | None, name: str | None) -> float | None:
 
 def perf(
     model_repository: Annotated[Path, typer.Argument(help="Repository to serve (ignored with --url).")] = DEFAULT_REPOSITORY,
-    model: Annotated[list[str], typer.Option(help="Served model to sweep (repeatable).")] = ["dlrm_pytorch", "dlrm_onnx_python"],  # noqa: B006
+    model: Annotated[
+        list[str],
+        typer.Option(
+            help="Served model to sweep (repeatable). Raw-feature ensembles such as dlrm_ensemble get the raw request of "
+            "the same test rows; top-K models (dlrm_topk) are refused."
+        ),
+    ] = ["dlrm_pytorch", "dlrm_onnx_python"],  # noqa: B006
     url: Annotated[str | None, typer.Option(help="Use a running server at host:port (gRPC port; HTTP is asked with --http-url).")] = None,
     http_url: Annotated[str | None, typer.Option(help="HTTP host:port of the running server given by --url.")] = None,
     metrics_url: Annotated[str | None, typer.Option(help="Metrics URL of the running server, e.g. http://127.0.0.1:8002/metrics.")] = None,
@@ -68,6 +81,12 @@ def perf(
     level, reads Triton's metrics for the batch the dynamic batcher formed and the machine's
     CPU use, and writes JSON, Markdown and HTML with a throughput-vs-p99 chart and latency
     breakdown bars. With --baseline and --optimized it states whether the paper's claims hold.
+
+    Rankers get the encoded test rows; raw-feature ensembles (dlrm_ensemble) get the raw request
+    (BYTES strings) of the same rows, and their steps' server counters are recorded, so
+    `--model dlrm_onnx_python --model dlrm_ensemble` measures the ensemble's overhead like for
+    like. Top-K models (dlrm_topk) are refused: one request is one user's candidate list, which
+    perf_analyzer's row-per-entry input data does not model.
     """
     for p in protocol:
         if p not in ("grpc", "http"):
@@ -79,7 +98,7 @@ def perf(
     rates = [float(r) for r in request_rate.split(",")] if request_rate else None
     levels = None if rates else [int(c) for c in concurrency.split(",")]
     analyzer = find_perf_analyzer()
-    test = _test_rows(checkpoint, data_dir, rows)
+    encoded, raw = _test_rows(checkpoint, data_dir, rows)
     server = None
     if url is None:
         ports = dict(zip(("http_port", "grpc_port", "metrics_port"), free_ports(3), strict=True))
@@ -90,11 +109,26 @@ def perf(
     if metrics_url is None:
         raise typer.BadParameter("--metrics-url is needed with --url")
     sweeps: list[Sweep] = []
+    inputs_used: dict[str, str] = {}
     try:
         files = out.parent / "perf_analyzer"  # CSVs, JSON profile exports and logs of every level
+        plans = []  # every model is checked (and refused, e.g. a top-K model) before anything is measured
         for name in model:
             with InferenceClient(url, protocol="grpc", model_name=name) as client:
                 specs = client.input_specs
+                model_rows = rows_for_model(
+                    name,
+                    specs,
+                    max_batch_size=client.max_batch_size,
+                    output_names=[o.name for o in client.output_specs],
+                    encoded=encoded,
+                    raw=raw,
+                )
+            raw_model = is_raw_feature_model(specs)
+            steps = ensemble_steps(url, name) if raw_model else []
+            inputs_used[name] = "raw-feature request (BYTES) of the same test rows" if raw_model else "encoded test rows"
+            plans.append((name, specs, model_rows, steps))
+        for name, specs, model_rows, steps in plans:
             for p in protocol:
                 target = url if p == "grpc" else http_url
                 if target is None:
@@ -107,13 +141,14 @@ def perf(
                             protocol=p,
                             metrics_url=metrics_url,
                             input_specs=specs,
-                            rows=test.inputs(),
+                            rows=model_rows,
                             batch_size=b,
                             concurrency=levels,
                             request_rate=rates,
                             request_distribution=request_distribution,  # type: ignore[arg-type]
                             out_dir=files / f"{name}_{p}_b{b}",
                             measurement_interval_ms=measurement_interval_ms,
+                            composing_models=steps,
                             on_log=console.print,
                         )
                     )
@@ -125,7 +160,9 @@ def perf(
         "command": shlex.join(["tritonrec", *sys.argv[1:]]),
         "perf_analyzer_version": analyzer.version(),
         "perf_analyzer_files": str(files),
+        "inputs": inputs_used,
         "sweeps": [s.to_dict() for s in sweeps],
+        "notes": [f"`{name}` got the {how}" for name, how in inputs_used.items()],
     }
     first = sweeps[0]
     pair = (baseline or first.model, optimized or first.model)

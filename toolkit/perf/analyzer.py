@@ -20,6 +20,10 @@ Facts checked against perf_analyzer 2.50 and the bundled Triton 2.51 server:
   carries N *consecutive* entries, request k starting at entry ``k*N mod len(data)``
   (perf_analyzer's ``InferContext::UpdateJsonData``). :func:`write_input_data` therefore writes
   one entry per row, trimmed to a multiple of N, so that every request is N real rows.
+  ``BYTES`` (``TYPE_STRING``) inputs take JSON strings in ``"content"``, one per element
+  (perf_analyzer ``docs/input_data.md``, "Real Input Data"; its ``DataLoader`` serializes
+  them with the 4-byte length prefixes itself): a ``BYTES`` tensor of N rows is written as
+  UTF-8 strings, so the raw-feature ensembles (``<model>_ensemble``) can be swept with real rows.
 * An unstable level prints ``Failed to obtain stable measurement ...`` and ends the sweep, but
   the exit code is still 0: the text is what tells. An unreachable server exits 99 with
   ``failed to connect to all addresses`` (gRPC) or ``Couldn't connect to server`` (HTTP).
@@ -189,6 +193,38 @@ def _as_arrays(inputs: object) -> dict[str, np.ndarray]:
     return {str(name): np.asarray(array) for name, array in inputs.items()}
 
 
+def _is_bytes_tensor(a: np.ndarray) -> bool:
+    """An array Triton sends as ``BYTES``: numpy ``object`` (of bytes/str) or ``bytes_`` (``S``)."""
+    return a.dtype.kind in "OS"
+
+
+def _string_content(name: str, a: np.ndarray) -> list[str]:
+    """The elements of a ``BYTES`` array, row-major, as the UTF-8 strings perf_analyzer's JSON takes.
+
+    Raises:
+        PerfError: an element that is neither ``bytes`` nor ``str``, or bytes that are not UTF-8
+            (names the input and the element's index).
+    """
+    out: list[str] = []
+    for index, value in enumerate(a.reshape(-1).tolist()):
+        if isinstance(value, bytes):
+            try:
+                out.append(value.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                raise PerfError(
+                    f"input '{name}': element {index} ({value[:20]!r}) is not UTF-8, which perf_analyzer's JSON strings cannot carry",
+                    hint="send text features as UTF-8",
+                ) from e
+        elif isinstance(value, str):
+            out.append(value)
+        else:
+            raise PerfError(
+                f"input '{name}': element {index} is {type(value).__name__} ({value!r}); a BYTES tensor holds bytes or str",
+                hint="convert the values to strings first, e.g. raw_request(rows) for the raw-feature ensembles",
+            )
+    return out
+
+
 def write_input_data(path: Path | str, inputs: Mapping[str, np.ndarray], *, batch_size: int, model_batches: bool = True) -> Path:
     """Write real rows as a perf_analyzer ``--input-data`` JSON file (written to a temporary name, then renamed).
 
@@ -201,10 +237,20 @@ def write_input_data(path: Path | str, inputs: Mapping[str, np.ndarray], *, batc
     With ``model_batches=False`` (``max_batch_size: 0``; run with ``-b 1``) every entry is one
     whole request of ``batch_size`` rows whose ``shape`` includes that first dimension.
 
+    Numeric tensors (bool, int, uint, float) are written as JSON numbers. ``BYTES`` tensors --
+    numpy ``object`` arrays of ``bytes``/``str`` or ``bytes_`` arrays, what Triton's clients send
+    as ``BYTES`` (``TYPE_STRING`` in a config) -- are written as JSON strings, bytes decoded as
+    UTF-8, as perf_analyzer's ``docs/input_data.md`` ("Real Input Data") specifies for
+    ``STRING``/``BYTES`` inputs. A variable dimension (the raw ensembles' ``genres``, [B, G]) is
+    fine: ``shape`` gives it per entry, and every row of one array has the same width.
+    Numpy unicode arrays (``<U``) are refused: tritonclient does not send them as ``BYTES``
+    either; pass ``array.astype(object)``.
+
     Args:
         path: the JSON file to write (its folder is created).
         inputs: tensor name -> (N, ...) array, every tensor with the same N; or an
-            ``EncodedRows`` (its :meth:`~toolkit.data.features.EncodedRows.inputs`).
+            ``EncodedRows`` (its :meth:`~toolkit.data.features.EncodedRows.inputs`), or the
+            raw-feature request of :func:`toolkit.repository.raw_inputs.raw_request`.
         batch_size: rows per request.
 
     Returns:
@@ -212,7 +258,8 @@ def write_input_data(path: Path | str, inputs: Mapping[str, np.ndarray], *, batc
 
     Raises:
         PerfError: no inputs; tensors with different row counts; fewer than ``batch_size``
-            rows; a non-numeric tensor; ``batch_size < 1``.
+            rows; a tensor that is neither numeric nor ``BYTES``; a ``BYTES`` element that is not
+            ``bytes``/``str`` or not UTF-8; ``batch_size < 1``. Nothing is written then.
     """
     arrays = _as_arrays(inputs)
     if batch_size < 1:
@@ -221,8 +268,12 @@ def write_input_data(path: Path | str, inputs: Mapping[str, np.ndarray], *, batc
     if len(set(counts.values())) != 1:
         raise PerfError(f"input data tensors have different row counts: {counts}", hint="pass the same rows for every input")
     for name, a in arrays.items():
-        if a.dtype.kind not in "biuf":
-            raise PerfError(f"input '{name}': {a.dtype} data cannot be written as perf_analyzer JSON (numbers only)")
+        if a.dtype.kind not in "biuf" and not _is_bytes_tensor(a):
+            raise PerfError(
+                f"input '{name}': {a.dtype} data cannot be written as perf_analyzer JSON "
+                "(numbers, or BYTES as a numpy object or bytes_ array)",
+                hint="for a BYTES input pass array.astype(object)" if a.dtype.kind == "U" else None,
+            )
     n_rows = next(iter(counts.values()))
     if n_rows < batch_size:
         raise PerfError(f"input data has {n_rows} rows, fewer than batch_size={batch_size}", hint="pass at least one batch of real rows")
@@ -230,14 +281,19 @@ def write_input_data(path: Path | str, inputs: Mapping[str, np.ndarray], *, batc
     used = n_requests * batch_size
     if used < n_rows:
         logger.info("input data: using %d of %d rows (a multiple of batch_size=%d)", used, n_rows, batch_size)
+    # BYTES tensors become strings once (checked before anything is written), then are cut per entry.
+    contents = {
+        name: (np.asarray(_string_content(name, a[:used]), dtype=object).reshape(a[:used].shape) if _is_bytes_tensor(a) else a)
+        for name, a in arrays.items()
+    }
 
     def entry(a: np.ndarray) -> dict:
         return {"content": a.reshape(-1).tolist(), "shape": list(a.shape)}
 
     if model_batches:
-        data = [{name: entry(a[i]) for name, a in arrays.items()} for i in range(used)]
+        data = [{name: entry(a[i]) for name, a in contents.items()} for i in range(used)]
     else:
-        data = [{name: entry(a[i * batch_size : (i + 1) * batch_size]) for name, a in arrays.items()} for i in range(n_requests)]
+        data = [{name: entry(a[i * batch_size : (i + 1) * batch_size]) for name, a in contents.items()} for i in range(n_requests)]
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -245,13 +301,27 @@ def write_input_data(path: Path | str, inputs: Mapping[str, np.ndarray], *, batc
     return path
 
 
-def read_input_data(path: Path | str, dtypes: Mapping[str, str | np.dtype] | None = None) -> dict[str, np.ndarray]:
+def _as_bytes_array(values: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
+    """Stacked string rows as a BYTES array: ``object`` of UTF-8 ``bytes`` (what Triton's clients
+    return for BYTES), or numpy ``bytes_`` when ``dtype`` is an ``S`` dtype."""
+    stacked = np.stack(values)
+    out = np.empty(stacked.shape, dtype=object)
+    out.reshape(-1)[:] = [str(v).encode("utf-8") for v in stacked.reshape(-1).tolist()]
+    return out if dtype.kind == "O" else out.astype(dtype)
+
+
+def read_input_data(path: Path | str, dtypes: Mapping[str, str | np.dtype | type] | None = None) -> dict[str, np.ndarray]:
     """Read a ``--input-data`` JSON file written by :func:`write_input_data` (``model_batches=True``)
-    back into name -> (N, ...) arrays: one row per entry. ``dtypes`` gives each tensor's dtype
-    (JSON has none; default: int64 for integer content, float32 otherwise).
+    back into name -> (N, ...) arrays: one row per entry.
+
+    ``dtypes`` gives each tensor's dtype (JSON has none). Defaults: int64 for integer content,
+    ``object`` arrays of UTF-8 ``bytes`` for string content (a ``BYTES`` tensor, as Triton's
+    clients return it), float32 otherwise. ``object``/``bytes`` (or ``"S"``/``"O"``) for a
+    tensor of strings give that BYTES array (``bytes`` gives numpy ``bytes_``).
 
     Raises:
-        PerfError: not JSON, no ``"data"`` list, or entries of different shapes.
+        PerfError: not JSON, no ``"data"`` list, entries of different shapes, or strings read
+            with a numeric dtype that does not parse them.
     """
     path = Path(path)
     try:
@@ -260,8 +330,16 @@ def read_input_data(path: Path | str, dtypes: Mapping[str, str | np.dtype] | Non
         rows = {n: [np.asarray(e[n]["content"]).reshape(e[n]["shape"]) for e in data] for n in names}
         out = {}
         for n, values in rows.items():
-            default = np.int64 if all(v.dtype.kind in "iub" for v in values) else np.float32
-            out[n] = np.stack(values).astype((dtypes or {}).get(n, default))
+            strings = any(v.dtype.kind == "U" for v in values)
+            if strings:
+                default: np.dtype = np.dtype(object)
+            else:
+                default = np.dtype(np.int64 if all(v.dtype.kind in "iub" for v in values) else np.float32)
+            dtype = np.dtype((dtypes or {}).get(n, default))
+            if strings and dtype.kind in "OS":
+                out[n] = _as_bytes_array(values, dtype)
+            else:
+                out[n] = np.stack(values).astype(dtype)
         return out
     except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
         raise PerfError(f"{path}: not a perf_analyzer input-data file of one row per entry ({e!r})") from e
