@@ -353,3 +353,13 @@ def test_bad_top_k_and_an_existing_version_are_refused(tmp_path: Path, synthetic
         write_ensembles(tmp_path, model_name="a", ranker_config=ranker, encoder=encoder, options=BatchingOptions())
     write_ensembles(tmp_path, model_name="a", ranker_config=ranker, encoder=encoder, options=BatchingOptions(), version="2")
     assert (tmp_path / "a_topk" / "2").is_dir()
+
+
+def test_preprocess_maps_bytes_that_are_not_utf8_to_the_oov_id_like_any_unknown_value(synthetic_splits):
+    encoder = preprocess.RawFeatureEncoder(synthetic_splits.encoder.to_dict())
+    request = {name: np.array([[b"\xff\xfe"]], dtype=object) for name in RAW_SCALAR_INPUTS}
+    request["genres"] = np.array([[b"\xff", b""]], dtype=object)
+    out = encoder.encode(request)
+    assert (out["sparse_ids"] == OOV_ID).all()
+    assert out["multi_hot_ids"][0, 0] == OOV_ID and (out["multi_hot_ids"][0, 1:] == 0).all()
+    assert (out["dense_features"] == 0).all()

@@ -52,9 +52,9 @@ FEATURE_TO_RAW = {feature: raw for raw, feature in RAW_TO_FEATURE.items()}
 
 
 def _text(value):
-    """One request element as ``str``: bytes are decoded as UTF-8, integers written in decimal."""
+    """One request element as ``str``: bytes are decoded as UTF-8 (invalid bytes replaced), integers written in decimal."""
     if isinstance(value, bytes):
-        return value.decode("utf-8")
+        return value.decode("utf-8", errors="replace")
     if isinstance(value, str):
         return value
     if isinstance(value, (int, np.integer)):
@@ -97,6 +97,8 @@ class RawFeatureEncoder:
         self.oov_id = int(vocabularies.get("oov_id", OOV_ID))
         self.pad_id = int(vocabularies.get("pad_id", PAD_ID))
         self.index = {name: {t: i + 2 for i, t in enumerate(tokens)} for name, tokens in vocabularies["vocabularies"].items()}
+        # Triton hands BYTES tensors over as bytes: look them up without decoding each element.
+        self.byte_index = {name: {t.encode("utf-8"): i for t, i in index.items()} for name, index in self.index.items()}
         self.dense_mean = np.asarray(vocabularies["dense_mean"], dtype=np.float64)
         self.dense_std = np.asarray(vocabularies["dense_std"], dtype=np.float64)
         self.max_genres = int(vocabularies["max_genres"])
@@ -107,11 +109,14 @@ class RawFeatureEncoder:
         if unknown:
             raise ValueError(f"vocabularies name features {unknown} that no raw input feeds")
 
-    def _texts(self, request, feature):
-        texts = [_text(v) for v in _column(request, FEATURE_TO_RAW[feature])]
+    def _ids(self, request, feature):
+        """(N,) int64 ids of a single-valued feature; bytes elements are looked up as they are."""
+        index, oov = self.byte_index[feature], self.oov_id
+        keys = [v if type(v) is bytes else _text(v).encode("utf-8") for v in _column(request, FEATURE_TO_RAW[feature])]
         if feature == "zip_prefix":
-            texts = [t[: self.zip_prefix_len] for t in texts]
-        return texts
+            n = self.zip_prefix_len
+            keys = [k[:n] if k.isascii() else k.decode("utf-8", errors="replace")[:n].encode("utf-8") for k in keys]
+        return np.fromiter((index.get(k, oov) for k in keys), dtype=np.int64, count=len(keys))
 
     def encode(self, request):
         """Encode one request.
@@ -125,19 +130,20 @@ class RawFeatureEncoder:
             "multi_hot_ids": int64 [N, max_genres * len(multi_hot_features)]}``.
 
         Raises:
-            ValueError: a missing input, a wrong shape, inputs with different row counts, or
-                bytes that are not UTF-8.
+            ValueError: a missing input, a wrong shape, or inputs with different row counts.
+
+        Bytes that are not valid UTF-8 match no vocabulary entry: they become the OOV id (a
+        dense value: missing), like any other unknown value.
         """
         sparse_columns = []
         rows = None
         for feature in self.sparse_features:
-            texts = self._texts(request, feature)
+            ids = self._ids(request, feature)
             if rows is None:
-                rows = len(texts)
-            elif len(texts) != rows:
-                raise ValueError(f"input '{FEATURE_TO_RAW[feature]}' has {len(texts)} rows, expected {rows}")
-            index = self.index[feature]
-            sparse_columns.append(np.fromiter((index.get(t, self.oov_id) for t in texts), dtype=np.int64, count=rows))
+                rows = len(ids)
+            elif len(ids) != rows:
+                raise ValueError(f"input '{FEATURE_TO_RAW[feature]}' has {len(ids)} rows, expected {rows}")
+            sparse_columns.append(ids)
         rows = 0 if rows is None else rows
         sparse = np.stack(sparse_columns, axis=1) if sparse_columns else np.zeros((rows, 0), dtype=np.int64)
 
@@ -160,12 +166,13 @@ class RawFeatureEncoder:
                 values = values.reshape(-1, 1)
             if values.ndim != 2 or values.shape[0] != rows:
                 raise ValueError(f"input '{feature}' must have shape [{rows}, G], got {list(values.shape)}")
-            index = self.index[feature]
-            ids = np.full((rows, self.max_genres), self.pad_id, dtype=np.int64)
-            for r in range(rows):
-                parts = [p for v in values[r] for p in _text(v).split("|") if p]
-                looked_up = [index.get(p, self.oov_id) for p in parts[: self.max_genres]]
-                ids[r, : len(looked_up)] = looked_up
+            index, oov, width = self.byte_index[feature], self.oov_id, self.max_genres
+            ids = np.full((rows, width), self.pad_id, dtype=np.int64)
+            for r, row in enumerate(values.tolist()):
+                parts = [p for v in row for p in (v if type(v) is bytes else _text(v).encode("utf-8")).split(b"|") if p]
+                if parts:
+                    looked_up = [index.get(p, oov) for p in parts[:width]]
+                    ids[r, : len(looked_up)] = looked_up
             multi.append(ids)
         multi_hot = np.concatenate(multi, axis=1) if multi else np.zeros((rows, 0), dtype=np.int64)
         return {"dense_features": dense, "sparse_ids": sparse, "multi_hot_ids": multi_hot}
@@ -193,7 +200,7 @@ class TritonPythonModel:
             try:
                 arrays = {n: pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in self.input_names}
                 encoded = self.encoder.encode(arrays)
-            except (ValueError, UnicodeDecodeError) as exc:
+            except ValueError as exc:
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"preprocess: {exc}")))
                 continue
             tensors = [pb_utils.Tensor(n, np.ascontiguousarray(encoded[n].astype(dtype, copy=False))) for n, dtype in self.outputs]
