@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -20,10 +19,10 @@ from toolkit.cli._common import (
     DataDir,
     OnnxPath,
     RepositoryDir,
+    checkpoint_splits,
     console,
 )
-from toolkit.data import FeatureEncoder, load_splits
-from toolkit.errors import DataError, RepositoryError
+from toolkit.errors import CheckpointError, DataError, RepositoryError
 from toolkit.repository import (
     TARGET_VARIANTS,
     VARIANTS,
@@ -63,14 +62,11 @@ def _version_policy(text: str) -> VersionPolicy:
 
 def sample_rows(checkpoint: Path, data_dir: Path) -> dict[str, np.ndarray] | None:
     """The first training rows of the checkpoint's split (real, in-range ids), or None without data."""
-    vocabularies = checkpoint / "vocabularies.json"
-    if not vocabularies.is_file() or not data_dir.is_dir():
+    if not (checkpoint / "vocabularies.json").is_file() or not data_dir.is_dir():
         return None
     try:
-        encoder = FeatureEncoder.from_dict(json.loads(vocabularies.read_text()))
-        seed = int(json.loads((checkpoint / "metrics.json").read_text()).get("split", {}).get("seed", 42))
-        return load_splits(data_dir, seed=seed, encoder=encoder).train.take(slice(0, _SAMPLE_ROWS)).inputs()
-    except (OSError, json.JSONDecodeError, DataError) as exc:
+        return checkpoint_splits(checkpoint, data_dir).train.take(slice(0, _SAMPLE_ROWS)).inputs()
+    except (CheckpointError, DataError) as exc:
         console.print(f"[yellow]note:[/yellow] no real sample rows from {data_dir} ({exc}); using random in-range rows")
         return None
 

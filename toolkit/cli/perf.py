@@ -12,8 +12,15 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from toolkit.cli._common import DEFAULT_CHECKPOINT, DEFAULT_DATA_DIR, DEFAULT_REPOSITORY, CheckpointDir, DataDir, console
-from toolkit.data import FeatureEncoder, load_splits
+from toolkit.cli._common import (
+    DEFAULT_CHECKPOINT,
+    DEFAULT_DATA_DIR,
+    DEFAULT_REPOSITORY,
+    CheckpointDir,
+    DataDir,
+    checkpoint_splits,
+    console,
+)
 from toolkit.errors import PerfError
 from toolkit.perf.analyzer import find_perf_analyzer
 from toolkit.perf.report import headline, write_perf_report
@@ -22,17 +29,12 @@ from toolkit.repository.raw_inputs import raw_request
 from toolkit.serving import InferenceClient, TritonServer, free_ports
 
 
-def _test_rows(checkpoint: Path, data_dir: Path, n_rows: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def test_rows(checkpoint: Path, data_dir: Path, n_rows: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The first ``n_rows`` rows of the checkpoint's test split (its seed and vocabularies), read
     without torch, twice: encoded (``EncodedRows.inputs()``, what a ranker takes) and as the
     raw-feature request of the same rows (:func:`toolkit.repository.raw_inputs.raw_request`,
     BYTES, what ``<model>_ensemble`` takes)."""
-    try:
-        encoder = FeatureEncoder.from_dict(json.loads((checkpoint / "vocabularies.json").read_text()))
-        seed = int(json.loads((checkpoint / "metrics.json").read_text()).get("split", {}).get("seed", 42))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise PerfError(f"cannot read the vocabularies of checkpoint {checkpoint}: {exc}", hint="pass --checkpoint") from exc
-    splits = load_splits(data_dir, seed=seed, encoder=encoder)
+    splits = checkpoint_splits(checkpoint, data_dir)
     index = slice(0, n_rows)
     return splits.test.take(index).inputs(), raw_request(splits.raw_test.take(index))
 
@@ -98,7 +100,7 @@ def perf(
     rates = [float(r) for r in request_rate.split(",")] if request_rate else None
     levels = None if rates else [int(c) for c in concurrency.split(",")]
     analyzer = find_perf_analyzer()
-    encoded, raw = _test_rows(checkpoint, data_dir, rows)
+    encoded, raw = test_rows(checkpoint, data_dir, rows)
     server = None
     if url is None:
         ports = dict(zip(("http_port", "grpc_port", "metrics_port"), free_ports(3), strict=True))

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from toolkit._io import atomic_write_json
 from toolkit.cli._common import DEFAULT_CHECKPOINT, DEFAULT_DATA_DIR, DEFAULT_REPOSITORY, CheckpointDir, DataDir, console
-from toolkit.cli.perf import _test_rows
+from toolkit.cli.perf import test_rows
 from toolkit.perf.analyzer import find_perf_analyzer
 from toolkit.perf.tune import MeasureSettings, Objective, SearchSpace, TuneResult, tune
 from toolkit.serving import TritonServer, free_ports
@@ -122,7 +122,7 @@ def tune_command(
         concurrency=_ints(concurrency, "--concurrency"), batch_size=batch_size, measurement_interval_ms=measurement_interval_ms
     )
     analyzer = find_perf_analyzer()
-    test = _test_rows(checkpoint, data_dir, rows)
+    encoded, _raw = test_rows(checkpoint, data_dir, rows)
     server = None
     if url is None:
         ports = dict(zip(("http_port", "grpc_port", "metrics_port"), free_ports(3), strict=True))
@@ -137,7 +137,7 @@ def tune_command(
                 model,
                 repository=model_repository,
                 url=url,
-                rows=test.inputs(),
+                rows=encoded,
                 out_dir=Path(tmp),
                 space=space,
                 objective=objective,
