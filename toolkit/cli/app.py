@@ -10,6 +10,7 @@ import os
 import sys
 
 import typer
+from rich.markup import escape
 
 from toolkit.cli import build, compress, data, demo, export, infer, perf, serve, train, tune, validate, verify
 from toolkit.cli._common import console
@@ -48,7 +49,7 @@ def main() -> None:
         if show is not None:
             show()
         else:
-            console.print(f"[red]error:[/red] {exc}")
+            console.print(f"[red]error:[/red] {escape(str(exc))}")
         sys.exit(getattr(exc, "exit_code", 2))
     except (typer.Abort, KeyboardInterrupt):
         console.print("[red]aborted[/red]")
@@ -56,8 +57,8 @@ def main() -> None:
     except ToolkitError as exc:
         if os.environ.get("TRITONREC_DEBUG"):
             raise
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         if exc.hint:
-            console.print(f"[dim]hint:[/dim] {exc.hint}", highlight=False, soft_wrap=True)
+            console.print(f"[dim]hint:[/dim] {escape(exc.hint)}", highlight=False, soft_wrap=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import numpy as np
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from toolkit.cli._common import (
@@ -67,7 +68,7 @@ def sample_rows(checkpoint: Path, data_dir: Path) -> dict[str, np.ndarray] | Non
     try:
         return checkpoint_splits(checkpoint, data_dir).train.take(slice(0, _SAMPLE_ROWS)).inputs()
     except (CheckpointError, DataError) as exc:
-        console.print(f"[yellow]note:[/yellow] no real sample rows from {data_dir} ({exc}); using random in-range rows")
+        console.print(f"[yellow]note:[/yellow] no real sample rows from {data_dir} ({escape(str(exc))}); using random in-range rows")
         return None
 
 
@@ -103,6 +104,9 @@ def build(
         str | None, typer.Option(help="ONNX Runtime execution accelerator for the onnx* platform models on GPU: tensorrt or cuda.")
     ] = None,
     threads: Annotated[int | None, typer.Option(help="ONNX Runtime / PyTorch intra-op threads per instance. [default: 1]")] = None,
+    calibration_cache: Annotated[
+        Path | None, typer.Option(help="TensorRT INT8 calibration cache for tensorrt_int8 (instead of calibrating on real rows).")
+    ] = None,
     warmup_batch_size: Annotated[
         list[int] | None, typer.Option(help="model_warmup batch sizes, from real rows (repeatable; 0 for none). [default: 1]")
     ] = None,
@@ -142,7 +146,10 @@ def build(
         explicit["version_policy"] = _version_policy(version_policy)
     if warmup_batch_size is not None:
         explicit["warmup_batch_sizes"] = [b for b in warmup_batch_size if b > 0]
-    base = BatchingOptions(warmup_batch_sizes=[1])  # the CLI warms every model up with one real row
+    if explicit.get("max_batch_size") == 0 and "dynamic_batching" not in explicit:
+        explicit["dynamic_batching"] = False  # --max-batch-size 0 turns batching off, as its help says
+    # the target's instance kind; the CLI warms every model up with one real row
+    base = BatchingOptions(warmup_batch_sizes=[1], instance_kind="KIND_GPU" if target == "gpu" else "KIND_CPU")
 
     def options_for(v: str) -> BatchingOptions:
         try:
@@ -151,7 +158,7 @@ def build(
             raise RepositoryError(f"variant {v!r}: {exc}", hint=exc.hint) from exc
 
     with_ensembles = spec.ensembles if ensembles is None else ensembles
-    k = top_k if top_k is not None else (spec.top_k if build_file is not None and "top_k" in spec.model_fields_set else 10)
+    k = top_k if top_k is not None else spec.top_k
     samples = sample_rows(checkpoint, data_dir)
     with console.status("building") as status:
         result = build_repository(
@@ -166,6 +173,7 @@ def build(
             ensemble_ranker=ensemble_ranker or spec.ensemble_ranker,
             top_k=k or None,
             sample_inputs=samples,
+            calibration_cache=calibration_cache,
             progress=lambda line: status.update(line),
         )
     table = Table(title=f"Triton model repository {repository} (target {target}: {', '.join(TARGET_VARIANTS[target])})")
@@ -175,12 +183,12 @@ def build(
         table.add_row(b.name, b.variant, str(b.version), b.precision, b.runtime)
     console.print(table)
     for s in result.skipped:
-        console.print(f"[yellow]skipped[/yellow] {s.variant}: {s.reason}", highlight=False)
+        console.print(f"[yellow]skipped[/yellow] {s.variant}: {escape(s.reason)}", highlight=False)
     findings = validate_repository(repository)
     warnings = [f for f in findings if f.severity == "warning"]
     errors = [f for f in findings if f.severity == "error"]
     for f in warnings:
-        console.print(f"[yellow]warning[/yellow] {f.model} {f.field}: {f.message}", highlight=False)
+        console.print(f"[yellow]warning[/yellow] {escape(f.model)} {escape(f.field)}: {escape(f.message)}", highlight=False)
     if errors:  # models outside this build (the build itself was validated before it was installed)
         console.print(f"[red]{len(errors)} error(s) in other models of {repository}[/red]: run `tritonrec validate {repository}`")
         raise typer.Exit(1)

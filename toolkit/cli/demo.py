@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from toolkit._io import atomic_write_json, atomic_write_text
@@ -156,7 +157,7 @@ def demo(
     console.print(table)
     console.print(verify_table(verified))
     for line in report_notes(verified):
-        console.print(line, highlight=False, soft_wrap=True)
+        console.print(escape(line), highlight=False, soft_wrap=True)
     elapsed = time.perf_counter() - started
     summary = {
         "elapsed_s": round(elapsed, 1),
@@ -171,6 +172,6 @@ def demo(
     console.print(f"done in {elapsed:.0f} s; report in {workdir / 'demo_report.md'}")
     for r in rows:
         if r["status"] == "not loaded":
-            console.print(f"{r['variant']}: not loaded by this server: {r['note']}")
+            console.print(f"{r['variant']}: not loaded by this server: {escape(r['note'])}")
     if any(r["status"].startswith("FAIL") for r in rows) or not verified.passed:
         raise typer.Exit(1)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from toolkit._io import atomic_write_json
@@ -35,7 +36,7 @@ def validate(
             table.add_column(column, overflow="fold")
         for f in findings:
             style = "red" if f.severity == "error" else "yellow"
-            table.add_row(f.model, f.field, f"[{style}]{f.severity}[/{style}]", f.message, f.fix)
+            table.add_row(escape(f.model), escape(f.field), f"[{style}]{f.severity}[/{style}]", escape(f.message), escape(f.fix))
         console.print(table)
     console.print(f"checked {len(models)} model(s) in {model_repository}: " + ("valid" if not errors else f"{len(errors)} error(s)"))
     if errors:

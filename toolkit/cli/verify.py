@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from toolkit.cli._common import DEFAULT_DATA_DIR, DEFAULT_REPOSITORY, DataDir, console
@@ -57,7 +58,7 @@ def verify(
         )
     console.print(report_table(report))
     for line in report_notes(report):
-        console.print(line, highlight=False, soft_wrap=True)
+        console.print(escape(line), highlight=False, soft_wrap=True)
     if out is not None:
         report.write(out)
         console.print(f"report: {out}")

@@ -692,7 +692,12 @@ def build_engine(
     comparison = None
     if arrays is not None:
         reference = Path(reference_onnx) if reference_onnx is not None else onnx_path
-        comparison = _compare(plan, reference, arrays, max(max_batch_size, 1), tolerance)
+        # a static engine (max_batch_size 0) takes exactly its own batch; a dynamic one up to max_batch_size
+        static_batch = next((s.shape[0] for s in inputs if s.shape and s.shape[0] is not None and s.shape[0] > 0), None)
+        batch_rows = static_batch if max_batch_size == 0 and static_batch else max(max_batch_size, 1)
+        if max_batch_size == 0 and static_batch:
+            arrays = {k: np.resize(np.asarray(v), (static_batch, *np.asarray(v).shape[1:])) for k, v in arrays.items()}
+        comparison = _compare(plan, reference, arrays, batch_rows, tolerance)
         if not comparison.passed:
             diffs = ", ".join(f"'{k}' {v:.3g}" for k, v in comparison.max_abs_diff.items())
             raise ExportError(

@@ -52,9 +52,9 @@ from toolkit.models.signature import dlrm_example_inputs, dlrm_signature
 from toolkit.repository.config import BatchingOptions, build_model_config, check_config_against, config_to_text, read_config
 from toolkit.repository.ensemble import write_ensembles
 from toolkit.repository.metadata import ModelMetadata, write_metadata
-from toolkit.repository.validate import check_repository
+from toolkit.repository.validate import check_repository, validate_repository
 from toolkit.repository.variants import VARIANT_SPECS, prepare_variant, variant_unavailable
-from toolkit.repository.versions import install_model, next_version
+from toolkit.repository.versions import install_model, model_folders, next_version
 from toolkit.repository.warmup import write_warmup
 from toolkit.tensors import TensorSpec
 from toolkit.train.checkpoint import Checkpoint, load_checkpoint
@@ -159,6 +159,42 @@ def _resolve_variants(target: str, variants: Sequence[str] | None) -> list[str]:
     return chosen
 
 
+def _write_warmup(model_dir: Path, inputs: Sequence[TensorSpec], samples: Mapping[str, np.ndarray], opts: BatchingOptions) -> list[dict]:
+    """``model_warmup`` from real rows: one row per batch size when the model batches; without
+    batching (``max_batch_size: 0``) one whole request of the model's own (fixed, else 1) batch."""
+    if opts.max_batch_size > 0:
+        return write_warmup(model_dir, {t.name: samples[t.name] for t in inputs}, list(opts.warmup_batch_sizes))
+    request = {}
+    for t in inputs:
+        rows = np.asarray(samples[t.name])
+        n = t.shape[0] if t.shape and t.shape[0] is not None else 1
+        request[t.name] = np.resize(rows, (n, *rows.shape[1:]))
+    return write_warmup(model_dir, request, [1], batched=False)
+
+
+def _check_joined(staging: Path, repository: Path, staged: Sequence[str]) -> None:
+    """Validate the repository as it will be once the staged models are installed.
+
+    A view (symlinks in a hidden folder of the staging area) holds the staged models and every
+    installed model the build does not replace, so ensembles already in the repository are
+    checked against the new versions of their steps. Errors the repository already had are
+    tolerated (a broken model the build does not touch does not block it); any new one raises.
+
+    Raises:
+        RepositoryError: from :func:`toolkit.repository.validate.check_repository`.
+    """
+    view = staging / ".joined"
+    view.mkdir()
+    existing = model_folders(repository) if repository.is_dir() else []
+    for folder in existing:
+        if folder.name not in staged:
+            (view / folder.name).symlink_to(folder.resolve(), target_is_directory=True)
+    for name in staged:
+        (view / name).symlink_to((staging / name).resolve(), target_is_directory=True)
+    before = [f for f in validate_repository(repository) if f.severity == "error"] if existing else []
+    check_repository(view, tolerated=before)
+
+
 def _placed(options: BatchingOptions, target: str) -> BatchingOptions:
     """``options`` with the target's instance kind, unless instance groups were given explicitly."""
     if options.instance_groups:
@@ -179,6 +215,7 @@ def build_repository(
     ensemble_ranker: str | None = None,
     top_k: int | None = 10,
     sample_inputs: Mapping[str, np.ndarray] | None = None,
+    calibration_cache: Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> BuildResult:
     """Write the serving variants of one checkpoint (and optionally its ensembles) into ``repository``.
@@ -198,7 +235,10 @@ def build_repository(
         ensembles: also write ``<model>_preprocess``, ``<model>_ensemble`` and, when ``top_k``,
             ``<model>_postprocess`` + ``<model>_topk``.
         ensemble_ranker: the ranker variant the ensembles call (default: the target's first
-            built variant in :data:`ENSEMBLE_RANKERS`); must be among the variants built.
+            built variant in :data:`ENSEMBLE_RANKERS`, else the first variant built); must be
+            among the variants built.
+        calibration_cache: a TensorRT INT8 calibration cache for ``tensorrt_int8`` (instead of
+            a Q/DQ model calibrated on ``sample_inputs``).
         sample_inputs: real rows by input name (``dense_features`` float32 (N, D), ``sparse_ids``
             int64 (N, S), ``multi_hot_ids`` int64 (N, G)) for warmup, FP16 overflow checks, INT8
             calibration and TensorRT comparisons. Default: 256 random in-range rows.
@@ -241,7 +281,8 @@ def build_repository(
         )
     ranker = None
     if ensembles:
-        preference = [ensemble_ranker] if ensemble_ranker else ENSEMBLE_RANKERS[target]
+        # the target's preferred ranker among those built, else the first one built ("the ranker is any variant")
+        preference = [ensemble_ranker] if ensemble_ranker else [*ENSEMBLE_RANKERS[target], *buildable]
         ranker = next((v for v in preference if v in buildable), None)
         if ranker is None:
             raise RepositoryError(
@@ -255,7 +296,7 @@ def build_repository(
         if onnx_path is None:
             raise RepositoryError(f"variants {[v for v in buildable if v != 'pytorch']} need an ONNX file", hint="pass --onnx")
         try:
-            check_batch_dimension(onnx_path, max(options_for(v).max_batch_size for v in buildable))
+            check_batch_dimension(onnx_path, max(options_for(v).max_batch_size for v in buildable if v != "pytorch"))
         except ExportError as exc:
             raise RepositoryError(f"cannot build the ONNX variants: {exc}", hint=exc.hint) from exc
         weight_shapes = {name: tuple(t.shape) for name, t in ckpt.model.state_dict().items()}
@@ -282,6 +323,7 @@ def build_repository(
                     max_batch_size=options_for(variant).max_batch_size,
                     sample_inputs=samples,
                     work_dir=staging / f".work-{variant}",
+                    calibration_cache=Path(calibration_cache) if calibration_cache and variant == "tensorrt_int8" else None,
                 )
             except ExportError as exc:
                 raise RepositoryError(f"cannot build {name}: {exc}", hint=exc.hint) from exc
@@ -290,11 +332,7 @@ def build_repository(
             if opts.gpu_execution_accelerator and spec.platform != "onnxruntime_onnx":
                 # an ONNX Runtime execution accelerator means nothing to the other runtimes
                 opts = replace(opts, gpu_execution_accelerator=None, tensorrt_precision_mode="FP32")
-            warmup = (
-                write_warmup(model_dir, {t.name: samples[t.name] for t in prepared.inputs}, list(opts.warmup_batch_sizes))
-                if opts.warmup_batch_sizes
-                else None
-            )
+            warmup = _write_warmup(model_dir, prepared.inputs, samples, opts) if opts.warmup_batch_sizes else None
             parameters = dict(prepared.parameters)
             if spec.platform != "tensorrt_plan":  # ONNX Runtime / PyTorch thread counts from the options
                 parameters.update(opts.thread_parameters(platform=spec.platform, backend=spec.backend))
@@ -334,10 +372,12 @@ def build_repository(
             say(f"building the raw-feature ensembles on {config.name}")
             names = [f"{model_name}_{suffix}" for suffix in ("preprocess", "ensemble", "postprocess", "topk")]
             version = max(next_version(repository / n) for n in names)  # one version for the whole set
+            ranker_options = _placed(options_for(ranker), target)
             ensemble_options = replace(
-                options_for(ranker),
+                ranker_options,
                 instance_groups=[],
                 instance_kind="KIND_CPU",  # numpy pre/postprocessing
+                instance_count=max(g.count for g in ranker_options.groups),  # keep up with the ranker's instances
                 warmup_batch_sizes=[],
                 gpu_execution_accelerator=None,
                 tensorrt_precision_mode="FP32",
@@ -357,8 +397,8 @@ def build_repository(
                 carries = model.config.platform == "ensemble"  # an ensemble's precision is its ranker's
                 result.models.append(BuiltModel(model.name, kind, repository / model.name, runtime, version, precision if carries else "-"))
 
-        say("validating the staged models")
-        check_repository(staging)
+        say("validating the staged models with the repository they join")
+        _check_joined(staging, repository, [m.name for m in result.models])
         for model in result.models:
             install_model(staging / model.name, repository)
     finally:

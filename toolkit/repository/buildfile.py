@@ -81,9 +81,10 @@ class ModelSection(BaseModel):
     """Config choices of the served models: the fields of :class:`~toolkit.repository.config.BatchingOptions`.
 
     Defaults (those of ``BatchingOptions``): ``max_batch_size`` 256, ``dynamic_batching`` true,
-    ``max_queue_delay_us`` 100, ``preferred_batch_sizes`` [], ``instance_count`` 1 and
-    ``instance_kind`` KIND_CPU (used only without ``instance_groups``; ``--target gpu`` makes
-    the kind KIND_GPU), ``instance_groups`` [], no queue policy (``queue_timeout_us`` 0 = none,
+    ``max_queue_delay_us`` 100, ``preferred_batch_sizes`` [], ``instance_count`` 1 (of the
+    target's kind: KIND_CPU for ``cpu``, KIND_GPU for ``gpu``; there is no ``instance_kind`` field,
+    so that the target cannot silently override it: give ``instance_groups`` for explicit kinds),
+    ``instance_groups`` [], no queue policy (``queue_timeout_us`` 0 = none,
     ``queue_timeout_action`` REJECT, ``allow_timeout_override`` false, ``max_queue_size`` 0 =
     unbounded), ``version_policy`` latest 1, ``response_cache`` false,
     ``gpu_execution_accelerator`` null (``"tensorrt"`` or ``"cuda"``; ONNX variants on GPU only),
@@ -98,7 +99,6 @@ class ModelSection(BaseModel):
     max_queue_delay_us: int = Field(_DEFAULTS.max_queue_delay_us, ge=0)
     preferred_batch_sizes: list[int] = Field(default_factory=list)
     instance_count: int = Field(_DEFAULTS.instance_count, ge=1)
-    instance_kind: Literal["KIND_CPU", "KIND_GPU"] = "KIND_CPU"
     instance_groups: list[InstanceGroupSpec] = Field(default_factory=list)
     queue_timeout_us: int = Field(0, ge=0)
     queue_timeout_action: Literal["REJECT", "DELAY"] = "REJECT"
@@ -137,8 +137,8 @@ class BuildFile(BaseModel):
         variants: the serving variants to build; default (null): every variant of the target.
         ensembles: whether to build the raw-feature ensemble(s); default true.
         ensemble_ranker: the variant the ensemble calls; default (null): the builder's choice.
-        top_k: with a value, the ensemble's postprocess step returns the top K items of a
-            candidate list (K >= 1); default null (no postprocess).
+        top_k: K of the ``<model>_topk`` ensemble (postprocess returns the top K items of one
+            user's candidate list; K >= 1); default 10, null for no top-K ensemble.
         model: config choices for every model (:class:`ModelSection`).
         overrides: per-variant changes on top of ``model``, e.g. ``{"onnx": {"max_batch_size": 64}}``.
     """
@@ -150,12 +150,12 @@ class BuildFile(BaseModel):
     variants: list[str] | None = None
     ensembles: bool = True
     ensemble_ranker: str | None = None
-    top_k: int | None = Field(None, ge=1)
+    top_k: int | None = Field(10, ge=1)
     model: ModelSection = Field(default_factory=ModelSection)
     overrides: dict[str, ModelSection] = Field(default_factory=dict)
 
     def batching_options(self, variant: str | None = None, base: BatchingOptions | None = None) -> BatchingOptions:
-        """The :class:`BatchingOptions` of ``variant``: ``base`` (default ``BatchingOptions()``, e.g. the
+        """The :class:`BatchingOptions` of ``variant``: ``base`` (default: :meth:`target_options`, e.g. the
         target's profile) with the ``model`` section's fields, then ``overrides[variant]``'s, applied
         (``variant=None``: the ``model`` section alone).
 
@@ -169,10 +169,14 @@ class BuildFile(BaseModel):
             values |= self.overrides[variant].set_fields()
             section = f"model + overrides.{variant}"
         try:
-            return replace(base or BatchingOptions(), **values)
+            return replace(base or self.target_options(), **values)
         except RepositoryError as exc:
             label = f"{section} (variant {variant!r})" if variant is not None else section
             raise RepositoryError(f"{label}: {exc}", hint=exc.hint) from exc
+
+    def target_options(self) -> BatchingOptions:
+        """``BatchingOptions()`` with the target's instance kind (KIND_GPU for ``gpu``)."""
+        return BatchingOptions(instance_kind="KIND_GPU" if self.target == "gpu" else "KIND_CPU")
 
     def check_variants(self, known: Sequence[str]) -> None:
         """Check that ``variants``, ``overrides`` and ``ensemble_ranker`` name only ``known`` variants.

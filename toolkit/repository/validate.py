@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -58,7 +58,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from toolkit.errors import RepositoryError
-from toolkit.repository.config import ModelConfig
+from toolkit.repository.config import ModelConfig, check_config_against
 from toolkit.repository.metadata import read_metadata
 from toolkit.repository.versions import model_folders, model_versions
 from toolkit.repository.warmup import WARMUP_FOLDER, warmup_byte_size
@@ -464,11 +464,12 @@ def _tensorrt_findings(model_dir: Path, config: ModelConfig) -> list[Finding]:
     An engine can only be deserialized with TensorRT on a GPU (of the kind it was built for),
     so where :func:`toolkit.export.tensorrt.tensorrt_unavailable` gives a reason this returns
     one warning saying the engine was not inspected and why. Where TensorRT runs, each version's
-    ``model.plan`` goes through :func:`toolkit.export.tensorrt.plan_findings` (a profile whose
-    max batch is below ``max_batch_size``, a fixed batch dimension, ...), one error per problem.
+    ``model.plan`` is compared with the config (names, dtypes, ranks of its I/O tensors) and goes
+    through :func:`toolkit.export.tensorrt.plan_findings` (a profile whose max batch is below
+    ``max_batch_size``, a fixed batch dimension, ...), one error per problem.
     TensorRT is imported only here, and only when a plan is present.
     """
-    from toolkit.export.tensorrt import plan_findings, tensorrt_unavailable  # noqa: PLC0415 (needs torch-free callers to pay nothing)
+    from toolkit.export.tensorrt import plan_findings, read_plan_io, tensorrt_unavailable  # noqa: PLC0415 (torch-free callers pay nothing)
 
     reason = tensorrt_unavailable()
     if reason is not None:
@@ -486,6 +487,18 @@ def _tensorrt_findings(model_dir: Path, config: ModelConfig) -> list[Finding]:
         plan = version / (config.default_model_filename or "model.plan")
         if not plan.is_file():
             continue
+        try:
+            check_config_against(config, *read_plan_io(plan))
+        except RepositoryError as exc:
+            out.append(
+                Finding(
+                    model_dir.name,
+                    "input/output",
+                    f"version {version.name}: the config does not declare the engine's tensors: {exc}",
+                    "rebuild the model with `tritonrec build --target gpu` (configs are written from the engine)",
+                    "error",
+                )
+            )
         for problem in plan_findings(plan, config.max_batch_size):
             out.append(
                 Finding(
@@ -974,8 +987,13 @@ def validate_repository(repo: Path) -> list[Finding]:
     return sorted(findings, key=lambda f: (f.severity != "error", f.model))
 
 
-def check_repository(repo: Path) -> list[Finding]:
+def check_repository(repo: Path, *, tolerated: Collection[Finding] = ()) -> list[Finding]:
     """Validate ``repo`` and raise if Triton would reject any of it.
+
+    Args:
+        tolerated: error findings known before and not to be raised again (the builder passes
+            the errors a repository already had, so that a broken model it does not touch does
+            not block a build, while any error the build would add does).
 
     Returns:
         The warnings (nothing that stops Triton from loading the repository).
@@ -985,7 +1003,7 @@ def check_repository(repo: Path) -> list[Finding]:
             (model, field, problem, fix), one per line. Also when ``repo`` is not a folder.
     """
     findings = validate_repository(repo)
-    errors = [f for f in findings if f.severity == "error"]
+    errors = [f for f in findings if f.severity == "error" and f not in tolerated]
     if errors:
         lines = "\n".join(f"  - {f}" for f in errors)
         raise RepositoryError(

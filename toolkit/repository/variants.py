@@ -525,7 +525,7 @@ def prepare_variant(
                 "tensorrt_int8 calibrates INT8 ranges on real rows, but no sample_inputs were given",
                 hint="pass rows of the checkpoint's data (the builder does), a Q/DQ ONNX file, or a calibration cache",
             )
-    samples = _samples(checkpoint, sample_inputs)
+    samples = _fit_batch(onnx_model, _samples(checkpoint, sample_inputs))
     try:
         if spec.platform == "tensorrt_plan":
             inputs, outputs, precision, source = _prepare_tensorrt(
@@ -533,7 +533,6 @@ def prepare_variant(
             )
             return PreparedVariant(spec, inputs, outputs, {}, precision, source, [PLAN_FILE, BUILD_INFO_FILE])
 
-        samples = _fit_batch(onnx_model, samples)
         made, source = _make_onnx(spec.onnx_kind, onnx_model, work_dir, samples)
         copied = copy_onnx_model(made, version_dir)
         check_finite_outputs(copied, _check_rows(samples))

@@ -106,12 +106,20 @@ def test_fixed_batch_onnx_under_batching_offers_both_fixes_and_keeps_repository(
 
 
 def test_dynamic_batching_with_max_batch_size_zero_is_refused_before_writing(tmp_path, pipeline):
-    done = tritonrec(
-        "build", "--checkpoint", pipeline["checkpoint"], "--onnx", pipeline["onnx"], "--repository", tmp_path / "r", "--max-batch-size", "0"
-    )
-    # max_batch_size 0 with dynamic batching on is contradictory: say so, write nothing
+    args = ("build", "--checkpoint", pipeline["checkpoint"], "--onnx", pipeline["onnx"], "--repository", tmp_path / "r")
+    done = tritonrec(*args, "--max-batch-size", "0", "--dynamic-batching")
+    # max_batch_size 0 with dynamic batching asked for is contradictory: say so, write nothing
     assert_clean_error(done, "dynamic_batching needs max_batch_size >= 1")
     assert not (tmp_path / "r").exists()
+
+
+def test_max_batch_size_zero_alone_turns_batching_off(tmp_path, pipeline):
+    args = ("build", "--checkpoint", pipeline["checkpoint"], "--onnx", pipeline["onnx"], "--repository", tmp_path / "r")
+    done = tritonrec(*args, "--max-batch-size", "0", "--variant", "onnx_python", "--no-ensembles")
+    assert done.returncode == 0, done.stdout + done.stderr
+    config = read_config(tmp_path / "r" / "dlrm_onnx_python" / "config.pbtxt")
+    assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
+    assert [len(t.dims) for t in config.input] == [2, 2, 2]  # the batch dimension is part of dims
 
 
 def test_compress_writes_model_recipe_and_report_and_fails_outside_the_budget(tmp_path, pipeline):
@@ -167,6 +175,13 @@ def test_validate_passes_a_built_repository_and_names_model_field_and_fix_of_a_b
     out = done.stdout + done.stderr
     assert done.returncode == 1, out
     assert "dlrm_onnx_python" in out and "preferred_batch_size" in out and "512" in out
+    config.write_text(
+        config.read_text().replace(
+            'name: "probability"\n  data_type: TYPE_FP32\n  dims: 1', 'name: "probability"\n  data_type: TYPE_FP32\n  dims: -1\n  dims: 1'
+        )
+    )
+    out = tritonrec("validate", repo).stdout
+    assert "output[probability].dims" in out  # field names in brackets survive rich's markup
     assert "dlrm_onnx_python" in (tmp_path / "findings.json").read_text()
 
 

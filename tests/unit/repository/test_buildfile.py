@@ -85,7 +85,7 @@ def test_an_empty_build_file_gives_the_documented_defaults(tmp_path: Path) -> No
         None,
         True,
         None,
-        None,
+        10,
     )
     assert build.batching_options("onnx") == BatchingOptions()
     base = BatchingOptions(instance_kind="KIND_GPU", max_batch_size=64)  # e.g. the gpu profile
@@ -93,9 +93,12 @@ def test_an_empty_build_file_gives_the_documented_defaults(tmp_path: Path) -> No
 
 
 def test_the_model_section_has_every_batching_options_field() -> None:
-    assert {f.name for f in fields(BatchingOptions)} <= set(ModelSection.model_fields)
+    # every field but instance_kind, which the target decides (instance_groups give explicit kinds)
+    assert {f.name for f in fields(BatchingOptions)} - {"instance_kind"} == set(ModelSection.model_fields)
     defaults = ModelSection()
     for f in fields(BatchingOptions):
+        if f.name == "instance_kind":
+            continue
         value = getattr(defaults, f.name)
         expected = getattr(BatchingOptions(), f.name)
         if f.name == "version_policy":
@@ -211,3 +214,14 @@ def test_the_example_build_files_load(path: Path) -> None:
     build.check_variants(VARIANTS)
     for variant in build.variants or []:
         build.batching_options(variant)
+
+
+def test_a_gpu_target_file_may_ask_for_an_execution_accelerator(tmp_path: Path) -> None:
+    build = load_build_file(_write(tmp_path, {"target": "gpu", "overrides": {"onnx": {"gpu_execution_accelerator": "tensorrt"}}}))
+    options = build.batching_options("onnx")
+    assert (options.instance_kind, options.gpu_execution_accelerator) == ("KIND_GPU", "tensorrt")
+
+
+def test_instance_kind_is_not_a_build_file_field_the_target_decides_it(tmp_path: Path) -> None:
+    with pytest.raises(RepositoryError, match=r"model\.instance_kind: unknown field"):
+        load_build_file(_write(tmp_path, {"model": {"instance_kind": "KIND_GPU"}}))

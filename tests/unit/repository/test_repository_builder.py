@@ -305,3 +305,41 @@ def test_an_interrupted_rebuild_leaves_the_repository_as_it_was(repository: Path
         )
     assert _snapshot(repository) == before
     assert _leftovers(repository) == []
+
+
+def test_a_rebuild_that_would_break_an_existing_ensemble_is_refused(tmp_path: Path, artifacts: Artifacts) -> None:
+    repo = tmp_path / "repo"
+    build_repository(repo, checkpoint=artifacts.checkpoint, onnx_model=artifacts.onnx, variants=BASIC, ensembles=True)
+    before = _snapshot(repo)
+
+    with pytest.raises(RepositoryError, match=r"dlrm_ensemble.*max_batch_size 256.*'dlrm_onnx_python' only 16"):
+        build_repository(
+            repo,
+            checkpoint=artifacts.checkpoint,
+            onnx_model=artifacts.onnx,
+            variants=["onnx_python"],
+            options=BatchingOptions(max_batch_size=16),
+        )
+    assert _snapshot(repo) == before
+    assert _leftovers(repo) == []
+
+
+def test_a_broken_model_the_build_does_not_touch_does_not_block_it(repository: Path, artifacts: Artifacts) -> None:
+    broken = repository / "someone_elses"
+    (broken / "1").mkdir(parents=True)
+    (broken / "config.pbtxt").write_text(
+        'name: "someone_elses"\nbackend: "python"\nmax_batch_size: 8\ndynamic_batching { preferred_batch_size: 64 }\n'
+    )
+
+    built = build_repository(repository, checkpoint=artifacts.checkpoint, onnx_model=artifacts.onnx, variants=["onnx_python"])
+    assert [b.version for b in built] == [2]
+
+
+@pytest.mark.parametrize("variants", [["pytorch"], ["onnx_python"]])
+def test_max_batch_size_0_builds_with_a_whole_request_warmup(tmp_path: Path, artifacts: Artifacts, variants: list[str]) -> None:
+    repo = tmp_path / "repo"
+    options = BatchingOptions(max_batch_size=0, dynamic_batching=False, warmup_batch_sizes=[1])
+    build_repository(repo, checkpoint=artifacts.checkpoint, onnx_model=artifacts.onnx, variants=variants, options=options)
+    config = read_config(repo / f"dlrm_{variants[0]}" / "config.pbtxt")
+    assert config.max_batch_size == 0
+    assert [list(w.inputs["sparse_ids"].dims) for w in config.model_warmup] == [[1, config.input[1].dims[1]]]
