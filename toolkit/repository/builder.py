@@ -31,7 +31,9 @@ Atomic and versioned: everything is staged in a hidden folder next to the reposi
 validated there (:func:`toolkit.repository.validate.check_repository`); only then is each
 model installed as version N+1 next to N (:func:`toolkit.repository.versions.install_model`),
 so a failed or interrupted build leaves every model as it was, and no version a server
-may be serving is rewritten.
+may be serving is rewritten. The install itself is a few renames per model, one model
+after another: only an interruption within those milliseconds can leave some models at
+N+1 and others still at N (each model whole either way).
 """
 
 from __future__ import annotations
