@@ -656,7 +656,9 @@ def _describe(p: PlannedModel) -> tuple[str, str, str | None]:
     e = p.entry
     role = e.role or ("ensemble" if e.is_ensemble else "ranker" if p.kind == "ranker" else "unknown")
     variant = e.variant or ""
-    return role, variant, p.precision if p.kind != "skip" else e.precision
+    precision = p.precision if p.kind != "skip" else e.precision
+    # pre/postprocessing is numpy, not a model precision (their tritonrec.json says fp32 by default)
+    return role, variant, None if role in ("preprocess", "postprocess") else precision
 
 
 def _static_result(p: PlannedModel, states: Sequence[ModelState]) -> ModelResult | None:
