@@ -166,3 +166,20 @@ def test_cli_over_http_starts_the_server_exits_1_and_writes_the_report(repositor
     assert models["dlrm_onnx_python"]["status"] == "pass" and models["dlrm_onnx_python"]["max_abs_diff"] <= 1e-5
     assert models["dlrm_onnx"]["status"] == "not loaded"
     assert d["counts"]["fail"] == 1
+
+
+def test_a_family_whose_reference_does_not_load_fails_alone(repository, movielens_dir, tmp_path):
+    repo = tmp_path / "two_families"
+    shutil.copytree(repository, repo, ignore=shutil.ignore_patterns("__pycache__"))
+    for model in ("dlrm_pytorch", "dlrm_onnx_python"):
+        other = copy_model(repo, model, model.replace("dlrm_", "other_"))
+        write_metadata(other, ModelMetadata(role="ranker", variant=model.removeprefix("dlrm_"), precision="fp32"))
+    weights = next((repo / "other_pytorch").glob("*/model.pt"))
+    weights.write_bytes(weights.read_bytes()[:100])  # a truncated checkpoint: the reference cannot load
+
+    report = verify_repository(repo, data_dir=movielens_dir, n_rows=300)
+    models = by_model(report)
+    assert models["other_pytorch"].status == "fail" and "other_pytorch" in models["other_pytorch"].reason
+    assert models["other_onnx_python"].status == "skipped" and "no reference" in models["other_onnx_python"].reason
+    assert models["dlrm_onnx_python"].status == "pass"  # the other family is still verified
+    assert {f.model for f in report.failed} == {"other_pytorch", "dlrm_onnx_python_broken"}

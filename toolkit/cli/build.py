@@ -173,7 +173,7 @@ def build(
             ensemble_ranker=ensemble_ranker or spec.ensemble_ranker,
             top_k=k or None,
             sample_inputs=samples,
-            calibration_cache=calibration_cache,
+            calibration_cache=calibration_cache or (Path(spec.calibration_cache) if spec.calibration_cache else None),
             progress=lambda line: status.update(line),
         )
     table = Table(title=f"Triton model repository {repository} (target {target}: {', '.join(TARGET_VARIANTS[target])})")

@@ -139,6 +139,8 @@ class BuildFile(BaseModel):
         ensemble_ranker: the variant the ensemble calls; default (null): the builder's choice.
         top_k: K of the ``<model>_topk`` ensemble (postprocess returns the top K items of one
             user's candidate list; K >= 1); default 10, null for no top-K ensemble.
+        calibration_cache: a TensorRT INT8 calibration cache for ``tensorrt_int8`` (a path,
+            relative to the build file's folder); default null (calibrate on real rows).
         model: config choices for every model (:class:`ModelSection`).
         overrides: per-variant changes on top of ``model``, e.g. ``{"onnx": {"max_batch_size": 64}}``.
     """
@@ -151,6 +153,7 @@ class BuildFile(BaseModel):
     ensembles: bool = True
     ensemble_ranker: str | None = None
     top_k: int | None = Field(10, ge=1)
+    calibration_cache: str | None = None
     model: ModelSection = Field(default_factory=ModelSection)
     overrides: dict[str, ModelSection] = Field(default_factory=dict)
 
@@ -273,6 +276,11 @@ def load_build_file(path: Path) -> BuildFile:
     except ValidationError as exc:
         problems = "; ".join(_describe(e) for e in exc.errors())
         raise RepositoryError(f"build file {path}: {problems}", hint=_HINT) from exc
+    if build.calibration_cache is not None:
+        cache = (path.parent / build.calibration_cache).resolve()
+        if not cache.is_file():
+            raise RepositoryError(f"build file {path}: calibration_cache {build.calibration_cache!r} ({cache}) does not exist", hint=_HINT)
+        build.calibration_cache = str(cache)
     for variant in [None, *build.overrides]:
         try:
             build.batching_options(variant)

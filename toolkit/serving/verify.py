@@ -590,8 +590,10 @@ def verify_repository(
     Raises:
         RepositoryError: no PyTorch reference (see :func:`plan_verification`), unreadable
             vocabularies, bad tolerances, ``n_rows < 1``.
-        ServingError: the server does not start or cannot be reached, or a reference is not loaded
-            (with Triton's reason), or a reference's request fails.
+        ServingError: the server does not start or cannot be reached, or the reference of a
+            repository with one model family is not loaded (with Triton's reason) or fails its
+            request. With several families, such a reference is reported as ``fail`` and its
+            family's other models as ``skipped``, and the other families are still verified.
         DataError: the data folder cannot be read.
     """
     if protocol not in ("http", "grpc"):
@@ -624,8 +626,8 @@ def verify_repository(
         results = {p.entry.name: r for p in plan.models if (r := _static_result(p, states)) is not None}
         for family, reference in sorted(plan.references.items()):
             members = [p for p in plan.models if p.family == family and p.entry.name not in results]
-            results.update(
-                _verify_family(
+            try:
+                family_results = _verify_family(
                     reference,
                     members,
                     {e.entry.name: e.entry for e in plan.models},
@@ -638,7 +640,18 @@ def verify_repository(
                     data_dir=Path(data_dir),
                     say=say,
                 )
-            )
+            except ServingError as exc:
+                if len(plan.references) == 1:
+                    raise  # nothing can be verified: say so as an error
+                # several families: this one fails, the others are still verified
+                family_results = {reference.name: _failed_reference(reference, family, exc)}
+                for p in members:
+                    if p.entry.name != reference.name:
+                        role, variant, precision = _describe(p)
+                        family_results[p.entry.name] = ModelResult(
+                            p.entry.name, family, role, variant, precision, "skipped", reason=f"no reference: {reference.name} failed"
+                        )
+            results.update(family_results)
         known = {p.entry.name for p in plan.models}
         for s in states:
             if s.name not in known and s.name not in results:
@@ -650,6 +663,10 @@ def verify_repository(
     finally:
         if server is not None:
             server.stop()
+
+
+def _failed_reference(reference: ModelEntry, family: str, exc: ServingError) -> ModelResult:
+    return ModelResult(reference.name, family, "ranker", "pytorch", reference.precision, "fail", reason=f"reference unusable: {exc}")
 
 
 def _describe(p: PlannedModel) -> tuple[str, str, str | None]:

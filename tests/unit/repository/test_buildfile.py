@@ -225,3 +225,11 @@ def test_a_gpu_target_file_may_ask_for_an_execution_accelerator(tmp_path: Path) 
 def test_instance_kind_is_not_a_build_file_field_the_target_decides_it(tmp_path: Path) -> None:
     with pytest.raises(RepositoryError, match=r"model\.instance_kind: unknown field"):
         load_build_file(_write(tmp_path, {"model": {"instance_kind": "KIND_GPU"}}))
+
+
+def test_a_calibration_cache_is_found_next_to_the_build_file_or_named_when_missing(tmp_path: Path) -> None:
+    (tmp_path / "int8.cache").write_bytes(b"TRT-1005-EntropyCalibration2\n")
+    build = load_build_file(_write(tmp_path, {"target": "gpu", "calibration_cache": "int8.cache"}))
+    assert build.calibration_cache == str((tmp_path / "int8.cache").resolve())
+    with pytest.raises(RepositoryError, match=r"calibration_cache 'missing.cache' .* does not exist"):
+        load_build_file(_write(tmp_path, {"calibration_cache": "missing.cache"}))
