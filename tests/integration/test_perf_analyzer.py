@@ -25,12 +25,11 @@ from tritonclient.grpc import model_config_pb2 as mc
 from typer.testing import CliRunner
 
 from toolkit.cli.app import app
-from toolkit.data import FeatureEncoder, load_splits
+from toolkit.cli.perf import test_rows as checkpoint_test_rows  # aliased: pytest would collect a test_* name
 from toolkit.errors import PerfError
 from toolkit.perf import PerfAnalyzer, find_perf_analyzer, parse_profile_export, read_input_data, run_perf_analyzer, write_input_data
 from toolkit.perf.sweep import ensemble_steps, rows_for_model, scrape_counters, sweep_model
 from toolkit.repository import build_repository
-from toolkit.repository.raw_inputs import raw_request
 from toolkit.serving import InferenceClient, TritonServer, free_ports
 
 pytestmark = pytest.mark.integration
@@ -179,17 +178,10 @@ def ensemble_server(trained_movielens: SimpleNamespace, tmp_path_factory: pytest
         yield server
 
 
-def _checkpoint_test_rows(checkpoint: Path, data_dir: Path, n: int) -> tuple[dict, dict]:
-    encoder = FeatureEncoder.from_dict(json.loads((checkpoint / "vocabularies.json").read_text()))
-    seed = int(json.loads((checkpoint / "metrics.json").read_text()).get("split", {}).get("seed", 42))
-    splits = load_splits(data_dir, seed=seed, encoder=encoder)
-    return splits.test.take(slice(0, n)).inputs(), raw_request(splits.raw_test.take(slice(0, n)))
-
-
 def test_sweep_of_the_raw_feature_ensemble_runs_preprocess_and_ranker(
     ensemble_server: TritonServer, trained_movielens: SimpleNamespace, movielens_dir: Path, tmp_path: Path
 ) -> None:
-    encoded, raw = _checkpoint_test_rows(trained_movielens.checkpoint, movielens_dir, 256)
+    encoded, raw = checkpoint_test_rows(trained_movielens.checkpoint, movielens_dir, 256)
     with InferenceClient(ensemble_server.grpc_url, protocol="grpc", model_name=ENSEMBLE) as client:
         specs, max_batch = client.input_specs, client.max_batch_size
         rows = rows_for_model(ENSEMBLE, specs, max_batch_size=max_batch, output_names=["probability"], encoded=encoded, raw=raw)

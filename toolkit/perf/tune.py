@@ -50,7 +50,7 @@ from tritonclient.utils import InferenceServerException
 
 from toolkit.errors import PerfError, RepositoryError
 from toolkit.perf.analyzer import LoadPoint, PerfAnalyzer, run_perf_analyzer, write_input_data
-from toolkit.repository.config import ModelConfig, config_tensor_specs, read_config
+from toolkit.repository.config import ModelConfig, config_tensor_specs, read_config, thread_parameter_keys
 from toolkit.repository.versions import write_version
 from toolkit.tensors import TensorSpec
 
@@ -715,9 +715,7 @@ def run_search(
 
 def _thread_keys(config: ModelConfig) -> tuple[str, str]:
     """The ``parameters`` keys for ONNX Runtime's threads: the onnxruntime backend's, or our Python runners'."""
-    if config.platform == "onnxruntime_onnx" or config.backend == "onnxruntime":
-        return ("intra_op_thread_count", "inter_op_thread_count")
-    return ("intra_op_threads", "inter_op_threads")
+    return thread_parameter_keys(platform=config.platform, backend=config.backend)
 
 
 def candidate_config(base: ModelConfig, candidate: Candidate) -> ModelConfig:

@@ -50,16 +50,16 @@ import onnx
 
 from toolkit.errors import ExportError, RepositoryError
 from toolkit.export import check_batch_dimension, read_io_specs
-from toolkit.models.signature import dlrm_example_inputs, dlrm_signature
+from toolkit.models.signature import dlrm_signature
 from toolkit.repository.config import BatchingOptions, build_model_config, check_config_against, config_to_text, read_config
 from toolkit.repository.ensemble import write_ensembles
 from toolkit.repository.metadata import ModelMetadata, write_metadata
 from toolkit.repository.validate import check_repository, validate_repository
-from toolkit.repository.variants import VARIANT_SPECS, prepare_variant, variant_unavailable
+from toolkit.repository.variants import VARIANT_SPECS, prepare_variant, resolve_sample_inputs, variant_unavailable
 from toolkit.repository.versions import install_model, model_folders, next_version
 from toolkit.repository.warmup import write_warmup
 from toolkit.tensors import TensorSpec
-from toolkit.train.checkpoint import Checkpoint, load_checkpoint
+from toolkit.train.checkpoint import load_checkpoint
 
 __all__ = ["VARIANTS", "TARGETS", "TARGET_VARIANTS", "BuiltModel", "SkippedVariant", "BuildResult", "build_repository"]
 
@@ -139,12 +139,6 @@ def _check_onnx_matches(
     ]
     if wrong:
         raise RepositoryError(f"{onnx_path}: ONNX weights do not match the checkpoint's: {', '.join(wrong)}", hint=hint)
-
-
-def _sample_inputs(ckpt: Checkpoint, given: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
-    if given is not None:
-        return {k: np.asarray(v) for k, v in given.items()}
-    return {k: v.numpy() for k, v in dlrm_example_inputs(ckpt.config, _SAMPLE_ROWS, seed=0).items()}
 
 
 def _resolve_variants(target: str, variants: Sequence[str] | None) -> list[str]:
@@ -303,7 +297,7 @@ def build_repository(
             raise RepositoryError(f"cannot build the ONNX variants: {exc}", hint=exc.hint) from exc
         weight_shapes = {name: tuple(t.shape) for name, t in ckpt.model.state_dict().items()}
         _check_onnx_matches(onnx_path, inputs, outputs, weight_shapes)
-    samples = _sample_inputs(ckpt, sample_inputs)
+    samples = resolve_sample_inputs(ckpt, sample_inputs, rows=_SAMPLE_ROWS)
 
     repository.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{repository.name}.staging-", dir=repository.parent))

@@ -27,6 +27,7 @@ __all__ = [
     "ModelConfig",
     "build_model_config",
     "tensor_entry",
+    "thread_parameter_keys",
     "config_to_text",
     "parse_config",
     "read_config",
@@ -310,9 +311,17 @@ class BatchingOptions:
         ``intra_op_thread_count``/``inter_op_thread_count`` (onnxruntime backend docs); the
         toolkit's Python-backend runners read ``intra_op_threads``/``inter_op_threads``.
         """
-        if platform == "onnxruntime_onnx" or backend == "onnxruntime":
-            return {"intra_op_thread_count": str(self.intra_op_threads), "inter_op_thread_count": str(self.inter_op_threads)}
-        return {"intra_op_threads": str(self.intra_op_threads), "inter_op_threads": str(self.inter_op_threads)}
+        intra, inter = thread_parameter_keys(platform=platform, backend=backend)
+        return {intra: str(self.intra_op_threads), inter: str(self.inter_op_threads)}
+
+
+def thread_parameter_keys(*, platform: str | None = None, backend: str | None = None) -> tuple[str, str]:
+    """The ``parameters`` keys of the intra-op and inter-op thread counts for a model of this platform/backend:
+    the onnxruntime backend's ``intra_op_thread_count``/``inter_op_thread_count`` (onnxruntime backend
+    docs), else the toolkit's Python-backend runners' ``intra_op_threads``/``inter_op_threads``."""
+    if platform == "onnxruntime_onnx" or backend == "onnxruntime":
+        return "intra_op_thread_count", "inter_op_thread_count"
+    return "intra_op_threads", "inter_op_threads"
 
 
 def _dims(spec: TensorSpec, max_batch_size: int) -> list[int]:

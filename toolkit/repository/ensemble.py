@@ -94,7 +94,8 @@ class EnsembleModel:
     config: ModelConfig
 
 
-def _python_model_source(file_name: str) -> bytes:
+def python_model_source(file_name: str) -> bytes:
+    """The text of ``toolkit/repository/python_models/<file_name>``, written as a Python-backend model's ``model.py``."""
     return resources.files("toolkit.repository").joinpath("python_models", file_name).read_bytes()
 
 
@@ -341,7 +342,7 @@ def write_ensembles(
     plan = [
         (
             pre,
-            {"model.py": _python_model_source("preprocess.py"), "vocabularies.json": vocabularies},
+            {"model.py": python_model_source("preprocess.py"), "vocabularies.json": vocabularies},
             ModelMetadata("preprocess", "preprocess", "fp32", "", dict(source)),
             "preprocess",
         ),
@@ -359,7 +360,7 @@ def write_ensembles(
         plan += [
             (
                 post,
-                {"model.py": _python_model_source("postprocess.py")},
+                {"model.py": python_model_source("postprocess.py")},
                 ModelMetadata("postprocess", "postprocess", "fp32", "", dict(topk_source)),
                 "postprocess",
             ),

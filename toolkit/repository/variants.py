@@ -35,7 +35,6 @@ import json
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +46,8 @@ from toolkit.export import copy_onnx_model, read_io_specs
 from toolkit.export.tensorrt import BUILD_INFO_FILE, PLAN_FILE, build_engine, tensorrt_unavailable
 from toolkit.models import dlrm as dlrm_module
 from toolkit.models.signature import dlrm_example_inputs, dlrm_signature
+from toolkit.repository.config import thread_parameter_keys
+from toolkit.repository.ensemble import python_model_source
 from toolkit.tensors import TensorSpec
 from toolkit.train.checkpoint import Checkpoint
 
@@ -58,6 +59,7 @@ __all__ = [
     "VariantSpec",
     "onnx_precision",
     "prepare_variant",
+    "resolve_sample_inputs",
     "quantize_qdq_for_tensorrt",
     "variant_unavailable",
 ]
@@ -248,10 +250,6 @@ def onnx_precision(onnx_path: Path) -> str:
 # building blocks
 
 
-def _runner_source(name: str) -> bytes:
-    return resources.files("toolkit.repository").joinpath("python_models", name).read_bytes()
-
-
 def _check_rows(arrays: Mapping[str, np.ndarray], rows: int = _CHECK_ROWS) -> dict[str, np.ndarray]:
     return {k: np.asarray(v)[:rows] for k, v in arrays.items()}
 
@@ -265,10 +263,14 @@ def _fit_batch(onnx_model: Path, samples: Mapping[str, np.ndarray]) -> dict[str,
     }
 
 
-def _samples(checkpoint: Checkpoint, sample_inputs: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+def resolve_sample_inputs(
+    checkpoint: Checkpoint, sample_inputs: Mapping[str, np.ndarray] | None, rows: int = _CHECK_ROWS
+) -> dict[str, np.ndarray]:
+    """``sample_inputs`` as numpy arrays, or, when ``None``, ``rows`` random in-range rows of the
+    checkpoint's model (:func:`toolkit.models.signature.dlrm_example_inputs`, seed 0)."""
     if sample_inputs is not None:
         return {k: np.asarray(v) for k, v in sample_inputs.items()}
-    return {k: v.numpy() for k, v in dlrm_example_inputs(checkpoint.config, _CHECK_ROWS, seed=0).items()}
+    return {k: v.numpy() for k, v in dlrm_example_inputs(checkpoint.config, rows, seed=0).items()}
 
 
 def _write_pytorch(version_dir: Path, checkpoint: Checkpoint) -> list[str]:
@@ -281,7 +283,7 @@ def _write_pytorch(version_dir: Path, checkpoint: Checkpoint) -> list[str]:
         torch.save(checkpoint.model.state_dict(), version_dir / "model.pt")
         (version_dir / "model_config.json").write_text(json.dumps(checkpoint.config.to_dict(), indent=2) + "\n")
     shutil.copyfile(dlrm_module.__file__, version_dir / "dlrm.py")
-    (version_dir / "model.py").write_bytes(_runner_source("torch_runner.py"))
+    (version_dir / "model.py").write_bytes(python_model_source("torch_runner.py"))
     return ["model.pt", "model_config.json", "dlrm.py", "model.py"]
 
 
@@ -510,12 +512,13 @@ def prepare_variant(
     version_dir, work_dir = Path(version_dir), Path(work_dir)
     version_dir.mkdir(parents=True, exist_ok=True)
     work_dir.mkdir(parents=True, exist_ok=True)
-    threads = {"intra_op_threads": "1", "inter_op_threads": "1"}
+    intra, inter = thread_parameter_keys(platform=spec.platform, backend=spec.backend)
+    threads = {intra: "1", inter: "1"}
 
     if name == "pytorch":
         files = _write_pytorch(version_dir, checkpoint)
         inputs, outputs = dlrm_signature(checkpoint.config)
-        return PreparedVariant(spec, inputs, outputs, {"intra_op_threads": "1"}, "fp32", {"runtime": "PyTorch eager FP32"}, files)
+        return PreparedVariant(spec, inputs, outputs, {intra: "1"}, "fp32", {"runtime": "PyTorch eager FP32"}, files)
 
     onnx_model = _onnx_file(onnx_model, name)
     if spec.platform == "tensorrt_plan" and spec.precision == "int8" and sample_inputs is None and calibration_cache is None:
@@ -525,7 +528,7 @@ def prepare_variant(
                 "tensorrt_int8 calibrates INT8 ranges on real rows, but no sample_inputs were given",
                 hint="pass rows of the checkpoint's data (the builder does), a Q/DQ ONNX file, or a calibration cache",
             )
-    samples = _fit_batch(onnx_model, _samples(checkpoint, sample_inputs))
+    samples = _fit_batch(onnx_model, resolve_sample_inputs(checkpoint, sample_inputs))
     try:
         if spec.platform == "tensorrt_plan":
             inputs, outputs, precision, source = _prepare_tensorrt(
@@ -544,9 +547,9 @@ def prepare_variant(
     files = sorted(p.name for p in version_dir.iterdir() if p.is_file())
     inputs, outputs = read_io_specs(copied)
     if spec.backend == "python":
-        (version_dir / "model.py").write_bytes(_runner_source(spec.runner))
+        (version_dir / "model.py").write_bytes(python_model_source(spec.runner))
         files = sorted({*files, "model.py"})
         parameters = {**threads, "execution_provider": execution_provider}
     else:
-        parameters = {"intra_op_thread_count": "1", "inter_op_thread_count": "1"}
+        parameters = threads
     return PreparedVariant(spec, inputs, outputs, parameters, precision, source, files)
