@@ -21,7 +21,7 @@ PERF_DIR := $(VENV)/perf_analyzer
 PERF_STAMP := $(PERF_DIR)/.installed-tritonclient-2.50.0
 PERF_ON_PATH := $(shell command -v perf_analyzer 2>/dev/null)
 
-.PHONY: install system-deps perf-tools gpu-deps data demo test lint clean
+.PHONY: install system-deps perf-tools gpu-deps data demo test test-deps lint clean
 
 install: $(STAMP)
 
@@ -66,7 +66,14 @@ data: install
 demo: data perf-tools
 	$(PY) -m toolkit demo --data-dir $(DATA_DIR)
 
-test: data perf-tools
+# QEMU's user-mode emulator lets the tests run ONNX Runtime on an emulated AVX2-only CPU (INT8 kernels differ there).
+test-deps:
+	@if [ "$$(uname -m)" = x86_64 ] && ! command -v qemu-x86_64 >/dev/null; then \
+		echo "installing Debian's qemu-user (the INT8 tests emulate an AVX2-only CPU with it)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user; \
+	fi
+
+test: data perf-tools test-deps
 	$(PY) -m pytest
 
 # Style, and the architecture: .importlinter keeps the stages in data-flow order.

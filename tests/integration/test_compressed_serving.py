@@ -32,7 +32,7 @@ def served(tmp_path_factory, synthetic_splits):
     repository = root / "model_repository"
     files = {}
     for name, steps in RECIPES.items():
-        result = compress(model, Recipe(name=name, steps=steps), data, root / "work" / name)
+        result = compress(model, Recipe(name=name, select="as_written", steps=steps), data, root / "work" / name)
         out = save_compressed(result, root / name, s.encoder, {"test": {}})
         build_repository(
             repository, checkpoint=out / "checkpoint", onnx_model=out / "model.onnx", model_name=name, variants=["onnx_python"]

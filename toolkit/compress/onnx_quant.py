@@ -42,6 +42,7 @@ import onnx
 from onnx import numpy_helper
 
 from toolkit.compress.recipe import OnnxDynamicInt8Config, OnnxFp16Config, OnnxStaticInt8Config
+from toolkit.cpu import int8_settings
 from toolkit.errors import CompressError, ExportError
 from toolkit.export._files import install_files, staging_dir
 from toolkit.export.onnx_info import check_onnx_inputs, external_data_files, read_io_specs
@@ -55,6 +56,7 @@ __all__ = [
     "find_fp16_unsafe_nodes",
     "quantize_dynamic_int8",
     "quantize_static_int8",
+    "resolve_reduce_range",
     "convert_fp16",
 ]
 
@@ -289,6 +291,7 @@ def quantize_dynamic_int8(
     config: OnnxDynamicInt8Config | None = None,
     *,
     sample_inputs: Mapping[str, np.ndarray] | None = None,
+    cpu: str = "auto",
 ) -> Path:
     """Dynamic INT8 quantization (``onnxruntime.quantization.quantize_dynamic``) of ``src`` into ``dst``.
 
@@ -307,6 +310,9 @@ def quantize_dynamic_int8(
         config: the recipe step (``None``: defaults).
         sample_inputs: rows to check the result on (:func:`check_finite_outputs`); ``None``
             uses 8 rows of standard normal floats and zero ids.
+        cpu: the serving CPU (:data:`toolkit.cpu.CPU_TARGETS`); decides ``reduce_range`` when
+            ``config.reduce_range`` is None (7-bit weights on x86-64 without VNNI, where
+            8-bit ones saturate ONNX Runtime's int16 accumulation: :mod:`toolkit.cpu`).
 
     Returns:
         ``dst``.
@@ -314,10 +320,12 @@ def quantize_dynamic_int8(
     Raises:
         CompressError: ``src`` unreadable or missing its data files; the quantizer failed
             (chained); the result has NaN/Inf outputs (``dst`` is then left untouched).
+        ToolkitError: ``cpu`` is not a known target.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     config = config or OnnxDynamicInt8Config()
+    reduce_range = resolve_reduce_range(config, cpu)
     src, dst = Path(src), _check_dst(dst)
     data_files = _check_src(src)
     with tempfile.TemporaryDirectory(prefix="tritonrec-quant-") as tmp_name:
@@ -330,6 +338,7 @@ def quantize_dynamic_int8(
                 str(out),
                 op_types_to_quantize=list(QUANTIZED_OP_TYPES),
                 per_channel=config.per_channel,
+                reduce_range=reduce_range,
                 weight_type=QuantType.QInt8,
                 use_external_data_format=_is_large(model_in),
                 extra_options={"MatMulConstBOnly": True},
@@ -339,8 +348,19 @@ def quantize_dynamic_int8(
         model = _load(out)
         inputs = sample_inputs if sample_inputs is not None else _default_sample_inputs(src)
         _install(model, dst, inputs)
-    log.info("dynamic INT8: %s -> %s (%s)", src, dst, _op_summary(model))
+    log.info("dynamic INT8 (reduce_range=%s): %s -> %s (%s)", reduce_range, src, dst, _op_summary(model))
     return dst
+
+
+def resolve_reduce_range(config: OnnxDynamicInt8Config | OnnxStaticInt8Config, cpu: str = "auto") -> bool:
+    """``config.reduce_range`` when set, else what the serving CPU needs (:func:`toolkit.cpu.int8_settings`).
+
+    Raises:
+        ToolkitError: ``cpu`` is not one of :data:`toolkit.cpu.CPU_TARGETS`.
+    """
+    if config.reduce_range is not None:
+        return config.reduce_range
+    return int8_settings(cpu).reduce_range
 
 
 class _RowBatches:
@@ -382,6 +402,7 @@ def quantize_static_int8(
     *,
     sample_inputs: Mapping[str, np.ndarray] | None = None,
     quantize_activation_matmuls: bool = False,
+    cpu: str = "auto",
 ) -> Path:
     """Static INT8 quantization in QDQ format (``onnxruntime.quantization.quantize_static``).
 
@@ -411,6 +432,8 @@ def quantize_static_int8(
             ``calibration_rows`` rows are all used.
         sample_inputs: rows for :func:`check_finite_outputs`; ``None`` uses the calibration rows.
         quantize_activation_matmuls: also quantize activation-by-activation ``MatMul`` nodes.
+        cpu: the serving CPU; decides ``reduce_range`` when ``config.reduce_range`` is None
+            (as for :func:`quantize_dynamic_int8`).
 
     Returns:
         ``dst``.
@@ -422,6 +445,7 @@ def quantize_static_int8(
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     config = config or OnnxStaticInt8Config()
+    reduce_range = resolve_reduce_range(config, cpu)
     src, dst = Path(src), _check_dst(dst)
     data_files = _check_src(src)
     arrays = _check_inputs(src, calibration_inputs, "calibration inputs")
@@ -449,6 +473,7 @@ def quantize_static_int8(
                 quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=list(QUANTIZED_OP_TYPES),
                 per_channel=config.per_channel,
+                reduce_range=reduce_range,
                 activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=method,
@@ -465,7 +490,7 @@ def quantize_static_int8(
         if sample_inputs is None:
             sample_inputs = {k: v[: max(config.calibration_rows, 1)] for k, v in arrays.items()}
         _install(model, dst, sample_inputs)
-    log.info("static INT8 (QDQ): %s -> %s (%s)", src, dst, _op_summary(model))
+    log.info("static INT8 (QDQ, reduce_range=%s): %s -> %s (%s)", reduce_range, src, dst, _op_summary(model))
     return dst
 
 

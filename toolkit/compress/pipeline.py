@@ -10,22 +10,25 @@ eager baseline and the FP32 ONNX model, and judges it against the recipe's accur
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from toolkit._io import atomic_directory
 from toolkit.compress.bench import Variant, measure_variants, onnx_size_bytes
 from toolkit.compress.distill import distill
-from toolkit.compress.onnx_quant import convert_fp16, quantize_dynamic_int8, quantize_static_int8
+from toolkit.compress.onnx_quant import convert_fp16, quantize_dynamic_int8, quantize_static_int8, resolve_reduce_range
 from toolkit.compress.prune import prune
 from toolkit.compress.quantize_embeddings import quantize_embeddings
-from toolkit.compress.recipe import Recipe, StepConfig, save_recipe
+from toolkit.compress.recipe import ONNX_STEPS, Recipe, StepConfig, save_recipe
+from toolkit.compress.select import Candidate, select_candidate
 from toolkit.compress.stats import count_params, macs_per_sample, state_dict_bytes
+from toolkit.cpu import detect_cpu, int8_settings
 from toolkit.data.features import EncodedRows, FeatureEncoder
 from toolkit.errors import CompressError
 from toolkit.export.onnx_info import copy_onnx_model
 from toolkit.export.parity import check_parity
 from toolkit.export.torch2onnx import export_onnx
+from toolkit.metrics import evaluate
 from toolkit.models.dlrm import DLRM
 from toolkit.models.signature import DLRM_OUTPUT, dlrm_example_inputs
 from toolkit.train.checkpoint import save_checkpoint
@@ -50,10 +53,12 @@ class CompressionData:
 class CompressedModel:
     """A recipe's result: the PyTorch model after its PyTorch steps and the final ONNX file."""
 
-    recipe: Recipe
+    recipe: Recipe  # the steps kept (reduce_range filled in)
     model: DLRM
     onnx_path: Path
     onnx_step: str | None
+    selection: dict = field(default_factory=dict)  # cpu, int8 settings, and which optional steps were kept and why
+    requested: Recipe | None = None  # the recipe as given
 
 
 def apply_torch_steps(model: DLRM, steps: list[StepConfig], data: CompressionData, *, on_log: Log | None = None) -> DLRM:
@@ -72,35 +77,115 @@ def apply_torch_steps(model: DLRM, steps: list[StepConfig], data: CompressionDat
     return model.eval()
 
 
-def compress(model: DLRM, recipe: Recipe, data: CompressionData, workdir: Path, *, on_log: Log | None = None) -> CompressedModel:
-    """Apply ``recipe`` to ``model`` and write the final ONNX file to ``workdir/model.onnx``.
+def _onnx_candidate(
+    model: DLRM, onnx_step: StepConfig | None, data: CompressionData, folder: Path, cpu_target: str
+) -> tuple[Path, StepConfig | None]:
+    """Export ``model`` to ``folder`` and apply ``onnx_step`` (None: the FP32 export).
 
-    The compressed PyTorch model is exported with a dynamic batch and accepted only if ONNX
-    Runtime matches it within 1e-5 on up to 2,048 test rows; the ONNX step then converts that file
-    (calibrating static INT8 on training rows).
-
-    Raises:
-        CompressError: an invalid recipe, or a converted model with NaN/Inf outputs.
-        ExportError: the export failed or disagrees with PyTorch.
+    Returns the final file and the step as applied (``reduce_range`` filled in for INT8).
     """
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    onnx_step = recipe.onnx_step()
-    compressed = apply_torch_steps(model, recipe.torch_steps(), data, on_log=on_log)
-    fp32 = workdir / "fp32" / "model.onnx"
-    export_onnx(compressed, dlrm_example_inputs(compressed.config, 8), [DLRM_OUTPUT], fp32)
-    check_parity(compressed, fp32, data.test.take(slice(0, 2048)).inputs(), atol=1e-5)
-    final = workdir / "model.onnx"
+    fp32 = folder / "fp32" / "model.onnx"
+    export_onnx(model, dlrm_example_inputs(model.config, 8), [DLRM_OUTPUT], fp32)
+    check_parity(model, fp32, data.test.take(slice(0, 2048)).inputs(), atol=1e-5)
+    final = folder / "model.onnx"
     if onnx_step is None:
-        copy_onnx_model(fp32, workdir, final.name)
-    elif onnx_step.kind == "onnx_dynamic_int8":
+        copy_onnx_model(fp32, folder, final.name)
+        return final, None
+    if onnx_step.kind in ("onnx_dynamic_int8", "onnx_static_int8"):
+        onnx_step = onnx_step.model_copy(update={"reduce_range": resolve_reduce_range(onnx_step, cpu_target)})
+    if onnx_step.kind == "onnx_dynamic_int8":
         quantize_dynamic_int8(fp32, final, onnx_step)
     elif onnx_step.kind == "onnx_static_int8":
         calibration = data.train.take(slice(0, onnx_step.calibration_rows)).inputs()
         quantize_static_int8(fp32, final, onnx_step, calibration)
     else:
         convert_fp16(fp32, final, onnx_step, sample_inputs=data.test.take(slice(0, 256)).inputs())
-    return CompressedModel(recipe, compressed, final, onnx_step.kind if onnx_step else None)
+    return final, onnx_step
+
+
+def compress(
+    model: DLRM,
+    recipe: Recipe,
+    data: CompressionData,
+    workdir: Path,
+    *,
+    cpu_target: str = "auto",
+    measure_accuracy: bool = True,
+    on_log: Log | None = None,
+) -> CompressedModel:
+    """Apply ``recipe`` to ``model`` and write the final ONNX file under ``workdir``.
+
+    The compressed PyTorch model is exported with a dynamic batch and accepted only if ONNX
+    Runtime matches it within 1e-5 on up to 2,048 test rows; the ONNX step then converts that file
+    (calibrating static INT8 on training rows; INT8 weights get ``reduce_range`` when
+    ``cpu_target`` needs it, :mod:`toolkit.cpu`).
+
+    Unless ``recipe.select == "as_written"``, the result is timed on this machine next to the
+    same model without its optional steps (the ONNX step; ``quantize_embeddings`` when it is
+    the last PyTorch step), and the fastest candidate within the accuracy budget on the
+    validation split is kept (:func:`toolkit.compress.select.select_candidate`). The returned
+    recipe lists the steps kept; ``selection`` says why each optional step was kept or dropped.
+    Timing here describes *this* CPU: pass ``cpu_target`` only to choose INT8 settings for
+    another CPU, and compress on the serving CPU to choose steps for it.
+
+    Raises:
+        CompressError: an invalid recipe, or a converted model with NaN/Inf outputs.
+        ExportError: the export failed or disagrees with PyTorch.
+        ToolkitError: ``cpu_target`` is unknown.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    settings = int8_settings(cpu_target)
+    onnx_step = recipe.onnx_step()
+    torch_steps = recipe.torch_steps()
+    last_qe = bool(torch_steps) and torch_steps[-1].kind == "quantize_embeddings" and recipe.select != "as_written"
+    before_qe = apply_torch_steps(model, torch_steps[:-1] if last_qe else torch_steps, data, on_log=on_log)
+    compressed = apply_torch_steps(before_qe, torch_steps[-1:], data, on_log=on_log) if last_qe else before_qe
+
+    optional = [s.kind for s in ([onnx_step] if onnx_step is not None else [])]
+    if last_qe:
+        optional.append("quantize_embeddings")
+    if recipe.select == "as_written":
+        optional = []
+    candidates: list[Candidate] = []
+    applied: dict[tuple[str, ...], StepConfig | None] = {}
+    drop_sets: list[tuple[str, ...]] = [()]
+    if optional:
+        drop_sets += [(s,) for s in optional] + ([tuple(optional)] if len(optional) == 2 else [])
+    for dropped in drop_sets:
+        torch_model = before_qe if "quantize_embeddings" in dropped else compressed
+        step = None if onnx_step is None or onnx_step.kind in dropped else onnx_step
+        name = "recipe" if not dropped else "without_" + "+".join(dropped)
+        final, applied[dropped] = _onnx_candidate(torch_model, step, data, workdir / name, settings.cpu_target)
+        variant = _variant_for(
+            name, torch_model, final, ", ".join(s for s in (*[t.kind for t in torch_steps], *optional) if s not in dropped)
+        )
+        candidates.append(Candidate(variant, dropped, torch_model))
+
+    baseline_val_auc = None
+    if measure_accuracy and len(candidates) > 1:
+        probs = Variant("baseline", 0, 0, 0, model=model.eval()).runner()(data.val.inputs())
+        baseline_val_auc = evaluate(data.val.labels, probs)["auc"]
+    selection = select_candidate(
+        candidates,
+        optional,
+        val=data.val if measure_accuracy else None,
+        baseline_val_auc=baseline_val_auc,
+        min_auc_ratio=recipe.min_auc_ratio,
+        objective=recipe.select,
+        cpu_target=settings.cpu_target,
+        on_log=on_log,
+    )
+    chosen = selection.chosen
+    kept_onnx = applied[chosen.dropped]
+    kept_steps = [s for s in recipe.steps if s.kind not in chosen.dropped and s.kind not in ONNX_STEPS] + ([kept_onnx] if kept_onnx else [])
+    effective = recipe.model_copy(update={"steps": kept_steps})
+    info = {
+        "cpu": detect_cpu().as_dict(),
+        "int8": {"cpu_target": settings.cpu_target, "reduce_range": settings.reduce_range, "reason": settings.reason},
+    }
+    info["selection"] = selection.as_dict()
+    return CompressedModel(effective, chosen.payload, chosen.variant.onnx_path, kept_onnx.kind if kept_onnx else None, info, recipe)
 
 
 def budget_fields(test_auc: float | None, baseline_auc: float | None, min_auc_ratio: float) -> dict:
@@ -129,6 +214,7 @@ def compress_and_report(
     rounds: int = 5,
     b1_requests: int = 200,
     b256_batches: int = 20,
+    cpu_target: str = "auto",
     on_log: Log | None = None,
 ) -> tuple[dict, dict[str, CompressedModel]]:
     """Compress ``baseline`` with every recipe and measure all results side by side.
@@ -139,6 +225,9 @@ def compress_and_report(
     ``throughput_rps_b256``, ``within_budget``, ratios to the baselines), and the compressed
     models by recipe name (their files live under ``workdir``). ``rounds``, ``b1_requests`` and
     ``b256_batches`` size the timing (see :func:`~toolkit.compress.bench.measure_variants`).
+    Each recipe row also holds ``steps`` (the steps kept) and ``selection`` (this CPU's
+    features, the INT8 settings for ``cpu_target``, and why each optional step was kept or
+    dropped: :func:`compress`); the report's ``cpu`` names the CPU features seen.
     """
     workdir = Path(workdir)
     baseline = baseline.eval()
@@ -154,8 +243,10 @@ def compress_and_report(
     for name, recipe in recipes.items():
         if on_log:
             on_log(f"recipe {name}")
-        result = results[name] = compress(baseline, recipe, data, workdir / name, on_log=on_log)
-        variants.append(_variant_for(name, result.model, result.onnx_path, ", ".join(s.kind for s in recipe.steps) or "none"))
+        result = results[name] = compress(
+            baseline, recipe, data, workdir / name, cpu_target=cpu_target, measure_accuracy=measure_accuracy, on_log=on_log
+        )
+        variants.append(_variant_for(name, result.model, result.onnx_path, ", ".join(s.kind for s in result.recipe.steps) or "none"))
         budgets[name] = recipe.min_auc_ratio
     measured = measure_variants(
         variants,
@@ -177,8 +268,14 @@ def compress_and_report(
         row["throughput_vs_pytorch_b256"] = r.throughput_rps_b256 / base.throughput_rps_b256
         row["throughput_vs_onnx_b256"] = r.throughput_rps_b256 / base_onnx_result.throughput_rps_b256
         row["latency_vs_pytorch_b1"] = r.latency_ms_b1 / base.latency_ms_b1
+        if r.name in results:
+            row["steps"] = [s.kind for s in results[r.name].recipe.steps]
+            row["selection"] = results[r.name].selection
         rows.append(row)
-    return {"data": data.name, "baseline": "fp32_pytorch", "fp32_onnx": "fp32_onnx", "variants": rows}, results
+    report = {"data": data.name, "baseline": "fp32_pytorch", "fp32_onnx": "fp32_onnx", "variants": rows}
+    report["cpu"] = detect_cpu().as_dict()
+    report["int8"] = int8_settings(cpu_target).__dict__
+    return report, results
 
 
 def save_compressed(result: CompressedModel, out: Path, encoder: FeatureEncoder | None, metrics: dict) -> Path:

@@ -92,6 +92,9 @@ class OnnxDynamicInt8Config(_Step):
 
     kind: Literal["onnx_dynamic_int8"] = "onnx_dynamic_int8"
     per_channel: bool = False
+    reduce_range: bool | None = Field(
+        None, description="7-bit weights; None: chosen for the serving CPU (True on x86-64 without VNNI, see toolkit.cpu)"
+    )
 
 
 class OnnxStaticInt8Config(_Step):
@@ -99,6 +102,9 @@ class OnnxStaticInt8Config(_Step):
 
     kind: Literal["onnx_static_int8"] = "onnx_static_int8"
     per_channel: bool = True
+    reduce_range: bool | None = Field(
+        None, description="7-bit weights; None: chosen for the serving CPU (True on x86-64 without VNNI, see toolkit.cpu)"
+    )
     calibration_rows: int = Field(2048, ge=16)
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
 
@@ -122,12 +128,18 @@ class Recipe(BaseModel):
 
     ``min_auc_ratio``: the compressed model's test AUC must be at least this share of the
     FP32 baseline's (default 0.99, MLPerf's convention of 99% of the reference accuracy).
+    ``select``: how the optional steps are kept or dropped (:mod:`toolkit.compress.select`).
     """
 
     model_config = ConfigDict(extra="forbid")
     format_version: Literal[1] = RECIPE_FORMAT_VERSION
     name: str = "recipe"
     min_auc_ratio: float = Field(0.99, gt=0.0, le=1.0)
+    select: Literal["max_throughput", "min_latency", "as_written"] = Field(
+        "max_throughput",
+        description="keep an optional step (the ONNX step, a last quantize_embeddings) only if the model is faster with it "
+        "on the serving CPU (batch-256 throughput or batch-1 latency), or as_written: keep every step",
+    )
     steps: list[StepConfig] = Field(default_factory=list)
 
     def torch_steps(self) -> list[StepConfig]:

@@ -48,6 +48,7 @@ from typing import Literal
 import numpy as np
 import onnx
 
+from toolkit.cpu import resolve_cpu_target
 from toolkit.errors import ExportError, RepositoryError
 from toolkit.export import check_batch_dimension, read_io_specs
 from toolkit.models.signature import dlrm_signature
@@ -212,6 +213,7 @@ def build_repository(
     top_k: int | None = 10,
     sample_inputs: Mapping[str, np.ndarray] | None = None,
     calibration_cache: Path | None = None,
+    cpu_target: str = "auto",
     progress: Callable[[str], None] | None = None,
 ) -> BuildResult:
     """Write the serving variants of one checkpoint (and optionally its ensembles) into ``repository``.
@@ -235,6 +237,9 @@ def build_repository(
             among the variants built.
         calibration_cache: a TensorRT INT8 calibration cache for ``tensorrt_int8`` (instead of
             a Q/DQ model calibrated on ``sample_inputs``).
+        cpu_target: the CPU that will serve the ONNX Runtime INT8 variants (``auto``: this
+            machine's; ``avx2`` or ``vnni`` for a repository served elsewhere): decides
+            ``reduce_range`` (:mod:`toolkit.cpu`).
         sample_inputs: real rows by input name (``dense_features`` float32 (N, D), ``sparse_ids``
             int64 (N, S), ``multi_hot_ids`` int64 (N, G)) for warmup, FP16 overflow checks, INT8
             calibration and TensorRT comparisons. Default: 256 random in-range rows.
@@ -250,6 +255,7 @@ def build_repository(
     """
     say = progress or (lambda _line: None)
     chosen = _resolve_variants(target, variants)
+    cpu_target = resolve_cpu_target(cpu_target)
     if not model_name or not model_name.replace("_", "").replace("-", "").isalnum():
         raise RepositoryError(f"model name {model_name!r} must be letters, digits, '-' or '_'")
     options_for: Callable[[str], BatchingOptions]
@@ -320,6 +326,7 @@ def build_repository(
                     sample_inputs=samples,
                     work_dir=staging / f".work-{variant}",
                     calibration_cache=Path(calibration_cache) if calibration_cache and variant == "tensorrt_int8" else None,
+                    cpu_target=cpu_target,
                 )
             except ExportError as exc:
                 raise RepositoryError(f"cannot build {name}: {exc}", hint=exc.hint) from exc

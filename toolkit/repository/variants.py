@@ -41,6 +41,7 @@ import numpy as np
 import onnx
 
 from toolkit.compress.onnx_quant import check_finite_outputs, convert_fp16, quantize_dynamic_int8
+from toolkit.cpu import int8_settings
 from toolkit.errors import CompressError, RepositoryError
 from toolkit.export import copy_onnx_model, read_io_specs
 from toolkit.export.tensorrt import BUILD_INFO_FILE, PLAN_FILE, build_engine, tensorrt_unavailable
@@ -298,8 +299,13 @@ def _onnx_file(onnx_model: Path | None, variant: str) -> Path:
     return onnx_model
 
 
-def _make_onnx(kind: str, onnx_model: Path, work_dir: Path, samples: Mapping[str, np.ndarray]) -> tuple[Path, dict]:
-    """The ONNX file of ``kind`` (fp32/int8/fp16) for ``onnx_model``, made in ``work_dir`` when needed."""
+def _make_onnx(
+    kind: str, onnx_model: Path, work_dir: Path, samples: Mapping[str, np.ndarray], cpu_target: str = "auto"
+) -> tuple[Path, dict]:
+    """The ONNX file of ``kind`` (fp32/int8/fp16) for ``onnx_model``, made in ``work_dir`` when needed.
+
+    INT8 is quantized for the serving CPU ``cpu_target`` (:func:`toolkit.cpu.int8_settings`).
+    """
     given, quant_ops, _ = _onnx_summary(onnx_model)
     if kind == "fp32":
         return onnx_model, {"onnx_file": "as given"}
@@ -307,8 +313,14 @@ def _make_onnx(kind: str, onnx_model: Path, work_dir: Path, samples: Mapping[str
         if quant_ops:
             return onnx_model, {"quantization": "as given (the ONNX file is already quantized)", "quantization_ops": quant_ops}
         dst = work_dir / "int8" / "model.onnx"
-        quantize_dynamic_int8(onnx_model, dst, sample_inputs=_check_rows(samples))
-        return dst, {"quantization": "ONNX Runtime dynamic INT8 (MatMul/Gemm weights per channel, activations at run time)"}
+        settings = int8_settings(cpu_target)
+        quantize_dynamic_int8(onnx_model, dst, sample_inputs=_check_rows(samples), cpu=settings.cpu_target)
+        return dst, {
+            "quantization": "ONNX Runtime dynamic INT8 (MatMul/Gemm weights per tensor, activations at run time)",
+            "cpu_target": settings.cpu_target,
+            "reduce_range": settings.reduce_range,
+            "reduce_range_reason": settings.reason,
+        }
     if given in ("fp16", "mixed"):
         return onnx_model, {"fp16": "as given (the ONNX file already has FP16 weights)"}
     dst = work_dir / "fp16" / "model.onnx"
@@ -473,6 +485,7 @@ def prepare_variant(
     execution_provider: str = "cpu",
     calibration_cache: Path | None = None,
     opt_batch_size: int | None = None,
+    cpu_target: str = "auto",
 ) -> PreparedVariant:
     """Write variant ``name``'s model files into ``version_dir`` and say what its config declares.
 
@@ -493,6 +506,8 @@ def prepare_variant(
         calibration_cache: for ``tensorrt_int8``: a TensorRT INT8 calibration cache to use
             instead of a Q/DQ model.
         opt_batch_size: TensorRT's optimization batch (default ``max_batch_size``).
+        cpu_target: the CPU that will serve the ONNX Runtime INT8 variants
+            (:data:`toolkit.cpu.CPU_TARGETS`; ``auto``: this machine's): decides ``reduce_range``.
 
     Returns:
         The variant's tensors, backend parameters, detected precision, provenance and files.
@@ -536,7 +551,7 @@ def prepare_variant(
             )
             return PreparedVariant(spec, inputs, outputs, {}, precision, source, [PLAN_FILE, BUILD_INFO_FILE])
 
-        made, source = _make_onnx(spec.onnx_kind, onnx_model, work_dir, samples)
+        made, source = _make_onnx(spec.onnx_kind, onnx_model, work_dir, samples, cpu_target)
         copied = copy_onnx_model(made, version_dir)
         check_finite_outputs(copied, _check_rows(samples))
     except CompressError as exc:

@@ -31,6 +31,9 @@ from toolkit.metrics import auc
 from toolkit.models import dlrm_example_inputs
 from toolkit.train import TrainConfig, train_dlrm
 
+#: Largest |Δp| of dynamic INT8 against FP32 on the test split (see the first test for why).
+INT8_DYNAMIC_TOL = 0.03
+
 
 def _run(path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, inputs)[0]
@@ -91,7 +94,9 @@ def test_dynamic_int8_quantizes_mlp_weights_only(dlrm_onnx, synthetic_splits, tm
     assert len(weights) == 5 and all(t.data_type == TensorProto.INT8 for t in weights)
     tables = _embedding_tables(graph)
     assert len(tables) == 8 and all(t.data_type == TensorProto.FLOAT for t in tables)  # Gathers untouched
-    assert np.abs(_run(dst, test) - _run(src, test)).max() < 0.02
+    # INT8_DYNAMIC_TOL: measured max |Δp| 0.015-0.017 on a VNNI CPU and on an AVX2-only one (qemu EPYC-Rome) with the
+    # settings toolkit.cpu picks for each; a saturating int16 kernel (8-bit weights on AVX2) gives 0.034-0.067.
+    assert np.abs(_run(dst, test) - _run(src, test)).max() < INT8_DYNAMIC_TOL
     assert _bytes_on_disk(dst) < _bytes_on_disk(src)
 
 
@@ -104,7 +109,7 @@ def test_dynamic_int8_passes_int8_tables_through(dlrm_onnx, synthetic_splits, tm
     codes = [t for t in _embedding_tables(graph) if t.dims[1] == 16]
     # the 7 single-valued tables fused into one, plus the genre table
     assert len(codes) == 2 and all(t.data_type == TensorProto.INT8 for t in codes)
-    assert np.abs(_run(dst, test) - _run(src, test)).max() < 0.02
+    assert np.abs(_run(dst, test) - _run(src, test)).max() < INT8_DYNAMIC_TOL
 
 
 @pytest.mark.parametrize("which", ["fp32", "int8_tables"])
@@ -137,7 +142,9 @@ def test_static_int8_qdq_per_channel(dlrm_onnx, synthetic_splits, tmp_path: Path
 
     got, want = _run(dst, test), _run(src, test)
     diff = np.abs(got - want)
-    assert diff.mean() < 0.005 and diff.max() < 0.05  # measured: mean 0.0024, max 0.026 (top MLP's input scale)
+    # measured on VNNI and AVX2-only (qemu EPYC-Rome) CPUs: mean 0.0023, max 0.022-0.026 (the top MLP's input scale);
+    # a saturating kernel gives mean 0.0061, max 0.065, so both bounds catch it
+    assert diff.mean() < 0.005 and diff.max() < 0.05
     labels = synthetic_splits.test.labels
     assert abs(auc(labels, got.ravel()) - auc(labels, want.ravel())) < 0.005
     assert _bytes_on_disk(dst) < _bytes_on_disk(src)
@@ -403,4 +410,4 @@ def test_a_failing_pre_processing_is_skipped_with_a_warning(dlrm_onnx, synthetic
         dst = quantize_dynamic_int8(dlrm_onnx["fp32"], tmp_path / "model.onnx", OnnxDynamicInt8Config())
     assert "quant_pre_process failed on" in caplog.text and "quantizing it without pre-processing" in caplog.text
     test = synthetic_splits.test.inputs()
-    assert np.abs(_run(dst, test) - _run(dlrm_onnx["fp32"], test)).max() < 0.02
+    assert np.abs(_run(dst, test) - _run(dlrm_onnx["fp32"], test)).max() < INT8_DYNAMIC_TOL

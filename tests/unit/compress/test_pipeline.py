@@ -32,6 +32,7 @@ def test_combined_recipe_shrinks_the_model_and_its_onnx_file_runs(tmp_path, trai
     model, data = trained
     recipe = Recipe(
         name="combo",
+        select="as_written",
         steps=[{"kind": "prune", "ratio": 0.5, "finetune_epochs": 1}, {"kind": "quantize_embeddings"}, {"kind": "onnx_dynamic_int8"}],
     )
     result = compress(model, recipe, data, tmp_path)
@@ -44,7 +45,7 @@ def test_combined_recipe_shrinks_the_model_and_its_onnx_file_runs(tmp_path, trai
 
 def test_report_measures_every_variant_against_both_baselines(tmp_path, trained):
     model, data = trained
-    recipes = {"fp16": Recipe(name="fp16", steps=[{"kind": "onnx_fp16"}])}
+    recipes = {"fp16": Recipe(name="fp16", select="as_written", steps=[{"kind": "onnx_fp16"}])}
     report, _ = compress_and_report(model, recipes, data, tmp_path, **FAST)
     names = [v["name"] for v in report["variants"]]
     assert names == ["fp32_pytorch", "fp32_onnx", "fp16"] and report["baseline"] == "fp32_pytorch"
@@ -68,7 +69,7 @@ def test_accuracy_budget_rejects_an_over_pruned_model(tmp_path, trained):
 
 def test_saved_compressed_model_reloads_with_its_recipe(tmp_path, trained):
     model, data = trained
-    recipe = Recipe(name="emb", steps=[{"kind": "quantize_embeddings"}])
+    recipe = Recipe(name="emb", select="as_written", steps=[{"kind": "quantize_embeddings"}])
     result = compress(model, recipe, data, tmp_path / "work")
     out = save_compressed(result, tmp_path / "out", data.encoder, {"test": {}})
     assert (out / "recipe.json").is_file() and (out / "model.onnx").is_file()
