@@ -34,6 +34,14 @@ CheckpointDir = Annotated[
 ]
 OnnxPath = Annotated[Path, typer.Option("--onnx", help="ONNX model file (its .data file lies next to it).")]
 RepositoryDir = Annotated[Path, typer.Option("--repository", help="Triton model repository folder.")]
+CpuTarget = Annotated[
+    str,
+    typer.Option(
+        "--cpu",
+        help="The CPU that will serve the INT8 models: auto (this machine), avx2 (x86-64 without VNNI: 7-bit weights, "
+        "since 8-bit ones saturate there), vnni (AVX-512 VNNI / AVX-VNNI) or arm64.",
+    ),
+]
 
 
 def progress() -> Progress:

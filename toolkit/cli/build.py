@@ -17,6 +17,7 @@ from toolkit.cli._common import (
     DEFAULT_ONNX,
     DEFAULT_REPOSITORY,
     CheckpointDir,
+    CpuTarget,
     DataDir,
     OnnxPath,
     RepositoryDir,
@@ -110,6 +111,7 @@ def build(
     warmup_batch_size: Annotated[
         list[int] | None, typer.Option(help="model_warmup batch sizes, from real rows (repeatable; 0 for none). [default: 1]")
     ] = None,
+    cpu: CpuTarget = "auto",
 ) -> None:
     """Build the Triton model repository: every serving variant of a checkpoint, and its raw-feature ensembles.
 
@@ -174,6 +176,7 @@ def build(
             top_k=k or None,
             sample_inputs=samples,
             calibration_cache=calibration_cache or (Path(spec.calibration_cache) if spec.calibration_cache else None),
+            cpu_target=cpu,
             progress=lambda line: status.update(line),
         )
     table = Table(title=f"Triton model repository {repository} (target {target}: {', '.join(TARGET_VARIANTS[target])})")

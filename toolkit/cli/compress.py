@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from toolkit.cli._common import DEFAULT_CHECKPOINT, DEFAULT_DATA_DIR, DataDir, console
+from toolkit.cli._common import DEFAULT_CHECKPOINT, DEFAULT_DATA_DIR, CpuTarget, DataDir, console
 from toolkit.compress.bench import machine_info
 from toolkit.compress.pipeline import CompressionData, compress_and_report, save_compressed
 from toolkit.compress.recipe import load_recipe
@@ -40,6 +40,19 @@ def variants_table(report: dict) -> Table:
     return table
 
 
+def selection_lines(report: dict, name: str) -> str:
+    """The CPU seen, the INT8 settings, and why each optional step of recipe ``name`` was kept or dropped."""
+    cpu = report.get("cpu", {})
+    lines = [f"CPU: {cpu.get('cpu', '?')} ({cpu.get('cpu_target', '?')}: {', '.join(cpu.get('simd_flags', []))})"]
+    int8 = report.get("int8", {})
+    if int8:
+        lines.append(f"INT8 for {int8['cpu_target']}: reduce_range={int8['reduce_range']} ({int8['reason']})")
+    row = next((v for v in report["variants"] if v["name"] == name), {})
+    for step, verdict in row.get("selection", {}).get("selection", {}).get("steps", {}).items():
+        lines.append(f"{step}: {verdict['reason']}")
+    return "\n".join(lines)
+
+
 def compress_command(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder written by `tritonrec train`.")] = DEFAULT_CHECKPOINT,
     recipe: Annotated[Path, typer.Option(help="Recipe JSON: an ordered list of steps (see recipes/ for examples).")] = Path(
@@ -50,6 +63,7 @@ def compress_command(
     ),
     data_dir: DataDir = DEFAULT_DATA_DIR,
     rounds: Annotated[int, typer.Option(help="Interleaved timing rounds (medians are reported).")] = 3,
+    cpu: CpuTarget = "auto",
 ) -> None:
     """Compress a checkpoint with a recipe (pruning, distillation, INT8 embeddings, ONNX INT8/FP16).
 
@@ -57,6 +71,11 @@ def compress_command(
     ONNX model: parameters, bytes, MACs, test AUC and log loss, batch-1 latency and
     batch-256 throughput. A result below the recipe's accuracy budget (default: test AUC >=
     99% of the baseline) is reported as failing and the command exits 1.
+
+    Optional steps (the ONNX step, a last quantize_embeddings) are kept only where they make the
+    model faster on this CPU within the budget (the recipe's "select": max_throughput by default,
+    min_latency, or as_written); the report says why each was kept or dropped. INT8 weights are
+    quantized for --cpu (7-bit on x86-64 without VNNI, where 8-bit ones lose accuracy).
     """
     spec = load_recipe(recipe)
     ckpt = load_checkpoint(checkpoint)
@@ -65,7 +84,9 @@ def compress_command(
     data = CompressionData("MovieLens-100K", splits.train, splits.val, splits.test, ckpt.encoder)
     with tempfile.TemporaryDirectory(prefix="tritonrec-compress-") as tmp:
         with console.status(f"compressing with {recipe}") as status:
-            report, results = compress_and_report(ckpt.model, {spec.name: spec}, data, Path(tmp), rounds=rounds, on_log=status.update)
+            report, results = compress_and_report(
+                ckpt.model, {spec.name: spec}, data, Path(tmp), rounds=rounds, cpu_target=cpu, on_log=status.update
+            )
         mine = next(v for v in report["variants"] if v["name"] == spec.name)
         metrics = {"split": ckpt.metrics.get("split", {}), "test": {"auc": mine["test_auc"], "log_loss": mine["test_log_loss"]}}
         save_compressed(results[spec.name], out, ckpt.encoder, metrics)
@@ -73,6 +94,7 @@ def compress_command(
     report["machine"] = machine_info()
     write_report(report, out / "report.json")
     console.print(variants_table(report))
+    console.print(selection_lines(report, spec.name), highlight=False)
     console.print(f"compressed model, recipe and report written to [bold]{out}[/bold]")
     if not mine["within_budget"]:
         console.print(

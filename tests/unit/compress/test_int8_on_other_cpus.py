@@ -67,7 +67,8 @@ def test_int8_built_for_avx2_answers_the_same_on_avx2_and_vnni_cpus(fp32_onnx, s
     test = synthetic_splits.test.inputs()
     dynamic = quantize_dynamic_int8(fp32_onnx, tmp_path / "dyn" / "model.onnx", OnnxDynamicInt8Config(per_channel=True), cpu="avx2")
     calibration = synthetic_splits.train.inputs()
-    static = quantize_static_int8(fp32_onnx, tmp_path / "static" / "model.onnx", OnnxStaticInt8Config(calibration_rows=1024), calibration, cpu="avx2")
+    config = OnnxStaticInt8Config(calibration_rows=1024)
+    static = quantize_static_int8(fp32_onnx, tmp_path / "static" / "model.onnx", config, calibration, cpu="avx2")
     ref, dyn_here, static_here = (_run_native(p, test) for p in (fp32_onnx, dynamic, static))
     ref_avx2, dyn_avx2, static_avx2 = _run_on_avx2([fp32_onnx, dynamic, static], test, tmp_path)
     # FP32 kernels differ between AVX-512 and AVX2 only in summation order: float32 rounding
