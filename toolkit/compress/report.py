@@ -25,6 +25,14 @@ def report_markdown(report: dict) -> str:
             f"torch {machine.get('torch')}, onnxruntime {machine.get('onnxruntime')}",
             "",
         ]
+    cpu = report.get("cpu")
+    if cpu:
+        int8 = report.get("int8", {})
+        lines += [
+            f"CPU features seen: {', '.join(cpu.get('simd_flags', []))} (target `{cpu.get('cpu_target')}`); "
+            f"INT8 weights: reduce_range={int8.get('reduce_range')} ({int8.get('reason', '')})",
+            "",
+        ]
     lines += [
         "| variant | params | size MB | size ratio | MACs/sample | test AUC | AUC ratio | within budget | "
         "b1 latency ms | b256 rows/s | × PyTorch | × ONNX FP32 |",
@@ -37,6 +45,21 @@ def report_markdown(report: dict) -> str:
             f"{_fmt(v['test_auc'], '.4f')} | {_fmt(v['auc_ratio'], '.4f')} | {within} | {v['latency_ms_b1']:.3f} | "
             f"{v['throughput_rps_b256']:,.0f} | {v['throughput_vs_pytorch_b256']:.2f} | {v['throughput_vs_onnx_b256']:.2f} |"
         )
+    chosen = [v for v in report["variants"] if v.get("selection", {}).get("selection", {}).get("steps")]
+    if chosen:
+        lines += ["", "## Steps kept on this CPU", ""]
+        for v in chosen:
+            lines.append(f"- **{v['name']}** keeps {', '.join(v.get('steps', [])) or 'no step'}:")
+            lines += [f"  - {step}: {verdict['reason']}" for step, verdict in v["selection"]["selection"]["steps"].items()]
+            rows = v["selection"]["selection"].get("measured", {})
+            if rows:
+                lines.append(
+                    "  - measured on the validation split: "
+                    + "; ".join(
+                        f"{name} {r['throughput_rps_b256']:,.0f} rows/s, {r['latency_ms_b1']:.3f} ms, AUC {_fmt(r['auc_ratio'], '.4f')}x"
+                        for name, r in rows.items()
+                    )
+                )
     for key in ("targets", "notes"):
         if report.get(key):
             lines += ["", f"## {key.capitalize()}", ""]

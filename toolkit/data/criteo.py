@@ -33,9 +33,19 @@ Zipf law per table (rank ``r`` with probability proportional to ``r**-a``,
 ``1 <= r <= cardinality``); each rank maps to a fixed 8-hex-digit token chosen so that
 the loader, given the same cardinalities, reads rank ``r`` back as id ``r % cardinality``
 (the most frequent value of every table is id 1, id 0 is mostly "missing"). Labels come
-from a fixed hidden logistic model over three dense and four categorical features,
-about 25% positive like Criteo's. Tokens and the hidden model do not depend on the
-seed: files generated with different seeds are samples of the same distribution.
+from a fixed hidden model, about 25% positive like Criteo's:
+
+    logit = bias + Σ_j w_j·(log1p(I_j) − log1p(scale_j))    (3 dense features)
+                 + Σ_t e_t(C_t)                               (per-value effects, 4 tables)
+                 + Σ_{s<t} ⟨v_s(C_s), v_t(C_t)⟩                 (pairwise interactions, all 26 tables)
+
+The last term is a factorization machine (Rendle, 2010) whose hidden vectors ``v_t(value)``
+have 16 dimensions, the baseline DLRM's embedding dim, so fitting it takes embeddings of the
+baseline's size: a student with 8-dimensional embeddings can only learn a rank-8
+approximation and loses AUC. Its spread is set so the interaction term has a standard
+deviation of about 1.5 logits over rows with every field present, comparable to the linear
+terms. Tokens and the hidden model do not depend on the seed: files generated with different
+seeds are samples of the same distribution.
 """
 
 from __future__ import annotations
@@ -105,6 +115,10 @@ _DENSE_SIGMA = 1.2  # log-normal spread of the counts
 # Hidden label model: logit = bias + sum of dense terms + per-value effects of a few tables.
 _LABEL_DENSE = {0: 0.45, 4: -0.25, 10: 0.5}  # field index in I1..I13 -> weight on log1p(x) - log1p(scale)
 _LABEL_SPARSE = {0: 0.9, 1: 0.7, 5: 0.8, 13: 0.9}  # table index in C1..C26 -> spread of per-value effects
+#: Hidden pairwise-interaction vectors: dimension (the baseline DLRM's embedding dim) and the
+#: logit standard deviation of their sum over the 325 field pairs when every field is present.
+_LABEL_INTERACTION_DIM = 16
+_LABEL_INTERACTION_STD = 1.5
 _TARGET_POSITIVE_RATE = 0.25
 _HEAD_RANKS = 1 << 10  # ranks sampled from the exact discrete Zipf law; beyond: continuous tail (rel. error < 1e-6)
 
@@ -185,6 +199,31 @@ def _effects(table: int, ranks: np.ndarray, spread: float) -> np.ndarray:
     """The hidden model's fixed per-value effect of 1-based ``ranks``: uniform, std ``spread``."""
     u = (_hash(table, 2, ranks) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
     return (2.0 * u - 1.0) * math.sqrt(3.0) * spread
+
+
+def _interactions(ranks: np.ndarray) -> np.ndarray:
+    """Σ over field pairs s < t of ⟨v_s, v_t⟩ for (n, 26) 1-based ``ranks`` (0 = missing: v = 0).
+
+    Each ``v_t(rank)`` has :data:`_LABEL_INTERACTION_DIM` uniform entries of std ``σ``, fixed by
+    hashing (table, dimension, rank). With F fields the pair sum has variance P·K·σ⁴ (P = F(F-1)/2
+    pairs, K dims), so ``σ = (std² / (P·K))**0.25`` gives it the std :data:`_LABEL_INTERACTION_STD`.
+    Computed with the factorization-machine identity Σ_{s<t}⟨v_s,v_t⟩ = (‖Σ_t v_t‖² − Σ_t ‖v_t‖²) / 2.
+    """
+    n, fields = ranks.shape
+    k = _LABEL_INTERACTION_DIM
+    sigma = (_LABEL_INTERACTION_STD**2 / (fields * (fields - 1) / 2 * k)) ** 0.25
+    total = np.zeros((n, k))
+    squares = np.zeros(n)
+    for t in range(fields):
+        present = ranks[:, t] > 0
+        r = ranks[present, t]
+        v = np.empty((len(r), k))
+        for d in range(k):
+            u = (_hash(t, 100 + d, r) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+            v[:, d] = (2.0 * u - 1.0) * math.sqrt(3.0) * sigma
+        total[present] += v
+        squares[present] += (v * v).sum(axis=1)
+    return 0.5 * ((total * total).sum(axis=1) - squares)
 
 
 class _ZipfSampler:
@@ -269,6 +308,7 @@ def _sample_chunk(rng: np.random.Generator, n: int, samplers: list[_ZipfSampler]
     for t, spread in _LABEL_SPARSE.items():
         present = ranks[:, t] > 0
         logits[present] += _effects(t, ranks[present, t], spread)
+    logits += _interactions(ranks)
     return _Chunk(np.zeros(n, dtype=np.int8), dense, ranks), logits
 
 
