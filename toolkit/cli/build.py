@@ -185,6 +185,8 @@ def build(
     for b in result.models:
         table.add_row(b.name, b.variant, str(b.version), b.precision, b.runtime)
     console.print(table)
+    if result.ensemble_ranker:
+        console.print(f"ensembles call {escape(result.ensemble_ranker_reason)}", highlight=False)
     for s in result.skipped:
         console.print(f"[yellow]skipped[/yellow] {s.variant}: {escape(s.reason)}", highlight=False)
     findings = validate_repository(repository)

@@ -55,6 +55,7 @@ from toolkit.models.signature import dlrm_signature
 from toolkit.repository.config import BatchingOptions, build_model_config, check_config_against, config_to_text, read_config
 from toolkit.repository.ensemble import write_ensembles
 from toolkit.repository.metadata import ModelMetadata, write_metadata
+from toolkit.repository.ranker_choice import choose_cpu_ranker
 from toolkit.repository.validate import check_repository, validate_repository
 from toolkit.repository.variants import VARIANT_SPECS, prepare_variant, resolve_sample_inputs, variant_unavailable
 from toolkit.repository.versions import install_model, model_folders, next_version
@@ -106,6 +107,8 @@ class BuildResult:
     repository: Path
     models: list[BuiltModel] = field(default_factory=list)
     skipped: list[SkippedVariant] = field(default_factory=list)
+    ensemble_ranker: str | None = None  # the ranker variant the ensembles call
+    ensemble_ranker_reason: str = ""  # why that one (e.g. INT8 timed against FP32 on this CPU)
 
     def __iter__(self):
         return iter(self.models)
@@ -233,8 +236,10 @@ def build_repository(
         ensembles: also write ``<model>_preprocess``, ``<model>_ensemble`` and, when ``top_k``,
             ``<model>_postprocess`` + ``<model>_topk``.
         ensemble_ranker: the ranker variant the ensembles call (default: the target's first
-            built variant in :data:`ENSEMBLE_RANKERS`, else the first variant built); must be
-            among the variants built.
+            built variant in :data:`ENSEMBLE_RANKERS`, else the first variant built; on the CPU
+            target INT8 only when it is timed faster than FP32 on this machine,
+            :func:`toolkit.repository.ranker_choice.choose_cpu_ranker`); must be among the
+            variants built.
         calibration_cache: a TensorRT INT8 calibration cache for ``tensorrt_int8`` (instead of
             a Q/DQ model calibrated on ``sample_inputs``).
         cpu_target: the CPU that will serve the ONNX Runtime INT8 variants (``auto``: this
@@ -371,6 +376,19 @@ def build_repository(
                     f"{checkpoint}: the checkpoint has no vocabularies (trained on pre-encoded ids): no raw features to map",
                     hint="build without --ensembles",
                 )
+            result.ensemble_ranker_reason = f"{ranker}: " + (
+                "asked for" if ensemble_ranker else f"the {target} target's preferred ranker built"
+            )
+            if not ensemble_ranker and ranker == "onnx_int8_python" and "onnx_python" in ranker_configs:
+                staged = {
+                    v: staging / f"{model_name}_{v}" / str(next_version(repository / f"{model_name}_{v}")) / "model.onnx"
+                    for v in (ranker, "onnx_python")
+                }
+                say("timing INT8 against FP32 on this CPU for the ensembles' ranker")
+                ranker, result.ensemble_ranker_reason = choose_cpu_ranker(
+                    (ranker, staged[ranker]), ("onnx_python", staged["onnx_python"]), samples, cpu_target
+                )
+            result.ensemble_ranker = ranker
             config, precision = ranker_configs[ranker]
             say(f"building the raw-feature ensembles on {config.name}")
             names = [f"{model_name}_{suffix}" for suffix in ("preprocess", "ensemble", "postprocess", "topk")]

@@ -263,7 +263,11 @@ def test_target_cpu_builds_its_variants_and_ensembles_on_cpu(tmp_path: Path, art
         if b.variant in TARGET_VARIANTS["cpu"]:
             assert [w.batch_size for w in config.model_warmup] == [1, 4]
     ensemble = read_config(repo / "dlrm_ensemble" / "config.pbtxt")
-    assert [s.model_name for s in ensemble.ensemble_scheduling.step] == ["dlrm_preprocess", "dlrm_onnx_int8_python"]
+    # the ensembles call INT8 only where it was timed faster than FP32 on this CPU, and say so
+    assert built.ensemble_ranker in ("onnx_int8_python", "onnx_python")
+    assert [s.model_name for s in ensemble.ensemble_scheduling.step] == ["dlrm_preprocess", f"dlrm_{built.ensemble_ranker}"]
+    assert built.ensemble_ranker_reason.startswith(built.ensemble_ranker + ": INT8 is")
+    assert "rows/s at batch 64 on this" in built.ensemble_ranker_reason
 
 
 def test_tensorrt_is_skipped_with_the_reason_without_a_gpu(tmp_path: Path, artifacts: Artifacts) -> None:
@@ -343,3 +347,19 @@ def test_max_batch_size_0_builds_with_a_whole_request_warmup(tmp_path: Path, art
     config = read_config(repo / f"dlrm_{variants[0]}" / "config.pbtxt")
     assert config.max_batch_size == 0
     assert [list(w.inputs["sparse_ids"].dims) for w in config.model_warmup] == [[1, config.input[1].dims[1]]]
+
+
+def test_the_cpu_ranker_keeps_int8_only_when_it_is_timed_faster(tmp_path: Path, artifacts: Artifacts, synthetic_splits) -> None:
+    from toolkit.compress.onnx_quant import quantize_dynamic_int8
+    from toolkit.repository.ranker_choice import ranker_verdict, time_onnx_files
+
+    # the AMD EPYC (AVX2) measurement: INT8 at 0.93x FP32 -> FP32; the Intel VNNI one, 1.76x -> INT8
+    variant, reason = ranker_verdict(930, 1000, "onnx_int8_python", "onnx_python", "avx2")
+    assert variant == "onnx_python" and reason.startswith("onnx_python: INT8 is not faster than FP32 here by more than 5%")
+    assert "930 vs 1,000 rows/s at batch 64 on this avx2 CPU (0.93x)" in reason
+    assert ranker_verdict(1760, 1000, "onnx_int8_python", "onnx_python", "vnni")[0] == "onnx_int8_python"
+    assert ranker_verdict(1040, 1000, "onnx_int8_python", "onnx_python", "vnni")[0] == "onnx_python"  # within noise
+    rows = synthetic_splits.test.take(slice(0, 256)).inputs()
+    int8 = quantize_dynamic_int8(artifacts.onnx, tmp_path / "int8" / "model.onnx")
+    speeds = time_onnx_files({"int8": int8, "fp32": artifacts.onnx}, rows, rounds=2)
+    assert set(speeds) == {"int8", "fp32"} and all(v > 0 for v in speeds.values())
