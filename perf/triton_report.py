@@ -12,7 +12,9 @@ In one run and on one server (the one in the nvidia-pytriton wheel, or `tritonse
 * ``fp32onnx_onnx_python``: the same FP32 model as ONNX Runtime in a Python-backend model, with
   dynamic batching (separates the backend and batching from compression);
 * ``optimized_onnx_python``: the default compression recipe's model (recipes/default.json),
-  ONNX Runtime in a Python-backend model, with dynamic batching.
+  ONNX Runtime in a Python-backend model, served with the config ``tritonrec tune`` chooses
+  in the same run and on the same server (instance count, queue delay, batch sizes, threads:
+  the config a user would deploy), written as version 2 and swept like the others.
 
 Each is swept with perf_analyzer over gRPC (and HTTP at client batch 1) at concurrency
 1..16 with real test rows as input data, client batches of 1 and 64.
@@ -40,6 +42,7 @@ from toolkit.models import dlrm_example_inputs
 from toolkit.perf.analyzer import find_perf_analyzer
 from toolkit.perf.report import headline, write_perf_report
 from toolkit.perf.sweep import sweep_model
+from toolkit.perf.tune import MeasureSettings, Objective, SearchSpace, tune
 from toolkit.repository import BatchingOptions, build_repository
 from toolkit.serving import InferenceClient, TritonServer, free_ports
 from toolkit.train import save_checkpoint
@@ -100,6 +103,8 @@ def main() -> None:
     parser.add_argument("--measurement-interval-ms", type=int, default=1000)
     parser.add_argument("--queue-delay-us", type=int, default=100, help="max_queue_delay_microseconds of the batching models")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--no-tune", action="store_true", help="serve the optimized model with the build's config (no tune)")
+    parser.add_argument("--tune-concurrency", default="1,4,16", help="levels tune measures each candidate at")
     args = parser.parse_args()
     started = time.perf_counter()
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -112,7 +117,28 @@ def main() -> None:
         ports = dict(zip(("http_port", "grpc_port", "metrics_port"), free_ports(3), strict=True))
         rows = data.test.take(slice(0, 4096)).inputs()
         sweeps = []
-        with TritonServer(repo, **ports) as server:
+        tuned = None
+        loads = [f"--load-model={m}" for m in (BASELINE, FP32_ONNX, OPTIMIZED)]
+        with TritonServer(repo, extra_args=["--model-control-mode=explicit", *loads], **ports) as server:
+            if not args.no_tune:
+                tuned = tune(
+                    OPTIMIZED,
+                    repository=repo,
+                    url=server.grpc_url,
+                    rows=rows,
+                    out_dir=root / "tune",
+                    space=SearchSpace(),
+                    objective=Objective(p99_budget_ms=args.p99_budget_ms),
+                    settings=MeasureSettings(
+                        concurrency=tuple(int(c) for c in args.tune_concurrency.split(",")),
+                        batch_size=1,
+                        measurement_interval_ms=args.measurement_interval_ms,
+                    ),
+                    analyzer=analyzer,
+                    on_log=lambda m: print(f"tune: {m}", flush=True),
+                )
+                chosen = tuned.chosen.candidate.key if tuned.chosen is not None else "none (the build's config kept)"
+                print(f"tune chose {chosen} in {tuned.elapsed_s:.0f} s", flush=True)
             for model in (BASELINE, FP32_ONNX, OPTIMIZED):
                 with InferenceClient(server.grpc_url, protocol="grpc", model_name=model) as client:
                     specs = client.input_specs
@@ -148,14 +174,21 @@ def main() -> None:
         "headline": headline(by_key[(BASELINE, "grpc", 1)], by_key[(OPTIMIZED, "grpc", 1)], **aucs),
         "headline_batch64": headline(by_key[(BASELINE, "grpc", 64)], by_key[(OPTIMIZED, "grpc", 64)], **aucs),
         "sweeps": [s.to_dict() for s in sweeps],
+        "tune": None if tuned is None else tuned.to_dict(),
+        "optimized_config": (
+            "the build's (--no-tune)"
+            if tuned is None
+            else (tuned.chosen.candidate.key if tuned.chosen is not None else "the build's (tune found no feasible candidate)")
+        ),
         "elapsed_s": round(time.perf_counter() - started, 1),
         "notes": [
             "Server: Triton 2.51 from the nvidia-pytriton wheel on the same 2-core machine as perf_analyzer; every "
             "model has one CPU instance, and the ONNX models run in ONNX Runtime inside a Python-backend model.",
             "perf_analyzer runs each concurrency level alone; server batch = delta nv_inference_count / delta "
             "nv_inference_exec_count over that level; CPU % is the whole machine (client and server share it).",
-            f"Dynamic batching: max_queue_delay_microseconds {args.queue_delay_us}, preferred_batch_size [64, 256], "
-            "max_batch_size 256 (the baseline has none).",
+            f"Built with dynamic batching: max_queue_delay_microseconds {args.queue_delay_us}, preferred_batch_size [64, 256], "
+            "max_batch_size 256 (the baseline has none and one instance: the plain deployment). The optimized model is "
+            "then served with the config `tritonrec tune` chose in this run (optimized_config; every candidate in 'tune').",
         ],
     }
     h = report["headline"]

@@ -138,6 +138,8 @@ def _markdown(report: dict, plots: dict[str, str]) -> str:
     m = report.get("machine", {})
     if m:
         lines.append(f"- machine: {m.get('cpu')}, {m.get('cores')} cores")
+    if report.get("optimized_config"):
+        lines.append(f"- optimized model served with: `{report['optimized_config']}` (chosen by `tritonrec tune` in this run)")
     lines += ["", "## Headline (same server, same run)", ""]
     lines += [
         f"- baseline `{h['baseline']}` vs optimized `{h['optimized']}` over {h['protocol']}, client batch {h['client_batch_size']}",
