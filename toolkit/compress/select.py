@@ -10,9 +10,11 @@ within the accuracy budget, the way NVIDIA Model Navigator picks a format by
 ``MaxThroughput`` / ``MinLatency`` but with an accuracy budget in place of its numeric
 tolerance. Accuracy is judged on the validation split (the test split stays for the report).
 
-Optional steps: the ONNX step (dynamic/static INT8, FP16) and ``quantize_embeddings`` when it
-is the last PyTorch step. Distillation and pruning remove multiply-accumulates and need
-training to undo, so they are always kept and not re-timed.
+Optional steps: the ONNX step (dynamic/static INT8, FP16) is dropped when the model is faster
+without it. ``quantize_embeddings`` (when it is the last PyTorch step) is timed too, but it is
+there for size (row-wise INT8 tables are about 3x smaller), so it is kept and the report says
+what it costs in speed (:data:`SIZE_STEPS`). Distillation and pruning remove
+multiply-accumulates and need training to undo, so they are always kept and not re-timed.
 
 A candidate without a step replaces the full recipe only when it is faster by more than
 :data:`NOISE_MARGIN`: repeated timings of one model on these shared 2-core machines differ
@@ -28,12 +30,14 @@ from typing import Literal
 from toolkit.compress.bench import Variant, measure_variants
 from toolkit.data.features import EncodedRows
 
-__all__ = ["NOISE_MARGIN", "Objective", "OBJECTIVES", "Candidate", "Selection", "decide", "select_candidate"]
+__all__ = ["NOISE_MARGIN", "SIZE_STEPS", "Objective", "OBJECTIVES", "Candidate", "Selection", "decide", "select_candidate"]
 
 Objective = Literal["max_throughput", "min_latency", "as_written"]
 OBJECTIVES: tuple[str, ...] = ("max_throughput", "min_latency", "as_written")
 #: A candidate must beat the full recipe by more than this share to replace it (timing noise).
 NOISE_MARGIN = 0.05
+#: Steps that make the model smaller rather than faster: kept for size, their speed cost reported.
+SIZE_STEPS: tuple[str, ...] = ("quantize_embeddings",)
 
 
 @dataclass
@@ -150,7 +154,12 @@ def select_candidate(
 
 
 def decide(
-    rows: list[dict], dropped: list[tuple[str, ...]], optional_steps: list[str], objective: str, cpu_target: str = ""
+    rows: list[dict],
+    dropped: list[tuple[str, ...]],
+    optional_steps: list[str],
+    objective: str,
+    cpu_target: str = "",
+    size_steps: tuple[str, ...] = SIZE_STEPS,
 ) -> tuple[int, dict[str, dict]]:
     """The pure decision of :func:`select_candidate`: which candidate to keep, and why per step.
 
@@ -161,13 +170,18 @@ def decide(
         optional_steps: the step kinds that may be dropped.
         objective: ``max_throughput`` or ``min_latency``.
         cpu_target: named in the reasons.
+        size_steps: steps that are there to make the model smaller, not faster: they are kept
+            whatever they cost in speed (and the reason says what they cost), unless the model
+            with them is outside the accuracy budget.
 
     Returns:
         ``(index of the candidate kept, {step: {"kept": bool, "reason": str}})``. The full
         recipe is kept unless it is outside the budget, or a candidate within budget beats it
         by more than :data:`NOISE_MARGIN` on the objective.
     """
-    ok = [i for i, row in enumerate(rows) if row["within_budget"]]
+    ok = [i for i, row in enumerate(rows) if row["within_budget"] and not set(dropped[i]) & set(size_steps)]
+    if not ok:  # the size steps themselves break the budget: any candidate within it
+        ok = [i for i, row in enumerate(rows) if row["within_budget"]]
     chosen_i = 0
     if ok:
         best = max(ok, key=lambda i: _score(rows[i], objective))
@@ -190,5 +204,6 @@ def decide(
             gain = _ratio(rows[chosen_i], rows[without], objective)
             budget = "" if rows[without]["within_budget"] else "; without it the model is below the accuracy budget"
             noise = f" (within the {NOISE_MARGIN:.0%} timing noise)" if abs(gain - 1) <= NOISE_MARGIN else ""
-            steps[step] = {"kept": True, "reason": f"kept: {metric} is {gain:.2f}x that without it{on}{noise}{budget}"}
+            why = "kept for size" if step in size_steps else "kept"
+            steps[step] = {"kept": True, "reason": f"{why}: {metric} is {gain:.2f}x that without it{on}{noise}{budget}"}
     return chosen_i, steps
