@@ -27,19 +27,24 @@ target     ranker variants                                        instance kind
 A variant that cannot be built on this machine (TensorRT without a GPU) is skipped and
 reported with the reason, never faked.
 
-Atomic and versioned: everything is staged in a hidden folder next to the repository and
-validated there (:func:`toolkit.repository.validate.check_repository`); only then is each
+Atomic and versioned: everything is staged in a hidden folder next to the repository (not in
+it: Triton tries every folder at the top of a repository as a model, hidden ones included)
+and validated there (:func:`toolkit.repository.validate.check_repository`); only then is each
 model installed as version N+1 next to N (:func:`toolkit.repository.versions.install_model`),
 so a failed or interrupted build leaves every model as it was, and no version a server
 may be serving is rewritten. The install itself is a few renames per model, one model
 after another: only an interruption within those milliseconds can leave some models at
-N+1 and others still at N (each model whole either way).
+N+1 and others still at N (each model whole either way). The staging folder's name records
+the building process (``.<repository>.staging-<pid>-<start ticks>-<random>@<host>``); a build
+killed outright (SIGKILL, power loss) leaves it behind, and the next build into the same
+repository deletes it once that process is gone, and keeps the folders of builds still
+running (:func:`toolkit.repository.versions.remove_abandoned_folders`).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -58,7 +63,14 @@ from toolkit.repository.metadata import ModelMetadata, write_metadata
 from toolkit.repository.ranker_choice import choose_cpu_ranker
 from toolkit.repository.validate import check_repository, validate_repository
 from toolkit.repository.variants import VARIANT_SPECS, prepare_variant, resolve_sample_inputs, variant_unavailable
-from toolkit.repository.versions import install_model, model_folders, next_version
+from toolkit.repository.versions import (
+    install_model,
+    make_owned_directory,
+    model_folders,
+    next_version,
+    remove_abandoned_folders,
+    staging_prefix,
+)
 from toolkit.repository.warmup import write_warmup
 from toolkit.tensors import TensorSpec
 from toolkit.train.checkpoint import load_checkpoint
@@ -195,6 +207,23 @@ def _check_joined(staging: Path, repository: Path, staged: Sequence[str]) -> Non
     check_repository(view, tolerated=before)
 
 
+def _check_same_filesystem(repository: Path) -> None:
+    """Refuse a repository that is a mount point: its staging folder (in the parent) could not be renamed into it.
+
+    Triton tries every folder at the top of a repository as a model, hidden ones included, so
+    the staging folder cannot live inside it.
+
+    Raises:
+        RepositoryError: ``repository`` and its parent folder are on different filesystems.
+    """
+    if repository.is_dir() and os.stat(repository).st_dev != os.stat(repository.parent).st_dev:
+        raise RepositoryError(
+            f"model repository {repository} is on another filesystem than its parent folder {repository.parent}: "
+            "a build stages next to the repository and renames each model into it, which cannot cross filesystems",
+            hint=f"build into a folder inside the mount (e.g. {repository / 'models'}) and serve that folder",
+        )
+
+
 def _placed(options: BatchingOptions, target: str) -> BatchingOptions:
     """``options`` with the target's instance kind, unless instance groups were given explicitly."""
     if options.instance_groups:
@@ -250,12 +279,17 @@ def build_repository(
             calibration and TensorRT comparisons. Default: 256 random in-range rows.
         progress: called with one line per step (the CLI prints it).
 
+    Before staging, the staging and temporary folders that killed builds of this repository
+    left behind are deleted (those whose process is gone; ``progress`` names each one removed
+    or kept).
+
     Returns:
         The models written (each as version N+1 of its folder) and the variants skipped here.
 
     Raises:
         RepositoryError: unknown target/variant, a bad model name, an ONNX file that does not fit
-            the checkpoint, a config that does not validate, or no buildable variant left.
+            the checkpoint, a config that does not validate, no buildable variant left, or a
+            repository that is a mount point (on another filesystem than its parent folder).
             CheckpointError from reading the checkpoint.
     """
     say = progress or (lambda _line: None)
@@ -311,7 +345,13 @@ def build_repository(
     samples = resolve_sample_inputs(ckpt, sample_inputs, rows=_SAMPLE_ROWS)
 
     repository.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{repository.name}.staging-", dir=repository.parent))
+    _check_same_filesystem(repository)
+    leftovers = remove_abandoned_folders(repository)
+    for path in leftovers.removed:
+        say(f"removed {path}: left by a build whose process is gone")
+    for path, reason in leftovers.kept:
+        say(f"left {path} alone: {reason}")
+    staging = make_owned_directory(staging_prefix(repository), repository.parent)
     try:
         ranker_configs = {}
         for variant in buildable:

@@ -8,10 +8,14 @@ so every change here follows three rules:
 
 * a new build becomes version **N+1 next to N**; an existing version folder is never
   rewritten (its files may be open in a running model instance);
-* every new folder is written under a hidden name (``.<name>...``, which Triton skips)
-  and renamed into place, and the config is replaced with ``os.replace``, so a server
-  never sees half a version or half a config; the previous config is kept as
-  ``config.v<N>.pbtxt`` for rolling back;
+* every new folder is written under a hidden name (``.<name>...``) and renamed into place,
+  and the config is replaced with ``os.replace``, so a server never sees half a version or
+  half a config; the previous config is kept as ``config.v<N>.pbtxt`` for rolling back.
+  Inside a model folder Triton ignores a folder whose name is not a number (it logs
+  "ignore version directory '.x' which fails to convert to integral number"); at the top
+  of the repository it does **not** skip hidden folders: Triton 2.51 loads ``.name/`` with
+  a config as a model called ``.name`` and reports any other hidden folder as a model that
+  failed to load. So a build stages next to the repository, never in it;
 * old versions are removed only when the version policy no longer serves them *and*
   they are not the previous version: under ``latest { num_versions: k }`` the newest
   k + 1 versions stay (the k served plus the one a server may still be serving until it
@@ -22,19 +26,205 @@ so every change here follows three rules:
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit._io import atomic_write_text, make_temporary_directory
+from toolkit._io import atomic_write_text, readable_by_others
 from toolkit.errors import RepositoryError
 from toolkit.repository.config import ModelConfig, config_to_text, parse_config, read_config
 
-__all__ = ["model_folders", "model_versions", "next_version", "install_model", "prune_versions", "write_version"]
+__all__ = [
+    "model_folders",
+    "model_versions",
+    "next_version",
+    "install_model",
+    "prune_versions",
+    "write_version",
+    "staging_prefix",
+    "make_owned_directory",
+    "folder_owner",
+    "FolderOwner",
+    "Leftovers",
+    "remove_abandoned_folders",
+]
+
+# Prefixes of the temporary folders made inside a model folder (install, prune, tune).
+_MODEL_TEMP_PREFIXES = (".old-", ".removed-", ".tune-version-")
+_HOST_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@dataclass(frozen=True)
+class FolderOwner:
+    """The process that made a temporary folder, read back from the folder's name.
+
+    Attributes:
+        pid: its process id.
+        start_ticks: its start time in clock ticks since boot (``/proc/<pid>/stat`` field
+            22), so that a later process given the same pid is not mistaken for it; 0 where
+            ``/proc`` is missing (then the pid alone is checked).
+        host: the machine and PID namespace it ran in (``<hostname>+<pid namespace inode>``);
+            only a folder of this host is ever judged abandoned.
+    """
+
+    pid: int
+    start_ticks: int
+    host: str
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks) of ``pid`` from ``/proc``; None if unreadable or gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()  # the command name may hold spaces and parentheses
+    try:
+        return fields[0], int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _this_host() -> str:
+    try:
+        namespace = os.readlink("/proc/self/ns/pid").removeprefix("pid:[").rstrip("]")
+    except OSError:
+        namespace = "0"
+    return f"{_HOST_UNSAFE.sub('_', socket.gethostname()) or 'localhost'}+{namespace}"
+
+
+def _this_owner() -> FolderOwner:
+    stat = _proc_stat(os.getpid())
+    return FolderOwner(os.getpid(), stat[1] if stat else 0, _this_host())
+
+
+def _alive(owner: FolderOwner) -> bool:
+    """Whether ``owner`` (a process of this host) is still running: not gone, not a zombie, not a reused pid."""
+    stat = _proc_stat(owner.pid)
+    if stat is None:
+        try:
+            os.kill(owner.pid, 0)  # no /proc entry to read (another OS, or hidepid): ask the kernel
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True  # a process of another user
+        return not Path("/proc/self/stat").exists()  # /proc works here yet shows no such process
+    state, start_ticks = stat
+    if state in ("Z", "X"):  # killed, waiting to be reaped
+        return False
+    return owner.start_ticks == 0 or start_ticks == owner.start_ticks
+
+
+def make_owned_directory(prefix: str, dir: Path) -> Path:  # noqa: A002 (tempfile's own name)
+    """A new empty folder ``dir/<prefix><pid>-<start ticks>-<random>@<host>``, mode of a plain ``mkdir``.
+
+    The name records the process that made it (:class:`FolderOwner`), written in the same
+    system call that creates the folder, so however the process ends a later one can tell a
+    leftover from a folder in use (:func:`remove_abandoned_folders`).
+
+    Raises:
+        OSError: the folder cannot be created (``dir`` missing or not writable).
+    """
+    owner = _this_owner()
+    path = Path(tempfile.mkdtemp(prefix=f"{prefix}{owner.pid}-{owner.start_ticks}-", suffix=f"@{owner.host}", dir=dir))
+    readable_by_others(path)
+    return path
+
+
+def folder_owner(name: str, prefix: str) -> FolderOwner | None:
+    """The owner recorded in a folder name made by :func:`make_owned_directory` with ``prefix``; None if it has none."""
+    if not name.startswith(prefix) or "@" not in name:
+        return None
+    stem, host = name[len(prefix) :].split("@", 1)
+    parts = stem.rsplit("-", 3)  # [what, ]pid, start ticks, random part (tempfile's has no "-")
+    if len(parts) < 3 or not parts[-3].isdigit() or not parts[-2].isdigit() or not host:
+        return None
+    return FolderOwner(int(parts[-3]), int(parts[-2]), host)
+
+
+def staging_prefix(repository: Path) -> str:
+    """Name prefix of the staging folders of builds into ``repository`` (they sit next to it, in its parent)."""
+    return f".{Path(repository).name}.staging-"
+
+
+@dataclass
+class Leftovers:
+    """What :func:`remove_abandoned_folders` found.
+
+    Attributes:
+        removed: folders whose process is gone, deleted.
+        kept: folders left in place, with the reason (the process runs; another host made
+            it; an older tritonrec made it without recording its process).
+    """
+
+    removed: list[Path]
+    kept: list[tuple[Path, str]]
+
+
+def _judge(path: Path, prefix: str, out: Leftovers, here: str) -> None:
+    owner = folder_owner(path.name, prefix)
+    if owner is None:
+        out.kept.append((path, "made by an older tritonrec that did not record its process; remove it by hand if no build is running"))
+    elif owner.host != here:
+        out.kept.append((path, f"made on host {owner.host} (this is {here}): cannot tell whether its process runs"))
+    elif _alive(owner):
+        out.kept.append((path, f"process {owner.pid} still runs"))
+    else:
+        # rename first so that a half-deleted folder never carries a live-looking name
+        doomed = path.with_name(f"{path.name}.abandoned")
+        try:
+            os.rename(path, doomed)
+        except FileNotFoundError:
+            return  # another build removed it first
+        shutil.rmtree(doomed, ignore_errors=True)
+        out.removed.append(path)
+
+
+def remove_abandoned_folders(repository: Path) -> Leftovers:
+    """Delete the temporary folders that builds of ``repository`` left behind when they were killed.
+
+    Looks at the staging folders next to the repository (``<parent>/.<repository>.staging-*``)
+    and at the temporary folders inside its model folders (``.old-*``, ``.removed-*``,
+    ``.tune-version-*``). A folder is deleted only when the process its name records
+    (:func:`make_owned_directory`) ran on this host and is gone (exited, killed, or its pid
+    now belongs to a process started later); a folder of a running process, of another
+    host, or without a recorded process is kept. ``*.abandoned`` folders (a removal that
+    was itself interrupted) are deleted. Nothing here is read by Triton or by
+    :func:`model_folders`; removing them only frees the disk.
+
+    Returns:
+        The folders removed and the folders kept with the reason.
+    """
+    repository = Path(repository)
+    here = _this_host()
+    out = Leftovers([], [])
+    places = [(repository.parent, (staging_prefix(repository),))]
+    if repository.is_dir():
+        places += [(model_dir, _MODEL_TEMP_PREFIXES) for model_dir in model_folders(repository)]
+    for folder, prefixes in places:
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            prefix = next((p for p in prefixes if path.name.startswith(p)), None)
+            if prefix is None or not path.is_dir() or path.is_symlink():
+                continue
+            if path.name.endswith(".abandoned"):
+                shutil.rmtree(path, ignore_errors=True)
+                out.removed.append(path)
+            else:
+                _judge(path, prefix, out, here)
+    return out
 
 
 def model_folders(repository: Path) -> list[Path]:
-    """The model folders of ``repository``, by name; hidden ones (a build's ``.staging-*``) are skipped.
+    """The model folders of ``repository``, by name; hidden ones (names starting with ``.``) are skipped.
+
+    tritonrec never writes a hidden folder at the top of a repository (builds stage next to
+    it, :func:`staging_prefix`). Triton itself does not skip them: a hidden folder someone
+    else put there is tried as a model by the server although it is not listed here.
 
     Raises:
         RepositoryError: ``repository`` is not a folder.
@@ -85,7 +275,7 @@ def prune_versions(model_dir: Path, config: ModelConfig | None = None) -> list[i
     removed = [v for v in versions if v not in _kept_versions(versions, config)]
     for v in removed:
         # rename first: a folder that vanishes piecemeal could be half-read by a polling server
-        doomed = Path(tempfile.mkdtemp(prefix=f".removed-{v}-", dir=model_dir))
+        doomed = make_owned_directory(f".removed-{v}-", model_dir)
         os.rename(model_dir / str(v), doomed / str(v))
         shutil.rmtree(doomed, ignore_errors=True)
     return removed
@@ -144,7 +334,7 @@ def install_model(staged: Path, repository: Path) -> Path:
         if item.is_dir():
             old = None
             if dest.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".old-{item.name}-", dir=target))
+                old = make_owned_directory(f".old-{item.name}-", target)
                 os.rename(dest, old / item.name)
             os.rename(item, dest)
             if old is not None:
@@ -198,7 +388,7 @@ def write_version(repository: Path, model: str, config: ModelConfig, *, source_v
     if parse_config(text, source=f"{model}/config.pbtxt (version {new})") != out:
         raise RepositoryError(f"{model}/config.pbtxt does not parse back to the config that was written")
 
-    staging = make_temporary_directory(".tune-version-", model_dir)
+    staging = make_owned_directory(".tune-version-", model_dir)
     try:
         # the model's files, not what a server wrote next to them (the Python backend's __pycache__)
         shutil.copytree(model_dir / str(source), staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
