@@ -6,7 +6,7 @@ judge: every export is checked on real rows before it goes into a repository.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from torch import nn
 
 from toolkit.errors import ExportError
 from toolkit.export.onnx_info import check_onnx_inputs, external_data_files, read_io_specs
+from toolkit.tensors import TensorSpec
 
 __all__ = ["ParityReport", "check_parity"]
 
@@ -28,7 +29,9 @@ class ParityReport:
         max_abs_diff: largest ``|onnx - torch|`` over every compared output element
             (in the outputs' own units, e.g. probability); ``inf`` where one side is NaN
             and the other is not.
-        n_rows: number of input rows compared.
+        n_rows: number of input rows compared; for a fixed-shape export whose inputs differ in
+            their first dimension (flat ids and offsets), the number of requests compared,
+            each one whole feed of the graph's shapes.
         atol: the absolute tolerance the check used.
         passed: ``max_abs_diff <= atol``.
         worst_output: name of the output where ``max_abs_diff`` occurred.
@@ -70,6 +73,43 @@ def _abs_diff_max(got: np.ndarray, want: np.ndarray) -> float:
     return float(diff.max())
 
 
+def _stacked_requests(onnx_path: Path, in_specs: Sequence[TensorSpec], inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Whole requests of a fixed-shape graph whose inputs differ in their first dimension, as (K, *shape) arrays.
+
+    Each array is one request (exactly its input's shape) or K of them stacked on a new first
+    axis; all arrays must do the same.
+
+    Raises:
+        ExportError: a missing or unexpected input, a wrong dtype, a shape that is neither the
+            graph's nor K stacked copies of it, or arrays that mix one and K requests.
+    """
+    names = [s.name for s in in_specs]
+    shapes = " and ".join(f"'{s.name}' {list(s.shape)}" for s in in_specs)
+    if set(inputs) != set(names):
+        # the names are checked (and reported) the same way as for row inputs
+        check_onnx_inputs(onnx_path, inputs, role="parity inputs")
+    stacked = {}
+    for spec in in_specs:
+        arr = np.asarray(inputs[spec.name])
+        if arr.shape == spec.shape:
+            arr = arr[np.newaxis]
+        elif arr.shape[1:] != spec.shape:
+            raise ExportError(
+                f"parity input '{spec.name}' has shape {list(arr.shape)}, but {onnx_path.name} takes fixed shapes "
+                f"{shapes} that do not share a batch dimension: pass one request of exactly those shapes, "
+                "or K requests stacked on a new first axis",
+                hint=f"e.g. '{spec.name}' of shape {list(spec.shape)} (one request) or {[8, *spec.shape]} (8 requests)",
+            )
+        stacked[spec.name] = arr
+    counts = {n: int(a.shape[0]) for n, a in stacked.items()}
+    if len(set(counts.values())) > 1:
+        raise ExportError(
+            f"parity inputs for {onnx_path.name} stack different numbers of requests: {counts}",
+            hint="give every input the same number of requests on its first axis (or one request each, unstacked)",
+        )
+    return check_onnx_inputs(onnx_path, stacked, role="parity inputs")
+
+
 def check_parity(
     model: nn.Module,
     onnx_path: Path,
@@ -82,17 +122,26 @@ def check_parity(
 ) -> ParityReport:
     """Run ``model`` (PyTorch) and ``onnx_path`` (ONNX Runtime, CPUExecutionProvider) on the same rows.
 
-    Rows are fed in batches of ``batch_size``; when the ONNX inputs have a fixed first
-    dimension (exported with ``dynamic_batch=False``) that size is used instead. The model
-    runs in eval mode under ``torch.no_grad()`` (its mode is restored afterwards) and is
-    given the inputs positionally, in the ONNX graph's input order.
+    How the inputs are fed depends on the graph's first dimensions:
+
+    * all dynamic (``dynamic_batch=True``): rows in batches of ``batch_size``;
+    * fixed and equal (``dynamic_batch=False`` with one row per sample, e.g. 16 rows):
+      batches of exactly that many rows, so ``N`` must be a multiple of it;
+    * fixed and different (``dynamic_batch=False`` with inputs that do not share a batch
+      dimension, e.g. an ``nn.EmbeddingBag``'s flat ids int64[T] and offsets int64[B]):
+      the inputs are whole requests, either one (each array of exactly the graph's shape,
+      ``{"ids": int64[T], "offsets": int64[B]}``) or ``K`` stacked on a new first axis
+      (``{"ids": int64[K, T], "offsets": int64[K, B]}``), and each request is one run.
+
+    The model runs in eval mode under ``torch.no_grad()`` (its mode is restored
+    afterwards) and is given the inputs positionally, in the ONNX graph's input order.
 
     Args:
         model: the PyTorch model the file was exported from.
         onnx_path: the ``.onnx`` file (its external data files next to it).
-        inputs: ``{ONNX input name: array}``, one entry per graph input, all with the same
-            number of rows ``N`` and the graph's dtypes, e.g. ``{"x": float32[N, 4],
-            "ids": int64[N, 3]}``.
+        inputs: ``{ONNX input name: array}``, one entry per graph input, with the graph's
+            dtypes: all with the same number of rows ``N``, e.g. ``{"x": float32[N, 4],
+            "ids": int64[N, 3]}``, or whole requests as above.
         output_name: compare only this output; ``None`` compares all outputs.
         atol: absolute tolerance on ``|onnx - torch|``, in the output's units.
         batch_size: rows per run (>= 1).
@@ -104,7 +153,8 @@ def check_parity(
 
     Raises:
         ExportError: inputs missing, unexpected, of the wrong dtype or of different row
-            counts; no rows; ``output_name`` not an output; the number or shapes of outputs
+            counts; no rows; requests whose arrays do not have the graph's fixed shapes (or
+            differ in how many requests they stack); ``output_name`` not an output; the number or shapes of outputs
             differ between PyTorch and ONNX; either runtime failed (chained); the difference
             exceeds ``atol`` (with ``raise_on_failure``), naming the output, the max
             difference and the tolerance.
@@ -116,7 +166,12 @@ def check_parity(
         raise ExportError(f"atol={atol} for the parity check must be >= 0", hint="e.g. atol=1e-5")
     in_specs, out_specs = read_io_specs(onnx_path)
     external_data_files(onnx_path)  # clear error for missing weight files before ORT fails obscurely
-    arrays = check_onnx_inputs(onnx_path, inputs, role="parity inputs")
+    firsts = [s.shape[0] if s.shape else None for s in in_specs]
+    whole_requests = all(s.shape and None not in s.shape for s in in_specs) and len(set(firsts)) > 1
+    if whole_requests:
+        arrays = _stacked_requests(onnx_path, in_specs, inputs)
+    else:
+        arrays = check_onnx_inputs(onnx_path, inputs, role="parity inputs")
     expected = list(arrays)
     n_rows = len(next(iter(arrays.values())))
 
@@ -129,7 +184,9 @@ def check_parity(
     compared = [i for i, n in enumerate(out_names) if output_name is None or n == output_name]
 
     fixed = {s.shape[0] for s in in_specs if s.shape and s.shape[0] is not None}
-    if fixed:
+    if whole_requests:
+        step = 1  # one request of the graph's shapes per run
+    elif fixed:
         step = min(fixed)
         if len(fixed) > 1 or n_rows % step:
             raise ExportError(
@@ -157,13 +214,17 @@ def check_parity(
     model.eval()
     try:
         for start in range(0, n_rows, step):
-            feeds = {n: np.ascontiguousarray(a[start : start + step]) for n, a in arrays.items()}
+            if whole_requests:
+                feeds = {n: np.ascontiguousarray(a[start]) for n, a in arrays.items()}
+                where = f"request {start}"
+            else:
+                feeds = {n: np.ascontiguousarray(a[start : start + step]) for n, a in arrays.items()}
+                where = f"rows {start}..{start + len(next(iter(feeds.values()))) - 1}"
             try:
                 onnx_outs = session.run(out_names, feeds)
             except Exception as exc:
                 raise ExportError(
-                    f"ONNX Runtime failed on rows {start}..{start + len(next(iter(feeds.values()))) - 1} of "
-                    f"{onnx_path.name}: {type(exc).__name__}: {str(exc)[:500]}",
+                    f"ONNX Runtime failed on {where} of {onnx_path.name}: {type(exc).__name__}: {str(exc)[:500]}",
                     hint="check the input shapes against read_io_specs(onnx_path)",
                 ) from exc
             with torch.no_grad():
@@ -171,7 +232,7 @@ def check_parity(
                     torch_result = model(*(torch.from_numpy(np.array(feeds[n], copy=True)) for n in expected))
                 except Exception as exc:
                     raise ExportError(
-                        f"{model_name}.forward failed on rows {start}.. of the parity inputs: {type(exc).__name__}: {str(exc)[:500]}",
+                        f"{model_name}.forward failed on {where} of the parity inputs: {type(exc).__name__}: {str(exc)[:500]}",
                         hint="the parity inputs must be valid inputs of the PyTorch model",
                     ) from exc
             torch_outs = _to_numpy_outputs(torch_result, model_name)
@@ -185,7 +246,7 @@ def check_parity(
                 if got.shape != want.shape:
                     raise ExportError(
                         f"output '{out_names[i]}' of {onnx_path.name} has shape {got.shape}, but PyTorch "
-                        f"gives {want.shape} for the same rows",
+                        f"gives {want.shape} for the same inputs ({where})",
                         hint="the ONNX file was exported from a different model; re-export it",
                     )
                 diff = _abs_diff_max(got, want)
@@ -199,7 +260,7 @@ def check_parity(
     if not passed and raise_on_failure:
         raise ExportError(
             f"ONNX output '{worst_output}' of {onnx_path.name} differs from PyTorch by up to {worst:.3g} "
-            f"(max abs diff over {n_rows} rows), above the tolerance atol={atol:g}",
+            f"(max abs diff over {n_rows} {'requests' if whole_requests else 'rows'}), above the tolerance atol={atol:g}",
             hint=(
                 "the ONNX file does not match this model: re-export it from this model; if the model is "
                 "numerically sensitive (float16, large logits), raise atol deliberately"
