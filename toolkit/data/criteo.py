@@ -40,11 +40,12 @@ from a fixed hidden model, about 25% positive like Criteo's:
                  + Σ_{s<t} ⟨v_s(C_s), v_t(C_t)⟩                 (pairwise interactions, all 26 tables)
 
 The last term is a factorization machine (Rendle, 2010) whose hidden vectors ``v_t(value)``
-have 16 dimensions, the baseline DLRM's embedding dim, so fitting it takes embeddings of the
+(for each table's 64 most frequent values; rarer values do not interact) have 16
+dimensions, the baseline DLRM's embedding dim, so fitting it takes embeddings of the
 baseline's size: a student with 8-dimensional embeddings can only learn a rank-8
 approximation and loses AUC. Its spread is set so the interaction term has a standard
-deviation of about 1.5 logits over rows with every field present, comparable to the linear
-terms. Tokens and the hidden model do not depend on the seed: files generated with different
+deviation of 1.5 logits over rows whose every field is a head value, comparable to the
+linear terms. Tokens and the hidden model do not depend on the seed: files generated with different
 seeds are samples of the same distribution.
 """
 
@@ -119,6 +120,9 @@ _LABEL_SPARSE = {0: 0.9, 1: 0.7, 5: 0.8, 13: 0.9}  # table index in C1..C26 -> s
 #: logit standard deviation of their sum over the 325 field pairs when every field is present.
 _LABEL_INTERACTION_DIM = 16
 _LABEL_INTERACTION_STD = 1.5
+#: Only a table's most frequent values interact (rank <= this): each of them is seen often
+#: enough in 10^5-10^6 rows for a model to learn its vector; rarer values have v = 0.
+_LABEL_INTERACTION_HEAD = 64
 _TARGET_POSITIVE_RATE = 0.25
 _HEAD_RANKS = 1 << 10  # ranks sampled from the exact discrete Zipf law; beyond: continuous tail (rel. error < 1e-6)
 
@@ -202,11 +206,13 @@ def _effects(table: int, ranks: np.ndarray, spread: float) -> np.ndarray:
 
 
 def _interactions(ranks: np.ndarray) -> np.ndarray:
-    """Σ over field pairs s < t of ⟨v_s, v_t⟩ for (n, 26) 1-based ``ranks`` (0 = missing: v = 0).
+    """Σ over field pairs s < t of ⟨v_s, v_t⟩ for (n, 26) 1-based ``ranks`` (0 = missing: v = 0;
+    ranks past :data:`_LABEL_INTERACTION_HEAD`: v = 0).
 
     Each ``v_t(rank)`` has :data:`_LABEL_INTERACTION_DIM` uniform entries of std ``σ``, fixed by
     hashing (table, dimension, rank). With F fields the pair sum has variance P·K·σ⁴ (P = F(F-1)/2
-    pairs, K dims), so ``σ = (std² / (P·K))**0.25`` gives it the std :data:`_LABEL_INTERACTION_STD`.
+    pairs, K dims), so ``σ = (std² / (P·K))**0.25`` gives it the std :data:`_LABEL_INTERACTION_STD`
+    on rows whose every field is a head value (real rows, with missing and tail values, less).
     Computed with the factorization-machine identity Σ_{s<t}⟨v_s,v_t⟩ = (‖Σ_t v_t‖² − Σ_t ‖v_t‖²) / 2.
     """
     n, fields = ranks.shape
@@ -215,7 +221,7 @@ def _interactions(ranks: np.ndarray) -> np.ndarray:
     total = np.zeros((n, k))
     squares = np.zeros(n)
     for t in range(fields):
-        present = ranks[:, t] > 0
+        present = (ranks[:, t] > 0) & (ranks[:, t] <= _LABEL_INTERACTION_HEAD)
         r = ranks[present, t]
         v = np.empty((len(r), k))
         for d in range(k):
