@@ -7,7 +7,10 @@ A row is one rating, joined with its user and item:
 * categorical, multi-valued (``MULTI_HOT_FEATURES``): genres, padded to
   ``max_genres`` ids with the padding id 0;
 * dense (``DENSE_FEATURES``): age and release year, standardized with the training
-  split's mean and standard deviation (a missing year becomes 0, the mean);
+  split's mean and standard deviation (a missing year becomes 0, the mean). A value outside
+  the training split's range (an age of 300, a release year of 3000) is clipped to it, in
+  its dense value and, since age and release year are also categorical, in its id: it is
+  encoded exactly as the nearest value training saw (see :meth:`FeatureEncoder.transform`);
 * label: 1.0 when the rating is >= 4 stars, else 0.0 (about 55% positive).
 
 Every :class:`Vocabulary` reserves id 0 for padding and id 1 for out-of-vocabulary
@@ -37,6 +40,7 @@ __all__ = [
     "EncodedRows",
     "FeatureEncoder",
     "raw_rows",
+    "range_from_vocabulary",
 ]
 
 SPARSE_FEATURES: tuple[str, ...] = ("user_id", "item_id", "age", "gender", "occupation", "zip_prefix", "release_year")
@@ -160,18 +164,77 @@ def raw_rows(ml: MovieLens, *, zip_prefix_len: int = 3) -> RawRows:
     return RawRows(columns, dense, labels)
 
 
+def _numeric_tokens(tokens: Iterable[str]) -> list[tuple[float, str]]:
+    """(value, token) of the tokens that are finite numbers, in vocabulary order."""
+    out = []
+    for token in tokens:
+        try:
+            value = float(token)
+        except ValueError:
+            continue
+        if np.isfinite(value):
+            out.append((value, token))
+    return out
+
+
+def range_from_vocabulary(tokens: Sequence[str]) -> tuple[float, float]:
+    """(min, max) of the numeric tokens of a vocabulary; (-inf, inf) when it has none.
+
+    A vocabulary fitted by :meth:`FeatureEncoder.fit` (``min_count=1``) holds every training
+    value of the feature as a token, so for age and release year this is exactly the
+    training range :meth:`FeatureEncoder.fit` records; it is how vocabularies saved before
+    the range was recorded get one (:meth:`FeatureEncoder.from_dict`).
+    """
+    values = [v for v, _ in _numeric_tokens(tokens)]
+    return (min(values), max(values)) if values else (-np.inf, np.inf)
+
+
 class FeatureEncoder:
     """Vocabularies and dense-feature statistics fitted on a training split.
 
     Use :meth:`fit` on the training rows, then :meth:`transform` on any split.
     Round-trips through :meth:`to_dict`/:meth:`from_dict` (JSON-safe).
+
+    Attributes:
+        vocabularies: feature name -> :class:`Vocabulary` (``SPARSE_FEATURES`` and ``genres``).
+        dense_mean, dense_std: (D,) float64, the training mean and standard deviation of
+            each of ``DENSE_FEATURES`` (raw units: years of age, calendar year).
+        dense_min, dense_max: (D,) float64, the training range of each dense feature (raw
+            units); ``-inf``/``inf`` where none is known (no value at all, or an old file
+            without a range and without numeric tokens): that side is not clipped.
+        max_genres: G, the padded width of ``multi_hot_ids``.
     """
 
-    def __init__(self, vocabularies: dict[str, Vocabulary], dense_mean: np.ndarray, dense_std: np.ndarray, max_genres: int):
+    def __init__(
+        self,
+        vocabularies: dict[str, Vocabulary],
+        dense_mean: np.ndarray,
+        dense_std: np.ndarray,
+        max_genres: int,
+        dense_min: np.ndarray | None = None,
+        dense_max: np.ndarray | None = None,
+    ):
         self.vocabularies = vocabularies
         self.dense_mean = np.asarray(dense_mean, dtype=np.float64)
         self.dense_std = np.asarray(dense_std, dtype=np.float64)
         self.max_genres = int(max_genres)
+        d = len(self.dense_mean)
+        self.dense_min = np.full(d, -np.inf) if dense_min is None else np.asarray(dense_min, dtype=np.float64)
+        self.dense_max = np.full(d, np.inf) if dense_max is None else np.asarray(dense_max, dtype=np.float64)
+        if self.dense_min.shape != (d,) or self.dense_max.shape != (d,):
+            raise DataError(f"dense range: expected {d} values per bound, got {self.dense_min.shape} and {self.dense_max.shape}")
+        if (self.dense_min > self.dense_max).any():
+            raise DataError(f"dense range: a minimum above its maximum ({self.dense_min.tolist()} > {self.dense_max.tolist()})")
+        # (sparse column, id of the lowest, id of the highest training value) of the dense features
+        # that are also categorical: a clipped value takes the id of the value it is clipped to.
+        self._bound_ids: dict[int, tuple[int, int]] = {}
+        for j, name in enumerate(DENSE_FEATURES[:d]):
+            if name in SPARSE_FEATURES and name in vocabularies:
+                vocabulary = vocabularies[name]
+                numeric = _numeric_tokens(vocabulary.tokens)  # most frequent first: "73" before "73.0"
+                bounds = (self.dense_min[j], self.dense_max[j])
+                low, high = (next((vocabulary.lookup(t) for v, t in numeric if v == b), OOV_ID) for b in bounds)
+                self._bound_ids[j] = (SPARSE_FEATURES.index(name), low, high)
 
     @classmethod
     def fit(cls, rows: RawRows) -> FeatureEncoder:
@@ -180,26 +243,54 @@ class FeatureEncoder:
             raise DataError("cannot fit feature vocabularies on an empty training split")
         vocabularies = {name: Vocabulary.fit(rows.columns[name]) for name in SPARSE_FEATURES}
         vocabularies["genres"] = Vocabulary.fit(g for gs in rows.columns["genres"] for g in gs)
-        mean = np.nanmean(rows.dense, axis=0)
-        std = np.nanstd(rows.dense, axis=0)
+        seen = ~np.isnan(rows.dense).all(axis=0)  # a column without any value: mean 0, std 1, no range (not clipped)
+        mean = np.zeros(rows.dense.shape[1])
+        std = np.ones(rows.dense.shape[1])
+        mean[seen] = np.nanmean(rows.dense[:, seen], axis=0)
+        std[seen] = np.nanstd(rows.dense[:, seen], axis=0)
         std[std == 0] = 1.0
+        lo = np.where(seen, np.min(np.where(np.isnan(rows.dense), np.inf, rows.dense), axis=0), -np.inf)
+        hi = np.where(seen, np.max(np.where(np.isnan(rows.dense), -np.inf, rows.dense), axis=0), np.inf)
         max_genres = max((len(g) for g in rows.columns["genres"]), default=1)
-        return cls(vocabularies, mean, std, max(max_genres, 1))
+        return cls(vocabularies, mean, std, max(max_genres, 1), lo, hi)
 
     @property
     def cardinalities(self) -> list[int]:
         """Embedding-table sizes in model order: the sparse features, then genres."""
         return [len(self.vocabularies[n]) for n in (*SPARSE_FEATURES, *MULTI_HOT_FEATURES)]
 
+    def out_of_range(self, dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Which raw dense values lie below / above the training range.
+
+        Args:
+            dense: (N, D) float64 raw values (NaN: missing, never out of range).
+
+        Returns:
+            Two (N, D) bool arrays: below ``dense_min``, above ``dense_max``.
+        """
+        dense = np.asarray(dense, dtype=np.float64)
+        return dense < self.dense_min, dense > self.dense_max
+
     def transform(self, rows: RawRows) -> EncodedRows:
-        """Encode ``rows``; unknown values become :data:`OOV_ID`, extra genres beyond ``max_genres`` are dropped."""
+        """Encode ``rows``; unknown values become :data:`OOV_ID`, extra genres beyond ``max_genres`` are dropped.
+
+        A dense value outside the training range (``dense_min``..``dense_max``) is clipped to
+        it before it is standardized, and where the feature is also categorical (age, release
+        year) its id becomes that of the boundary value: an age of 300 is encoded exactly like
+        the oldest training age. Missing values (NaN) stay missing: dense 0, the raw string's
+        id (the OOV id for an empty or non-numeric string).
+        """
         sparse = np.stack([self.vocabularies[n].encode(rows.columns[n]) for n in SPARSE_FEATURES], axis=1)
         genre_vocab = self.vocabularies["genres"]
         genre_ids = np.full((len(rows), self.max_genres), PAD_ID, dtype=np.int64)
         for r, gs in enumerate(rows.columns["genres"]):
             ids = [genre_vocab.lookup(g) for g in gs[: self.max_genres]]
             genre_ids[r, : len(ids)] = ids
-        dense = (rows.dense - self.dense_mean) / self.dense_std
+        below, above = self.out_of_range(rows.dense)
+        for j, (column, low_id, high_id) in self._bound_ids.items():
+            sparse[below[:, j], column] = low_id
+            sparse[above[:, j], column] = high_id
+        dense = (np.clip(rows.dense, self.dense_min, self.dense_max) - self.dense_mean) / self.dense_std
         dense = np.nan_to_num(dense, nan=0.0).astype(np.float32)
         return EncodedRows(dense, sparse.astype(np.int64), genre_ids, rows.labels.astype(np.float32))
 
@@ -215,6 +306,9 @@ class FeatureEncoder:
             "vocabularies": {k: v.tokens for k, v in self.vocabularies.items()},
             "dense_mean": self.dense_mean.tolist(),
             "dense_std": self.dense_std.tolist(),
+            # the training range; null where none is known (JSON has no infinity)
+            "dense_min": [float(v) if np.isfinite(v) else None for v in self.dense_min],
+            "dense_max": [float(v) if np.isfinite(v) else None for v in self.dense_max],
             "max_genres": self.max_genres,
         }
 
@@ -222,8 +316,15 @@ class FeatureEncoder:
     def from_dict(cls, d: dict) -> FeatureEncoder:
         """Inverse of :meth:`to_dict`.
 
+        ``dense_min``/``dense_max`` are optional: vocabularies saved before tritonrec recorded
+        the training range load with the range of the numeric tokens of the same feature's
+        vocabulary (:func:`range_from_vocabulary`, the same range for vocabularies this
+        toolkit fitted), and a dense feature without such a vocabulary is not clipped. A
+        ``null`` bound is not clipped either.
+
         Raises:
-            DataError: a field is missing or of the wrong kind, or the format version is unknown.
+            DataError: a field is missing or of the wrong kind, the format version is unknown,
+                or a range has the wrong length or a minimum above its maximum.
         """
         try:
             if d["format_version"] != ENCODER_FORMAT_VERSION:
@@ -232,6 +333,15 @@ class FeatureEncoder:
             missing = [n for n in (*SPARSE_FEATURES, *MULTI_HOT_FEATURES) if n not in vocabularies]
             if missing:
                 raise DataError(f"vocabularies: no vocabulary for {', '.join(missing)}")
-            return cls(vocabularies, np.array(d["dense_mean"]), np.array(d["dense_std"]), int(d["max_genres"]))
+            mean = np.array(d["dense_mean"], dtype=np.float64)
+            names = list(d.get("dense_features", DENSE_FEATURES))[: len(mean)]
+            derived = [range_from_vocabulary(vocabularies[n].tokens) if n in vocabularies else (-np.inf, np.inf) for n in names]
+            bounds = []
+            for key, side, default in (("dense_min", 0, -np.inf), ("dense_max", 1, np.inf)):
+                if key in d:
+                    bounds.append(np.array([default if v is None else float(v) for v in d[key]], dtype=np.float64))
+                else:
+                    bounds.append(np.array([r[side] for r in derived], dtype=np.float64))
+            return cls(vocabularies, mean, np.array(d["dense_std"]), int(d["max_genres"]), *bounds)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DataError(f"vocabularies: malformed field ({exc!r})") from exc

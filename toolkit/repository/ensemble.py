@@ -7,7 +7,9 @@ For a ranker model ``R`` (any variant: its config says which tensors it takes),
 model                      kind                         does
 =========================  ===========================  ======================================================
 ``<model>_preprocess``     Python backend, batches      raw BYTES features (:data:`RAW_INPUT_SPECS`) -> R's
-                           like R                       inputs, with the checkpoint's vocabularies
+                           like R                       inputs, with the checkpoint's vocabularies; numeric
+                                                        values clipped to the training range and counted
+                                                        (metric ``tritonrec_preprocess_clipped_values_total``)
 ``<model>_ensemble``       ``platform: "ensemble"``     preprocess -> R; returns R's ``probability`` [B, 1]
 ``<model>_postprocess``    Python backend,              one candidate list's ``item_id`` and ``probability``
                            ``max_batch_size: 0``        -> ``top_item_ids`` BYTES [K], ``top_scores`` FP32 [K]

@@ -13,15 +13,26 @@ Outputs, exactly as ``FeatureEncoder.transform`` encodes the same rows (the rank
 dtypes are cast to whatever the model's config declares, e.g. FP16 or INT32 for a ranker
 that takes those):
 
-* ``dense_features`` FP32 [B, 2]: (age, release_year) standardized with the training mean and
-  standard deviation; an empty or unparsable value becomes 0 (the mean);
+* ``dense_features`` FP32 [B, 2]: (age, release_year) clipped to the training range, then
+  standardized with the training mean and standard deviation; an empty or non-numeric value
+  is missing and becomes 0 (the mean);
 * ``sparse_ids`` INT64 [B, 7]: ids of user, item, age, gender, occupation, zip prefix (first
   ``zip_prefix_len`` characters of ``zip_code``) and release year; unknown values -> 1 (OOV);
+  an age or release year outside the training range gets the id of the boundary value it is
+  clipped to (an age of 300 is encoded exactly as the oldest training age);
 * ``multi_hot_ids`` INT64 [B, max_genres]: genre ids, unknown -> 1, padded with 0, genres
   beyond ``max_genres`` dropped.
 
 Model parameters (``config.pbtxt`` ``parameters``): ``zip_prefix_len`` (default ``"3"``),
 ``vocabularies`` (file name in the version folder, default ``"vocabularies.json"``).
+
+The training range is ``dense_min``/``dense_max`` of ``vocabularies.json`` (recorded at fit
+time); a file saved before they were recorded gets the range of the numeric tokens of the
+feature's own vocabulary (the same range for vocabularies tritonrec fitted), and a feature
+without either is not clipped. Every clipped value is counted in the Triton metric
+:data:`CLIPPED_METRIC` (a counter on the server's metrics endpoint, labels ``model``,
+``version``, ``feature``, ``bound`` = ``min``/``max``), and the first one per feature and
+bound of each model instance is logged as a warning.
 
 Self-contained on purpose (numpy and ``triton_python_backend_utils`` only): it runs inside
 Triton's Python stub, where the toolkit need not be installed. The encoding is the
@@ -49,6 +60,8 @@ RAW_TO_FEATURE = {
     "release_year": "release_year",
 }
 FEATURE_TO_RAW = {feature: raw for raw, feature in RAW_TO_FEATURE.items()}
+CLIPPED_METRIC = "tritonrec_preprocess_clipped_values_total"
+BOUNDS = ("min", "max")
 
 
 def _text(value):
@@ -68,6 +81,35 @@ def _number(text):
         return float(text)
     except ValueError:
         return float("nan")
+
+
+def _numeric_tokens(tokens):
+    """(value, token) of the tokens that are finite numbers, in vocabulary order."""
+    out = []
+    for token in tokens:
+        value = _number(token)
+        if np.isfinite(value):
+            out.append((value, token))
+    return out
+
+
+def dense_range(vocabularies, features):
+    """(min, max) float64 arrays of the training range of ``features`` (``toolkit.data.FeatureEncoder.from_dict``'s rule).
+
+    ``dense_min``/``dense_max`` when saved (``null``: that side unbounded); else the numeric
+    tokens of each feature's vocabulary; else unbounded (-inf, inf).
+    """
+    lows, highs = [], []
+    for j, feature in enumerate(features):
+        numeric = [v for v, _ in _numeric_tokens(vocabularies["vocabularies"].get(feature, []))]
+        derived = (min(numeric), max(numeric)) if numeric else (-np.inf, np.inf)
+        for key, side, default, out in (("dense_min", 0, -np.inf, lows), ("dense_max", 1, np.inf, highs)):
+            if key in vocabularies:
+                value = vocabularies[key][j]
+                out.append(default if value is None else float(value))
+            else:
+                out.append(derived[side])
+    return np.asarray(lows, dtype=np.float64), np.asarray(highs, dtype=np.float64)
 
 
 def _column(request, name):
@@ -108,6 +150,19 @@ class RawFeatureEncoder:
         unknown = [f for f in (*self.sparse_features, *self.dense_features) if f not in FEATURE_TO_RAW]
         if unknown:
             raise ValueError(f"vocabularies name features {unknown} that no raw input feeds")
+        self.dense_min, self.dense_max = dense_range(vocabularies, self.dense_features)
+        if (self.dense_min > self.dense_max).any():
+            raise ValueError(f"dense range: a minimum above its maximum ({self.dense_min.tolist()} > {self.dense_max.tolist()})")
+        # dense feature j -> (its sparse column, id of its lowest, id of its highest training value)
+        self.bound_ids = {}
+        for j, feature in enumerate(self.dense_features):
+            if feature in self.sparse_features and feature in self.index:
+                numeric = _numeric_tokens(vocabularies["vocabularies"][feature])  # most frequent first
+                ids = [
+                    next((self.index[feature][t] for v, t in numeric if v == b), self.oov_id)
+                    for b in (self.dense_min[j], self.dense_max[j])
+                ]
+                self.bound_ids[j] = (self.sparse_features.index(feature), ids[0], ids[1])
 
     def _ids(self, request, feature):
         """(N,) int64 ids of a single-valued feature; bytes elements are looked up as they are."""
@@ -119,15 +174,21 @@ class RawFeatureEncoder:
         return np.fromiter((index.get(k, oov) for k in keys), dtype=np.int64, count=len(keys))
 
     def encode(self, request):
-        """Encode one request.
+        """Encode one request: the tensors of :meth:`encode_counting`, without the counts."""
+        return self.encode_counting(request)[0]
+
+    def encode_counting(self, request):
+        """Encode one request and count the dense values clipped to the training range.
 
         Args:
             request: raw input name -> object array of ``bytes`` (``str`` and ints also taken):
                 scalars [N, 1] (or [N]), each multi-valued feature (``genres``) [N, G].
 
         Returns:
-            ``{"dense_features": float32 [N, D], "sparse_ids": int64 [N, S],
-            "multi_hot_ids": int64 [N, max_genres * len(multi_hot_features)]}``.
+            ``({"dense_features": float32 [N, D], "sparse_ids": int64 [N, S],
+            "multi_hot_ids": int64 [N, max_genres * len(multi_hot_features)]}, clipped)``, where
+            ``clipped`` maps ``(dense feature, "min" | "max")`` to the number of values of this
+            request below the training minimum / above the maximum (every pair, zeros included).
 
         Raises:
             ValueError: a missing input, a wrong shape, or inputs with different row counts.
@@ -153,8 +214,16 @@ class RawFeatureEncoder:
             if len(texts) != rows:
                 raise ValueError(f"input '{FEATURE_TO_RAW[feature]}' has {len(texts)} rows, expected {rows}")
             raw_dense[:, j] = [_number(t) for t in texts]
+        below, above = raw_dense < self.dense_min, raw_dense > self.dense_max  # NaN (missing) is neither
+        for j, (column, low_id, high_id) in self.bound_ids.items():
+            sparse[below[:, j], column] = low_id
+            sparse[above[:, j], column] = high_id
+        clipped = {}
+        for j, feature in enumerate(self.dense_features):
+            clipped[(feature, "min")] = int(below[:, j].sum())
+            clipped[(feature, "max")] = int(above[:, j].sum())
         # The same float64 operations as FeatureEncoder.transform, so the result is bit-identical.
-        dense = (raw_dense - self.dense_mean) / self.dense_std
+        dense = (np.clip(raw_dense, self.dense_min, self.dense_max) - self.dense_mean) / self.dense_std
         dense = np.nan_to_num(dense, nan=0.0).astype(np.float32)
 
         multi = []
@@ -175,11 +244,11 @@ class RawFeatureEncoder:
                     ids[r, : len(looked_up)] = looked_up
             multi.append(ids)
         multi_hot = np.concatenate(multi, axis=1) if multi else np.zeros((rows, 0), dtype=np.int64)
-        return {"dense_features": dense, "sparse_ids": sparse, "multi_hot_ids": multi_hot}
+        return {"dense_features": dense, "sparse_ids": sparse, "multi_hot_ids": multi_hot}, clipped
 
 
 class TritonPythonModel:
-    """Triton entry point: one :meth:`RawFeatureEncoder.encode` per request."""
+    """Triton entry point: one :meth:`RawFeatureEncoder.encode_counting` per request, clipped values counted."""
 
     def initialize(self, args):
         import triton_python_backend_utils as pb_utils
@@ -192,6 +261,44 @@ class TritonPythonModel:
         self.encoder = RawFeatureEncoder(vocabularies, zip_prefix_len=int(params.get("zip_prefix_len", "3")))
         self.input_names = [t["name"] for t in config["input"]]
         self.outputs = [(t["name"], pb_utils.triton_string_to_numpy(t["data_type"])) for t in config["output"]]
+        self.model = f"{args['model_name']} version {args['model_version']}"
+        self.logged = set()  # (feature, bound) pairs already logged by this instance
+        self.counters = {}
+        try:  # custom metrics need the server's metrics on (not --allow-metrics=false); the log line stays
+            family = pb_utils.MetricFamily(
+                name=CLIPPED_METRIC,
+                description="raw dense feature values outside the training range, clipped to it by the preprocess model",
+                kind=pb_utils.MetricFamily.COUNTER,
+            )
+            self.family = family  # keep it alive as long as its metrics
+            for feature in self.encoder.dense_features:
+                for bound in BOUNDS:
+                    labels = {"model": args["model_name"], "version": args["model_version"], "feature": feature, "bound": bound}
+                    self.counters[(feature, bound)] = family.Metric(labels=labels)
+        except Exception as exc:  # noqa: BLE001 (pb_utils raises its own error types)
+            self._warn(f"{self.model}: clipped values are not counted in {CLIPPED_METRIC}: {exc}")
+
+    def _warn(self, message):
+        try:
+            self.pb_utils.Logger.log_warn(message)
+        except Exception:  # noqa: BLE001 (no logger in this stub: print to the server log)
+            print(message, flush=True)
+
+    def _count(self, clipped):
+        for (feature, bound), n in clipped.items():
+            if not n:
+                continue
+            if (feature, bound) in self.counters:
+                self.counters[(feature, bound)].increment(n)
+            if (feature, bound) not in self.logged:
+                self.logged.add((feature, bound))
+                j = self.encoder.dense_features.index(feature)
+                limit = (self.encoder.dense_min if bound == "min" else self.encoder.dense_max)[j]
+                side = "below the training minimum" if bound == "min" else "above the training maximum"
+                self._warn(
+                    f"{self.model}: {n} value(s) of '{FEATURE_TO_RAW[feature]}' {side} {limit:g} clipped to it "
+                    f"(further ones are counted in {CLIPPED_METRIC}, not logged)"
+                )
 
     def execute(self, requests):
         pb_utils = self.pb_utils
@@ -199,10 +306,11 @@ class TritonPythonModel:
         for request in requests:
             try:
                 arrays = {n: pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in self.input_names}
-                encoded = self.encoder.encode(arrays)
+                encoded, clipped = self.encoder.encode_counting(arrays)
             except ValueError as exc:
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"preprocess: {exc}")))
                 continue
+            self._count(clipped)
             tensors = [pb_utils.Tensor(n, np.ascontiguousarray(encoded[n].astype(dtype, copy=False))) for n, dtype in self.outputs]
             responses.append(pb_utils.InferenceResponse(tensors))
         return responses
