@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
@@ -25,22 +25,19 @@ from toolkit.cli._common import (
     console,
 )
 from toolkit.errors import CheckpointError, DataError, RepositoryError
-from toolkit.repository import (
-    TARGET_VARIANTS,
-    VARIANTS,
-    BatchingOptions,
-    BuildFile,
-    InstanceGroup,
-    VersionPolicy,
-    build_repository,
-    load_build_file,
-    validate_repository,
-)
+
+if TYPE_CHECKING:
+    from toolkit.repository import InstanceGroup, VersionPolicy
 
 _SAMPLE_ROWS = 256
+# toolkit.repository.builder.VARIANTS, for --variant's help without importing the builder (torch, onnx) at start-up;
+# tests/unit/cli/test_cli_imports.py checks that the two agree.
+VARIANTS = ("pytorch", "onnx", "onnx_int8", "onnx_fp16", "onnx_python", "onnx_int8_python", "onnx_fp16_python", "tensorrt", "tensorrt_int8")
 
 
 def _instance_group(text: str) -> InstanceGroup:
+    from toolkit.repository import InstanceGroup
+
     kind, _, count = text.partition(":")
     kinds = {"cpu": "KIND_CPU", "gpu": "KIND_GPU", "kind_cpu": "KIND_CPU", "kind_gpu": "KIND_GPU"}
     if kind.lower() not in kinds or (count and not count.isdigit()):
@@ -49,6 +46,8 @@ def _instance_group(text: str) -> InstanceGroup:
 
 
 def _version_policy(text: str) -> VersionPolicy:
+    from toolkit.repository import VersionPolicy
+
     kind, _, rest = text.partition(":")
     try:
         if kind == "all" and not rest:
@@ -121,6 +120,16 @@ def build(
     Every config comes from Triton's protobuf schema and is validated (`tritonrec validate`) before
     anything is installed; each model becomes version N+1 next to N, so a failed build changes nothing.
     """
+    from toolkit.repository import (
+        TARGET_VARIANTS,
+        VARIANTS,
+        BatchingOptions,
+        BuildFile,
+        build_repository,
+        load_build_file,
+        validate_repository,
+    )
+
     spec = load_build_file(build_file) if build_file else BuildFile()
     if build_file is not None and model_name is None:
         model_name = spec.model_name

@@ -12,12 +12,6 @@ import typer
 from rich.table import Table
 
 from toolkit.cli._common import DEFAULT_CHECKPOINT, DEFAULT_DATA_DIR, CpuTarget, DataDir, console
-from toolkit.compress.bench import machine_info
-from toolkit.compress.pipeline import CompressionData, compress_and_report, save_compressed
-from toolkit.compress.recipe import load_recipe
-from toolkit.compress.report import write_report
-from toolkit.data import load_splits
-from toolkit.train import load_checkpoint
 
 
 def variants_table(report: dict) -> Table:
@@ -77,6 +71,13 @@ def compress_command(
     min_latency, or as_written); the report says why each was kept or dropped. INT8 weights are
     quantized for --cpu (7-bit on x86-64 without VNNI, where 8-bit ones lose accuracy).
     """
+    from toolkit.compress.bench import machine_info
+    from toolkit.compress.pipeline import CompressionData, compress_and_report, save_compressed
+    from toolkit.compress.recipe import load_recipe
+    from toolkit.compress.report import write_report
+    from toolkit.data import load_splits
+    from toolkit.train import load_checkpoint
+
     spec = load_recipe(recipe)
     ckpt = load_checkpoint(checkpoint)
     seed = int(ckpt.metrics.get("split", {}).get("seed", 42))

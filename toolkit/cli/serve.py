@@ -6,7 +6,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -14,7 +14,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from toolkit.errors import ServingError
-from toolkit.serving import ModelState, TritonServer, explain_load_failure
+
+if TYPE_CHECKING:
+    from toolkit.serving import ModelState
 
 __all__ = ["serve"]
 
@@ -22,6 +24,8 @@ _STATE_STYLE = {"READY": "green", "UNAVAILABLE": "red"}
 
 
 def _model_table(states: list[ModelState]) -> Table:
+    from toolkit.serving import explain_load_failure
+
     table = Table(title="Models")
     for column in ("Model", "Version", "State", "Reason"):
         table.add_column(column, overflow="fold")
@@ -63,6 +67,8 @@ def serve(
 
     Prints every model with its state; models that fail to load are listed with the reason while the others keep serving.
     """
+    from toolkit.serving import TritonServer
+
     console = Console()
     server = TritonServer(
         model_repository,

@@ -11,8 +11,6 @@ from rich.table import Table
 
 from toolkit._io import atomic_write_json
 from toolkit.cli._common import DEFAULT_REPOSITORY, console
-from toolkit.repository.validate import validate_repository
-from toolkit.repository.versions import model_folders
 
 
 def validate(
@@ -25,6 +23,9 @@ def validate(
     error (warnings, such as a TensorRT engine that cannot be inspected without a GPU, do not fail).
     `tritonrec build` runs the same checks on every build before it installs anything.
     """
+    from toolkit.repository.validate import validate_repository
+    from toolkit.repository.versions import model_folders
+
     findings = validate_repository(model_repository)
     if out is not None:
         atomic_write_json(out, [f.__dict__ for f in findings])

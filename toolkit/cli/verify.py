@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from toolkit.cli._common import DEFAULT_DATA_DIR, DEFAULT_REPOSITORY, DataDir, console
-from toolkit.serving.verify import DEFAULT_AUC_BUDGET, DEFAULT_FP32_MAX_ABS_DIFF, VerifyReport, verify_repository
+
+if TYPE_CHECKING:
+    from toolkit.serving.verify import VerifyReport
+
+# toolkit.serving.verify's defaults, without importing it (tritonclient, scikit-learn) at start-up;
+# tests/unit/cli/test_cli_imports.py checks that they agree.
+DEFAULT_AUC_BUDGET = 0.99
+DEFAULT_FP32_MAX_ABS_DIFF = 1e-5
 
 _STYLE = {"pass": "green", "fail": "bold red", "reference": "cyan", "not loaded": "yellow", "skipped": "dim"}
 
@@ -41,6 +48,8 @@ def verify(
     served AUC >= --auc-budget x the reference AUC. Models the server cannot load are listed
     with its reason (not a failure). Exits 1 when any variant fails.
     """
+    from toolkit.serving.verify import verify_repository
+
     if protocol not in ("http", "grpc"):
         raise typer.BadParameter(f"--protocol must be http or grpc, got {protocol!r}")
     with console.status("verifying") as status:
