@@ -12,7 +12,8 @@
     ├── ServingError                 a Triton server cannot start or be reached
     │   └── PortInUseError           a port the server needs is already taken
     ├── InferenceError               a request is malformed (shape, dtype) or the server rejected it
-    └── PerfError                    perf_analyzer is missing or fails, or its measurement is unusable
+    ├── PerfError                    perf_analyzer is missing or fails, or its measurement is unusable
+    └── MissingDependencyError       a command needs an optional dependency (a tritonrec extra) that is not installed
 
 The CLI prints ``str(error)`` as one line (plus ``error.hint`` when set) and exits 1;
 set ``TRITONREC_DEBUG=1`` to see the traceback. Errors raised by the libraries
@@ -20,6 +21,9 @@ underneath (torch, onnx, tritonclient) are chained as ``__cause__``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 __all__ = [
     "ToolkitError",
@@ -34,6 +38,9 @@ __all__ = [
     "InferenceError",
     "PerfError",
     "UnstableMeasurementError",
+    "MissingDependencyError",
+    "EXTRAS",
+    "optional_dependencies",
 ]
 
 
@@ -93,3 +100,37 @@ class PerfError(ToolkitError):
 
 class UnstableMeasurementError(PerfError):
     """perf_analyzer's measurement did not stabilize at a load level, even after a retry with a longer window."""
+
+
+class MissingDependencyError(ToolkitError):
+    """A command needs an optional dependency (one of the tritonrec package's extras) that is not installed."""
+
+
+#: The optional dependencies, by the extra of the ``tritonrec`` package that installs them (import names;
+#: pyproject.toml's ``[project.optional-dependencies]`` lists the same distributions).
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "perf": ("matplotlib", "psutil", "prometheus_client"),
+    "gpu": ("tensorrt", "polygraphy"),
+}
+
+
+@contextmanager
+def optional_dependencies(what: str) -> Iterator[None]:
+    """Import the modules of a command that needs an extra inside this block: a missing module of
+    :data:`EXTRAS` becomes a :class:`MissingDependencyError` with its install hint
+    (``pip install 'tritonrec[perf]'``); any other ``ImportError`` propagates unchanged.
+
+    Args:
+        what: what needs the dependency, for the message (e.g. ``"tritonrec perf"``).
+    """
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").partition(".")[0]
+        extra = next((e for e, modules in EXTRAS.items() if top in modules), None)
+        if extra is None:
+            raise
+        raise MissingDependencyError(
+            f"{what} needs {top}, which is not installed (an optional dependency: the [{extra}] extra)",
+            hint=f"pip install 'tritonrec[{extra}]'",
+        ) from exc

@@ -24,11 +24,6 @@ from toolkit.cli.train import report_table
 from toolkit.cli.verify import report_notes
 from toolkit.cli.verify import report_table as verify_table
 from toolkit.data import fetch_movielens
-from toolkit.export.checkpoint import export_checkpoint
-from toolkit.repository import BatchingOptions, build_repository
-from toolkit.serving import TritonServer, explain_load_failure, free_ports
-from toolkit.serving.verify import DEFAULT_AUC_BUDGET, verify_repository
-from toolkit.train import EpochStats, TrainConfig, train_checkpoint
 
 _COLUMNS = ("variant", "protocol", "offline AUC", "served AUC", "|ΔAUC|", "p50 ms", "p99 ms", "status")
 
@@ -49,6 +44,12 @@ def demo(
     """Run the main job on MovieLens-100K: train a DLRM, export it, build a Triton repository
     (CPU target: PyTorch, ONNX FP32/INT8 and the raw-feature ensembles), serve it on a real
     Triton server, check the served answers over HTTP and gRPC and verify every variant."""
+    from toolkit.export.checkpoint import export_checkpoint
+    from toolkit.repository import BatchingOptions, build_repository
+    from toolkit.serving import TritonServer, explain_load_failure, free_ports
+    from toolkit.serving.verify import DEFAULT_AUC_BUDGET, verify_repository
+    from toolkit.train import EpochStats, TrainConfig, train_checkpoint
+
     started = time.perf_counter()
     checkpoint, onnx_path = workdir / "checkpoint", workdir / "onnx" / "model.onnx"
 

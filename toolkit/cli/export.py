@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from toolkit.cli._common import DEFAULT_CHECKPOINT, DEFAULT_DATA_DIR, DEFAULT_ONNX, DataDir, console
-from toolkit.export.checkpoint import export_checkpoint
 
 
 def export(
@@ -22,6 +21,8 @@ def export(
     The file is accepted only if ONNX Runtime matches PyTorch on every test-split row
     within --atol; otherwise nothing is written and the command fails.
     """
+    from toolkit.export.checkpoint import export_checkpoint
+
     with console.status("exporting with torch.onnx (dynamo) and checking parity on the test split"):
         report = export_checkpoint(checkpoint, out, data_dir, atol=atol)
     console.print(

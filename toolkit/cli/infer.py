@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
 import typer
@@ -12,9 +12,10 @@ from rich.table import Table
 
 from toolkit.cli._common import DEFAULT_CHECKPOINT, DEFAULT_DATA_DIR, CheckpointDir, DataDir, console, progress
 from toolkit.data import EncodedRows, load_splits
-from toolkit.serving import InferenceClient, LatencyStats, measure_latency
-from toolkit.serving.quality import ServedQuality, served_quality
-from toolkit.train import evaluate, load_checkpoint, predict
+
+if TYPE_CHECKING:
+    from toolkit.serving import LatencyStats
+    from toolkit.serving.quality import ServedQuality
 
 #: Served AUC must equal the offline AUC to this tolerance (the main job's acceptance bar).
 AUC_TOLERANCE = 1e-4
@@ -31,6 +32,8 @@ class OfflineReference:
 
 def offline_reference(checkpoint: Path, data_dir: Path, n_rows: int | None = None) -> OfflineReference:
     """Rebuild the checkpoint's test split (its seed and vocabularies) and score it with PyTorch."""
+    from toolkit.train import evaluate, load_checkpoint, predict
+
     ckpt = load_checkpoint(checkpoint)
     seed = int(ckpt.metrics.get("split", {}).get("seed", 42))
     rows = load_splits(data_dir, seed=seed, encoder=ckpt.encoder).test
@@ -44,6 +47,9 @@ def measure_variant(
     url: str, protocol: Literal["http", "grpc"], model: str, ref: OfflineReference, *, batch_size: int, latency_requests: int
 ) -> tuple[ServedQuality, LatencyStats | None]:
     """Served quality on every reference row and, if ``latency_requests``, single-row latency."""
+    from toolkit.serving import InferenceClient, measure_latency
+    from toolkit.serving.quality import served_quality
+
     with InferenceClient(url, protocol=protocol, model_name=model) as client, progress() as bar:
         task = bar.add_task(f"{model} over {protocol}: test rows", total=len(ref.rows))
         quality = served_quality(

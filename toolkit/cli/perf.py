@@ -6,7 +6,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
@@ -21,12 +21,10 @@ from toolkit.cli._common import (
     checkpoint_splits,
     console,
 )
-from toolkit.errors import PerfError
-from toolkit.perf.analyzer import find_perf_analyzer
-from toolkit.perf.report import headline, write_perf_report
-from toolkit.perf.sweep import Sweep, ensemble_steps, is_raw_feature_model, rows_for_model, sweep_model
-from toolkit.repository.raw_inputs import raw_request
-from toolkit.serving import InferenceClient, TritonServer, free_ports
+from toolkit.errors import PerfError, optional_dependencies
+
+if TYPE_CHECKING:
+    from toolkit.perf.sweep import Sweep
 
 
 def test_rows(checkpoint: Path, data_dir: Path, n_rows: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -34,6 +32,8 @@ def test_rows(checkpoint: Path, data_dir: Path, n_rows: int) -> tuple[dict[str, 
     without torch, twice: encoded (``EncodedRows.inputs()``, what a ranker takes) and as the
     raw-feature request of the same rows (:func:`toolkit.repository.raw_inputs.raw_request`,
     BYTES, what ``<model>_ensemble`` takes)."""
+    from toolkit.repository.raw_inputs import raw_request
+
     splits = checkpoint_splits(checkpoint, data_dir)
     index = slice(0, n_rows)
     return splits.test.take(index).inputs(), raw_request(splits.raw_test.take(index))
@@ -90,6 +90,12 @@ def perf(
     like. Top-K models (dlrm_topk) are refused: one request is one user's candidate list, which
     perf_analyzer's row-per-entry input data does not model.
     """
+    with optional_dependencies("tritonrec perf"):  # matplotlib, psutil, prometheus-client: the [perf] extra
+        from toolkit.perf.report import headline, write_perf_report
+        from toolkit.perf.sweep import ensemble_steps, is_raw_feature_model, rows_for_model, sweep_model
+    from toolkit.perf.analyzer import find_perf_analyzer
+    from toolkit.serving import InferenceClient, TritonServer, free_ports
+
     for p in protocol:
         if p not in ("grpc", "http"):
             raise typer.BadParameter(f"--protocol must be grpc or http, got {p!r}")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from toolkit.cli._common import DEFAULT_CHECKPOINT, DEFAULT_DATA_DIR, DataDir, console, progress
-from toolkit.train import EpochStats, TrainConfig, TrainReport, train_checkpoint
+
+if TYPE_CHECKING:
+    from toolkit.train import EpochStats, TrainReport
 
 
 def report_table(report: TrainReport) -> Table:
@@ -39,6 +41,8 @@ def train(
     Prints and saves (in the checkpoint's metrics.json) the test AUC and log loss of the
     DLRM and of two baselines on the same split: item popularity and logistic regression.
     """
+    from toolkit.train import TrainConfig, train_checkpoint
+
     config = TrainConfig(
         max_epochs=max_epochs, patience=patience, batch_size=batch_size, learning_rate=learning_rate, embedding_dim=embedding_dim, seed=seed
     )

@@ -6,7 +6,7 @@ import shlex
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -14,9 +14,9 @@ from rich.table import Table
 from toolkit._io import atomic_write_json
 from toolkit.cli._common import DEFAULT_CHECKPOINT, DEFAULT_DATA_DIR, DEFAULT_REPOSITORY, CheckpointDir, DataDir, console
 from toolkit.cli.perf import test_rows
-from toolkit.perf.analyzer import find_perf_analyzer
-from toolkit.perf.tune import MeasureSettings, Objective, SearchSpace, TuneResult, tune
-from toolkit.serving import TritonServer, free_ports
+
+if TYPE_CHECKING:
+    from toolkit.perf.tune import TuneResult
 
 
 def _ints(text: str, option: str) -> tuple[int, ...]:
@@ -110,6 +110,10 @@ def tune_command(
     and stops when the best stops improving; --brute-force measures them all. The chosen config
     is written as version N+1 of the model (the old version's files are left as they were).
     """
+    from toolkit.perf.analyzer import find_perf_analyzer
+    from toolkit.perf.tune import MeasureSettings, Objective, SearchSpace, tune
+    from toolkit.serving import TritonServer, free_ports
+
     space = SearchSpace(
         instance_counts=_ints(instance_counts, "--instance-counts"),
         max_queue_delays_us=_ints(queue_delays_us, "--queue-delays-us"),
