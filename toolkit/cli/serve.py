@@ -30,9 +30,10 @@ def _model_table(states: list[ModelState]) -> Table:
     for column in ("Model", "Version", "State", "Reason"):
         table.add_column(column, overflow="fold")
     for s in sorted(states, key=lambda s: (s.name, s.version)):
-        style = _STATE_STYLE.get(s.state, "yellow")
+        state = s.state or "NOT LOADED"  # Triton gives no state to a model refused while its config is read
+        style = _STATE_STYLE.get(s.state or "UNAVAILABLE", "yellow")
         reason = explain_load_failure(s.reason) if s.state != "READY" else ""
-        table.add_row(s.name, s.version, f"[{style}]{s.state or '-'}[/{style}]", escape(reason))
+        table.add_row(s.name, s.version or "-", f"[{style}]{state}[/{style}]", escape(reason))
     return table
 
 

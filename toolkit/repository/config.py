@@ -338,12 +338,34 @@ def _triton_type(dtype: np.dtype) -> str:
 
 
 def tensor_entry(spec: TensorSpec, max_batch_size: int) -> dict:
-    """A ``ModelInput``/``ModelOutput`` dict for ``spec``: batch dimension dropped when ``max_batch_size > 0``,
-    numpy object/bytes/str (Triton BYTES) spelled ``TYPE_STRING`` as a config needs."""
+    """A ``ModelInput``/``ModelOutput`` dict for ``spec``, in the form Triton accepts for its rank.
+
+    With ``max_batch_size > 0`` the batch dimension is dropped: ``(B, 7)`` becomes ``dims: [7]``.
+    A tensor of one value per row (``(B,)``, ONNX shape ``[N]``) has no dimension left, and
+    Triton refuses a tensor without ``dims`` ("must specify 'dims'"); its form for it is
+    ``dims: [1]`` with ``reshape { shape: [] }`` (Triton docs, "Model Configuration",
+    "Reshape"): clients send and receive ``(B, 1)``, the model sees ``(B,)``. numpy
+    object/bytes/str (Triton BYTES) are spelled ``TYPE_STRING`` as a config needs.
+
+    Raises:
+        RepositoryError: a scalar (rank 0) tensor without batching (``max_batch_size: 0``):
+            Triton refuses empty reshapes there ("scalar tensors are not supported" for a
+            non-batching model, checked on the Triton 2.51 server); or a dtype without a
+            Triton data type.
+    """
     dtype = spec.numpy_dtype
     if dtype.kind in "SU":
         dtype = np.dtype(object)
-    return {"name": spec.name, "data_type": _triton_type(dtype), "dims": _dims(spec, max_batch_size)}
+    entry: dict = {"name": spec.name, "data_type": _triton_type(dtype), "dims": _dims(spec, max_batch_size)}
+    if not entry["dims"]:
+        if max_batch_size == 0:
+            raise RepositoryError(
+                f"tensor {spec.describe()} is a scalar, and Triton serves no scalar tensor in a model without batching (max_batch_size 0)",
+                hint="export the model with a batch dimension (shape [N]) and build it with --max-batch-size 1 or more",
+            )
+        entry["dims"] = [1]
+        entry["reshape"] = {"shape": []}
+    return entry
 
 
 def _accelerator(options: BatchingOptions) -> dict:
@@ -369,7 +391,10 @@ def build_model_config(
     Args:
         name: the model's name (its folder in the repository).
         inputs, outputs: tensors with the batch dimension first (dropped from ``dims``
-            when ``options.max_batch_size > 0``). Object/bytes/str dtypes become ``TYPE_STRING``.
+            when ``options.max_batch_size > 0``), of any rank Triton serves: a tensor of one
+            value per row (``(B,)``, ONNX ``[N]``) is written ``dims: [1]`` with
+            ``reshape { shape: [] }`` (see :func:`tensor_entry`). Object/bytes/str dtypes become
+            ``TYPE_STRING``.
         options: batching, instance groups, queue policy, version policy, response cache,
             execution accelerator (see :class:`BatchingOptions`).
         platform: e.g. ``"onnxruntime_onnx"``; backend: e.g. ``"python"`` (one of the two).
@@ -379,7 +404,8 @@ def build_model_config(
 
     Raises:
         RepositoryError: neither or both of platform/backend; batching asked for a tensor
-            without a dynamic batch dimension; an execution accelerator on a model that is not
+            without a dynamic batch dimension; a scalar tensor without batching (Triton serves
+            none); an execution accelerator on a model that is not
             ``platform: onnxruntime_onnx``; warmup entries that are not ``ModelWarmup`` fields.
     """
     if (platform is None) == (backend is None):
@@ -399,12 +425,18 @@ def build_model_config(
             f"execution provider, but the model runs on {runtime}",
             hint="set the accelerator only for the onnx variants (platform onnxruntime_onnx)",
         )
+    try:
+        entries = {
+            kind: [tensor_entry(s, options.max_batch_size) for s in specs] for kind, specs in (("input", inputs), ("output", outputs))
+        }
+    except RepositoryError as exc:
+        raise RepositoryError(f"model {name!r}: {exc}", hint=exc.hint) from exc
     d: dict = {
         "name": name,
         "version_policy": options.version_policy.to_dict(),
         "max_batch_size": options.max_batch_size,
-        "input": [tensor_entry(s, options.max_batch_size) for s in inputs],
-        "output": [tensor_entry(s, options.max_batch_size) for s in outputs],
+        "input": entries["input"],
+        "output": entries["output"],
         "instance_group": [g.to_dict() for g in options.groups],
     }
     if platform is not None:
@@ -475,11 +507,17 @@ def _numpy_dtype(data_type: int, tensor: str) -> np.dtype:
     return np.dtype(converted)
 
 
-def config_tensor_specs(config: ModelConfig) -> tuple[list[TensorSpec], list[TensorSpec]]:
+def config_tensor_specs(config: ModelConfig, *, as_model_sees: bool = False) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """Inputs and outputs of ``config`` as :class:`TensorSpec` with the batch dimension put back.
 
     Works for any config, ensembles included. ``TYPE_STRING`` tensors come back with dtype
     ``"object"`` (numpy's type for Triton BYTES).
+
+    Args:
+        as_model_sees: ``False`` (default): the shapes clients send and receive (``dims``),
+            e.g. ``(B, 1)`` for ``dims: [1] reshape { shape: [] }``. ``True``: the shapes the
+            model itself takes and returns (a tensor's ``reshape.shape`` where it has one:
+            ``(B,)``), as compared with a model file.
 
     Raises:
         RepositoryError: a tensor's ``data_type`` has no numpy dtype (``TYPE_INVALID``).
@@ -487,7 +525,8 @@ def config_tensor_specs(config: ModelConfig) -> tuple[list[TensorSpec], list[Ten
 
     def spec(t) -> TensorSpec:
         dtype = _numpy_dtype(t.data_type, t.name)
-        dims = tuple(None if d == -1 else int(d) for d in t.dims)
+        values = t.reshape.shape if as_model_sees and t.HasField("reshape") else t.dims
+        dims = tuple(None if d == -1 else int(d) for d in values)
         return TensorSpec(t.name, dtype.name, ((None,) + dims) if config.max_batch_size > 0 else dims)
 
     return [spec(t) for t in config.input], [spec(t) for t in config.output]
@@ -496,10 +535,14 @@ def config_tensor_specs(config: ModelConfig) -> tuple[list[TensorSpec], list[Ten
 def check_config_against(config: ModelConfig, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
     """Check that ``config`` declares exactly the model's tensors: names, dtypes, ranks and fixed dims.
 
+    ``inputs``/``outputs`` are the model file's tensors (batch first); a config tensor with a
+    ``reshape`` is compared by the shape the model sees (``reshape.shape``), so ``(B,)`` matches
+    ``dims: [1] reshape { shape: [] }``.
+
     Raises:
         RepositoryError: one line per mismatch, each naming the model, the tensor and the fix.
     """
-    got_in, got_out = config_tensor_specs(config)
+    got_in, got_out = config_tensor_specs(config, as_model_sees=True)
     problems: list[str] = []
     for kind, declared, actual in (("input", got_in, inputs), ("output", got_out, outputs)):
         want = {s.name: s for s in actual}

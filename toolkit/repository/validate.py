@@ -10,21 +10,37 @@ the list). The rules follow Triton's own checks (``triton-inference-server/core`
 ``backend_model_instance.cc`` ``GenerateWarmupData``) plus what a backend checks at load time
 (an ONNX file's inputs and outputs):
 
-* **config** -- ``config.pbtxt`` exists and parses as a ``ModelConfig``; its ``name`` is the
-  folder's; it names a platform or backend; every tensor has a ``data_type`` and ``dims``
-  (each >= 1 or -1).
+Severity follows what the server does, checked rule by rule on the Triton 2.51 server
+(``tests/integration/test_validate_agrees_with_triton.py`` loads a mutant repository in it):
+an **error** is a model Triton refuses to load, or one whose every proper request it refuses;
+a rule of ours stricter than Triton (the model loads and answers) is a **warning**.
+
+* **config** -- ``config.pbtxt`` exists and parses as a ``ModelConfig`` (a folder without one
+  is a warning where Triton completes the config from the model file, an error where it
+  cannot); its ``name`` is the folder's; it names a platform or backend (a warning where Triton
+  picks the backend from ``model.<ext>``); every tensor has a ``name``, ``data_type`` and
+  ``dims`` (each >= 1 or -1; a tensor declared twice is a warning: Triton loads it).
+* **backend** -- the backend it names, its platform's, or the one its model file implies is
+  installed on the :class:`ServingTarget` (default: the server ``tritonrec serve`` starts here).
+  A backend only the stock container has (``onnxruntime_onnx``/``tensorrt_plan`` on the bundled
+  server) is a warning naming the server and the container, unless the target is strict; an
+  unknown platform or backend name is an error with the closest known name.
 * **versions** -- at least one numeric version folder; every version a ``specific``
-  ``version_policy`` lists exists; each served version holds the model file
-  (``model.onnx`` for ``onnxruntime_onnx``, ``model.plan`` for ``tensorrt_plan``,
-  ``model.py`` for the Python backend, ``model.pt`` for ``pytorch_libtorch``, or
-  ``default_model_filename``).
+  ``version_policy`` lists exists (an error only when none does; Triton serves the others);
+  each served version holds the model file (``model.onnx`` for ``onnxruntime_onnx``,
+  ``model.plan`` for ``tensorrt_plan``, ``model.py`` for the Python backend, ``model.pt`` for
+  ``pytorch_libtorch``, or ``default_model_filename``; the ONNX file and its external data for
+  the toolkit's ONNX-in-Python rankers).
 * **model file** -- an ONNX model's inputs and outputs match the config: names, dtypes, ranks,
-  fixed dims; a variable batch dimension when ``max_batch_size > 0``; ``dims`` that do not
-  repeat the batch dimension. Python-backend models run arbitrary code, so their tensors
-  cannot be read from a file in general and this check is skipped for them -- except for the
-  toolkit's own ONNX-in-Python rankers (``tritonrec.json`` role ``ranker`` with a
-  ``model.onnx`` next to ``model.py``), whose runner feeds the config's tensors to that file.
-  TensorRT plans go through :func:`_tensorrt_findings`.
+  fixed dims (by the shape the model sees: ``reshape.shape`` where the tensor has one); a
+  variable batch dimension when ``max_batch_size > 0``; ``dims`` that do not repeat the batch
+  dimension; its external data files exist. Python-backend models run arbitrary code, so their
+  tensors cannot be read from a file in general and this check is skipped for them -- except
+  for the toolkit's own ONNX-in-Python rankers (``tritonrec.json`` role ``ranker`` with a
+  ``model.onnx`` next to ``model.py``), whose runner feeds the config's tensors to that file
+  (the Python backend does not check outputs, so output mismatches are warnings there).
+  TensorRT plans go through :func:`_tensorrt_findings` (a plan that cannot be read here is a
+  finding, never an exception).
 * **batching** -- every ``preferred_batch_size`` lies in [1, ``max_batch_size``]; KIND_CPU
   instance groups name no GPUs.
 * **ensembles** -- no ``dynamic_batching``, ``sequence_batching``, ``instance_group``,
@@ -40,11 +56,13 @@ the list). The rules follow Triton's own checks (``triton-inference-server/core`
   ``input_data_file`` exists under ``<model>/warmup/`` and holds the bytes its dims and dtype
   imply; ``batch_size`` within ``max_batch_size``.
 
-This module is torch-free (numpy, onnx and protobuf only), so serving and perf may use it.
+This module is torch-free (numpy, onnx and protobuf; tritonclient only where :meth:`ServingTarget.default`
+looks for the local server), so serving and perf may use it.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 import struct
 from collections.abc import Collection, Iterable
@@ -57,17 +75,114 @@ import onnx
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from toolkit.errors import RepositoryError
+from toolkit.errors import ExportError, RepositoryError, ServingError
 from toolkit.repository.config import ModelConfig, check_config_against
 from toolkit.repository.metadata import read_metadata
 from toolkit.repository.versions import model_folders, model_versions
 from toolkit.repository.warmup import WARMUP_FOLDER, warmup_byte_size
 
-__all__ = ["Finding", "validate_repository", "check_repository"]
+__all__ = ["Finding", "ServingTarget", "STOCK_CONTAINER", "validate_repository", "check_repository"]
 
 Severity = Literal["error", "warning"]
 ENSEMBLE_PLATFORM = "ensemble"
 _DT = model_config_pb2.DataType
+
+STOCK_CONTAINER = "nvcr.io/nvidia/tritonserver:<yy.mm>-py3"
+#: Backends of the stock Triton container: the backends the Triton project supports and tests with
+#: each release (``triton-inference-server/backend`` README, "Where can I find all the backends").
+STOCK_BACKENDS = frozenset({"tensorrt", "onnxruntime", "tensorflow", "pytorch", "openvino", "python", "dali", "fil"})
+#: Backends that ship in containers of their own, not in the stock one.
+OTHER_CONTAINERS = {
+    "vllm": "nvcr.io/nvidia/tritonserver:<yy.mm>-vllm-python-py3",
+    "tensorrtllm": "nvcr.io/nvidia/tritonserver:<yy.mm>-trtllm-python-py3",
+}
+#: The platforms Triton knows and the backend each runs on (``triton-inference-server/core``,
+#: ``constants.h`` and ``backend_model.cc``); any other ``platform`` without a ``backend`` is refused
+#: ("unexpected platform type", checked on the Triton 2.51 server).
+PLATFORM_BACKENDS = {
+    "tensorrt_plan": "tensorrt",
+    "onnxruntime_onnx": "onnxruntime",
+    "pytorch_libtorch": "pytorch",
+    "tensorflow_graphdef": "tensorflow",
+    "tensorflow_savedmodel": "tensorflow",
+}
+#: Model files from which Triton picks the backend of a config that names none (and completes a
+#: missing config): ``model.<backend's file type>``, in this order of precedence (observed on the
+#: Triton 2.51 server: a version folder with ``model.onnx`` and ``model.py`` is run by onnxruntime,
+#: one with ``model.pt`` and ``model.py`` by pytorch, ``model.plan`` wins over ``model.onnx``).
+_FILE_BACKENDS = {
+    "model.savedmodel": "tensorflow",
+    "model.graphdef": "tensorflow",
+    "model.plan": "tensorrt",
+    "model.onnx": "onnxruntime",
+    "model.pt": "pytorch",
+    "model.py": "python",
+}
+#: Backends that read a model's inputs and outputs from its file when its config lacks them.
+_SELF_DESCRIBING_BACKENDS = frozenset({"onnxruntime", "tensorrt", "tensorflow"})
+
+
+@dataclass(frozen=True)
+class ServingTarget:
+    """The Triton server a repository is validated for: which backends it has.
+
+    A model is refused by a server without its backend ("unable to find backend library for
+    backend 'X'"), so a backend or platform is checked against the target's backends. Triton
+    looks for backend ``B`` as ``<model>/<version>/libtriton_B.so``, ``<model>/libtriton_B.so``,
+    then ``<backend directory>/B/libtriton_B.so`` (``triton-inference-server/backend`` README,
+    "Backend Shared Library"); a Python-based backend is ``<backend directory>/B/model.py``.
+
+    Attributes:
+        name: the server in words, for findings ("the bundled Triton server (nvidia-pytriton 0.7.0)").
+        backends: backend names it has.
+        strict: what a backend the stock container has but this server lacks is: an error
+            (``True``: the repository must load on this server) or a warning (``False``, the
+            default target: a CPU build includes ``onnxruntime_onnx``/``tensorrt_plan`` models on
+            purpose, for the stock container). A name no server knows is an error either way.
+    """
+
+    name: str
+    backends: frozenset[str]
+    strict: bool = False
+
+    @classmethod
+    def from_backend_directory(cls, path: Path, *, name: str | None = None, strict: bool = True) -> ServingTarget:
+        """The server whose ``--backend-directory`` is ``path``: each subfolder ``B`` holding
+        ``libtriton_B.so`` (or ``model.py``, a Python-based backend) is a backend.
+
+        Raises:
+            RepositoryError: ``path`` is not a folder.
+        """
+        path = Path(path)
+        if not path.is_dir():
+            raise RepositoryError(f"backend directory {path} is not a folder", hint="pass the server's --backend-directory")
+        backends = frozenset(
+            d.name for d in path.iterdir() if d.is_dir() and ((d / f"libtriton_{d.name}.so").is_file() or (d / "model.py").is_file())
+        )
+        return cls(name or f"the Triton server with backends in {path}", backends, strict)
+
+    @classmethod
+    def stock_container(cls) -> ServingTarget:
+        """The stock container ``nvcr.io/nvidia/tritonserver:<yy.mm>-py3`` (:data:`STOCK_BACKENDS`), strictly."""
+        return cls(f"the stock container {STOCK_CONTAINER}", STOCK_BACKENDS, strict=True)
+
+    @classmethod
+    def default(cls, *, strict: bool = False) -> ServingTarget:
+        """The server ``tritonrec serve`` would start here (``tritonserver`` on PATH, else the bundled one),
+        read from its backends folder without starting or installing anything.
+
+        Where no server is installed (or its backends folder is unknown), the stock container's
+        backends, never strictly: only names no Triton server knows are errors then.
+        """
+        from toolkit.serving.server import default_server_backends  # noqa: PLC0415 (tritonclient only when validating)
+
+        try:
+            name, directory = default_server_backends()
+        except ServingError as exc:
+            return cls(f"the stock container {STOCK_CONTAINER} (no Triton server here: {exc})", STOCK_BACKENDS, strict=False)
+        if directory is None or not directory.is_dir():
+            return cls(f"{name} (its backends folder is unknown; assumed the stock container's)", STOCK_BACKENDS, strict=False)
+        return cls.from_backend_directory(directory, name=name, strict=strict)
 
 
 @dataclass(frozen=True)
@@ -170,13 +285,64 @@ def _read_model(model_dir: Path) -> tuple[_Model, list[Finding]]:
     config_path = model_dir / "config.pbtxt"
     config: ModelConfig | None = None
     if not config_path.is_file():
-        findings.append(Finding(name, "config.pbtxt", "the model folder has no config.pbtxt", "write one (`tritonrec build` does)"))
+        findings.append(_missing_config_finding(model_dir, versions))
     else:
         try:
             config = text_format.Parse(config_path.read_text(encoding="utf-8"), ModelConfig())
         except (text_format.ParseError, UnicodeDecodeError) as exc:
             findings.append(_parse_finding(name, str(exc)))
     return _Model(name, model_dir, config, versions), findings
+
+
+def _implied_backend(model_dir: Path, versions: list[int]) -> tuple[str, str] | None:
+    """``(version/file, backend)``: the backend Triton picks for a model whose config names none, from
+    the first version folder holding a ``model.<ext>`` file (by :data:`_FILE_BACKENDS` precedence);
+    ``None`` when no version folder has one (Triton: "Could not determine backend")."""
+    for v in sorted(versions):
+        for file, backend in _FILE_BACKENDS.items():
+            if (model_dir / str(v) / file).exists():
+                return f"{v}/{file}", backend
+    return None
+
+
+def _missing_config_finding(model_dir: Path, versions: list[int]) -> Finding:
+    """A model folder without ``config.pbtxt``.
+
+    Triton (auto-complete on, its default) then builds the config from the model file, so the
+    model loads (checked on the Triton 2.51 server): a warning where the backend reads the
+    tensors from the file (ONNX Runtime, TensorRT, TensorFlow) or the Python model defines
+    ``auto_complete_config``; an error where the config would have no inputs (the model loads,
+    but every request is refused) or no model file names a backend (Triton refuses the folder).
+    """
+    name = model_dir.name
+    implied = _implied_backend(model_dir, versions)
+    if implied is None:
+        return Finding(
+            name,
+            "config.pbtxt",
+            f"the model folder has no config.pbtxt, and no model file Triton could build one from ({', '.join(_FILE_BACKENDS)})",
+            "write a config.pbtxt (`tritonrec build` does)",
+        )
+    rel, backend = implied
+    completes = backend in _SELF_DESCRIBING_BACKENDS or (
+        backend == "python" and "def auto_complete_config" in (model_dir / rel).read_text(encoding="utf-8", errors="replace")
+    )
+    if completes:
+        return Finding(
+            name,
+            "config.pbtxt",
+            f"no config.pbtxt: Triton completes one from {rel} (backend {backend}), with its default batching and instances; "
+            "a server started with --disable-auto-complete-config refuses the model",
+            "write the config.pbtxt you mean (`tritonrec build` does)",
+            "warning",
+        )
+    return Finding(
+        name,
+        "config.pbtxt",
+        f"no config.pbtxt: Triton loads {rel} (backend {backend}) with a config it cannot complete (no inputs or outputs), "
+        "so every request is refused",
+        "write a config.pbtxt declaring the inputs and outputs (`tritonrec build` does)",
+    )
 
 
 def _parse_finding(name: str, error: str) -> Finding:
@@ -213,14 +379,28 @@ def _config_findings(m: _Model) -> list[Finding]:
         )
     ensemble = c.platform == ENSEMBLE_PLATFORM
     if not ensemble and not c.platform and not c.backend:
-        out.append(
-            Finding(
-                name,
-                "platform",
-                "the config names neither a platform nor a backend",
-                'set e.g. platform: "onnxruntime_onnx" or backend: "python"',
+        implied = _implied_backend(m.path, m.versions)
+        if implied is not None:
+            rel, backend = implied
+            out.append(
+                Finding(
+                    name,
+                    "backend",
+                    f"the config names neither a platform nor a backend; Triton picks backend {backend!r} from {rel}",
+                    f'set backend: "{backend}" to say so',
+                    "warning",
+                )
             )
-        )
+        else:
+            out.append(
+                Finding(
+                    name,
+                    "platform",
+                    "the config names neither a platform nor a backend, and no model file tells Triton which "
+                    f"({', '.join(_FILE_BACKENDS)})",
+                    'set e.g. platform: "onnxruntime_onnx" or backend: "python"',
+                )
+            )
     if ensemble and c.backend:
         out.append(Finding(name, "backend", f"an ensemble has no backend, got {c.backend!r}", "remove backend"))
     if c.max_batch_size < 0:
@@ -232,7 +412,19 @@ def _config_findings(m: _Model) -> list[Finding]:
             if not t.name:
                 out.append(Finding(name, kind, f"an {kind} has no name", "name every tensor as the model does"))
             elif t.name in seen:
-                out.append(Finding(name, where, f"{kind} {t.name!r} is declared twice", "declare each tensor once"))
+                out.append(
+                    Finding(
+                        name,
+                        where,
+                        f"{kind} {t.name!r} is declared twice"
+                        + (
+                            " (Triton then wants one more input than a request can carry, and refuses every request)"
+                            if kind == "input"
+                            else ""
+                        ),
+                        "declare each tensor once",
+                    )
+                )
             seen.add(t.name)
             if t.data_type == _DT.TYPE_INVALID:
                 out.append(Finding(name, f"{where}.data_type", "no data_type", "set the tensor's data_type, e.g. TYPE_FP32"))
@@ -291,14 +483,19 @@ def _version_findings(m: _Model) -> list[Finding]:
         out.append(Finding(name, "versions", "no numeric version folder (1/, 2/, ...)", "put the model files into a folder named 1"))
         return out
     if c.version_policy.WhichOneof("policy_choice") == "specific":
-        missing = [int(v) for v in c.version_policy.specific.versions if v not in m.versions]
+        listed = [int(v) for v in c.version_policy.specific.versions]
+        missing = [v for v in listed if v not in m.versions]
         if missing:
+            # Triton serves the listed versions that exist, and refuses the model only when none does.
+            none_left = len(missing) == len(listed)
             out.append(
                 Finding(
                     name,
                     "version_policy.specific.versions",
-                    f"versions {missing} are listed but have no folder (the model has {m.versions})",
+                    f"versions {missing} are listed but have no folder (the model has {m.versions})"
+                    + ("; Triton needs at least one version under the policy" if none_left else "; Triton serves the others"),
                     "list only existing versions, or add their folders",
+                    "error" if none_left else "warning",
                 )
             )
     filename = _model_file(c)
@@ -315,13 +512,23 @@ def _version_findings(m: _Model) -> list[Finding]:
 _OnnxTensor = tuple[str, np.dtype | None, list[int | None] | None]
 
 
-def _read_onnx_io(path: Path) -> tuple[list[_OnnxTensor], list[_OnnxTensor]]:
-    """``(name, numpy dtype or None, dims or None)`` of the graph's inputs and outputs, without its weights.
+def _read_onnx_io(path: Path) -> tuple[list[_OnnxTensor], list[_OnnxTensor], list[str]]:
+    """``(name, numpy dtype or None, dims or None)`` of the graph's inputs and outputs, without its weights,
+    and the external data files its weights live in (relative to the file's folder).
 
     A symbolic or unknown dimension is ``None``; dims are ``None`` when the graph records no shape.
     """
     model = onnx.load_model(str(path), load_external_data=False)
     initializers = {t.name for t in model.graph.initializer}
+    external = sorted(
+        {
+            entry.value
+            for t in model.graph.initializer
+            if t.data_location == onnx.TensorProto.EXTERNAL
+            for entry in t.external_data
+            if entry.key == "location"
+        }
+    )
 
     def describe(vi: onnx.ValueInfoProto) -> _OnnxTensor:
         tt = vi.type.tensor_type
@@ -337,19 +544,37 @@ def _read_onnx_io(path: Path) -> tuple[list[_OnnxTensor], list[_OnnxTensor]]:
             [int(d.dim_value) if d.WhichOneof("value") == "dim_value" and d.dim_value > 0 else None for d in tt.shape.dim],
         )
 
-    return [describe(v) for v in model.graph.input if v.name not in initializers], [describe(v) for v in model.graph.output]
+    inputs = [describe(v) for v in model.graph.input if v.name not in initializers]
+    return inputs, [describe(v) for v in model.graph.output], external
 
 
-def _onnx_findings(m: _Model, version: int) -> list[Finding]:
+def _onnx_findings(m: _Model, version: int, *, python_runner: bool = False) -> list[Finding]:
+    """An ONNX file's tensors against the config (by the shape the model sees: ``reshape.shape`` where given).
+
+    ``python_runner``: the file is run by the toolkit's ONNX Runtime runner in the Python backend,
+    which (like the Python backend itself) does not compare outputs with the config: a request
+    gets the file's outputs whatever the config says (checked on the Triton 2.51 server), so
+    output dtype and shape mismatches are warnings there. The onnxruntime backend refuses them.
+    """
     c, name = m.config, m.name
     assert c is not None
     rel = f"{version}/model.onnx"
     path = m.path / str(version) / "model.onnx"
     try:
-        onnx_in, onnx_out = _read_onnx_io(path)
+        onnx_in, onnx_out, external = _read_onnx_io(path)
     except Exception as exc:
         return [Finding(name, rel, f"not a readable ONNX model: {type(exc).__name__}: {exc}", "re-export the model (`tritonrec export`)")]
     out: list[Finding] = []
+    for data in external:
+        if not (path.parent / data).is_file():
+            out.append(
+                Finding(
+                    name,
+                    f"{version}/{data}",
+                    f"{rel} keeps its weights in {data}, which is missing: ONNX Runtime cannot load the model",
+                    f"copy {data} next to model.onnx (an ONNX file and its external data travel together)",
+                )
+            )
     for kind, declared, actual in (("input", c.input, onnx_in), ("output", c.output, onnx_out)):
         have = {t.name: t for t in declared}
         want = {n: (dtype, dims) for n, dtype, dims in actual}
@@ -372,18 +597,36 @@ def _onnx_findings(m: _Model, version: int) -> list[Finding]:
                 )
                 continue
             dtype, model_dims = want[t.name]
+            unchecked = python_runner and kind == "output"
             expected = _onnx_numpy_to_config(dtype) if dtype is not None else None
             if expected is not None and t.data_type != expected:
                 out.append(
                     Finding(
                         name,
                         f"{where}.data_type",
-                        f"config says {_dtype_name(t.data_type)}, {rel} has {_dtype_name(expected)}",
+                        f"config says {_dtype_name(t.data_type)}, {rel} has {_dtype_name(expected)}"
+                        + (
+                            "; the Python backend returns the file's type, so clients get what the config does not say" if unchecked else ""
+                        ),
                         f"set data_type: {_dtype_name(expected)}",
+                        "warning" if unchecked else "error",
                     )
                 )
             if model_dims is not None:  # an ONNX tensor without a recorded shape fits any dims
-                out += _shape_findings(name, where, rel, _dims(t.dims), model_dims, c.max_batch_size)
+                dims = _dims(t.reshape.shape) if t.HasField("reshape") else _dims(t.dims)
+                shape = _shape_findings(name, where, rel, dims, model_dims, c.max_batch_size)
+                if unchecked:
+                    shape = [
+                        Finding(
+                            f.model,
+                            f.field,
+                            f.message + "; the Python backend returns the file's shape, so clients get what the config does not say",
+                            f.fix,
+                            "warning",
+                        )
+                        for f in shape
+                    ]
+                out += shape
     return out
 
 
@@ -466,7 +709,9 @@ def _tensorrt_findings(model_dir: Path, config: ModelConfig) -> list[Finding]:
     one warning saying the engine was not inspected and why. Where TensorRT runs, each version's
     ``model.plan`` is compared with the config (names, dtypes, ranks of its I/O tensors) and goes
     through :func:`toolkit.export.tensorrt.plan_findings` (a profile whose max batch is below
-    ``max_batch_size``, a fixed batch dimension, ...), one error per problem.
+    ``max_batch_size``, a fixed batch dimension, ...), one error per problem. A plan TensorRT
+    cannot deserialize here (not a plan, or one built for another GPU or TensorRT version) is one
+    finding for that version (:func:`_unreadable_plan_finding`), never an exception.
     TensorRT is imported only here, and only when a plan is present.
     """
     from toolkit.export.tensorrt import plan_findings, read_plan_io, tensorrt_unavailable  # noqa: PLC0415 (torch-free callers pay nothing)
@@ -488,7 +733,13 @@ def _tensorrt_findings(model_dir: Path, config: ModelConfig) -> list[Finding]:
         if not plan.is_file():
             continue
         try:
-            check_config_against(config, *read_plan_io(plan))
+            engine_io = read_plan_io(plan)
+            problems = plan_findings(plan, config.max_batch_size)
+        except ExportError as exc:  # not a plan, or one for another TensorRT version or GPU
+            out.append(_unreadable_plan_finding(model_dir, version.name, plan, exc))
+            continue
+        try:
+            check_config_against(config, *engine_io)
         except RepositoryError as exc:
             out.append(
                 Finding(
@@ -499,7 +750,7 @@ def _tensorrt_findings(model_dir: Path, config: ModelConfig) -> list[Finding]:
                     "error",
                 )
             )
-        for problem in plan_findings(plan, config.max_batch_size):
+        for problem in problems:
             out.append(
                 Finding(
                     model_dir.name,
@@ -510,6 +761,41 @@ def _tensorrt_findings(model_dir: Path, config: ModelConfig) -> list[Finding]:
                 )
             )
     return out
+
+
+def _unreadable_plan_finding(model_dir: Path, version: str, plan: Path, exc: ExportError) -> Finding:
+    """A plan TensorRT cannot deserialize here: an error, unless its ``tensorrt_build.json`` says it was built
+    for another GPU or TensorRT version (it may load there: a warning naming both)."""
+    import json  # noqa: PLC0415
+
+    built_for = None
+    record = plan.parent / "tensorrt_build.json"
+    try:
+        info = json.loads(record.read_text())
+        gpu = info.get("gpu", {})
+        built_for = f"TensorRT {info.get('tensorrt_version', '?')} on {gpu.get('name', '?') if isinstance(gpu, dict) else gpu}"
+    except (OSError, ValueError, AttributeError):
+        pass
+    here = None
+    try:
+        import tensorrt  # noqa: PLC0415  (present: tensorrt_unavailable() said so)
+
+        from toolkit.export.tensorrt import gpu_info  # noqa: PLC0415
+
+        here = f"TensorRT {tensorrt.__version__} on {gpu_info()['name']}"
+    except Exception:  # noqa: BLE001 (only for the message)
+        pass
+    elsewhere = built_for is not None and here is not None and built_for != here
+    return Finding(
+        model_dir.name,
+        f"{version}/{plan.name}",
+        f"TensorRT cannot read this plan here: {exc}"
+        + (f" (built for {built_for}; this machine has {here}: a plan runs only where it was built)" if elsewhere else ""),
+        "validate and serve it on the GPU and TensorRT version it was built for"
+        if elsewhere
+        else "rebuild the engine (`tritonrec build --target gpu`)",
+        "warning" if elsewhere else "error",
+    )
 
 
 def _warmup_findings(m: _Model) -> list[Finding]:
@@ -924,13 +1210,90 @@ def _cycle_findings(name: str, steps: list, produced: dict[str, tuple[int, _Tens
 # -- entry points --------------------------------------------------------------------------------
 
 
-def _validate_model(model: _Model, models: dict[str, _Model]) -> list[Finding]:
+def _backend_findings(m: _Model, target: ServingTarget) -> list[Finding]:
+    """The model's backend (named, implied by its platform, or picked from its model file) against ``target``.
+
+    An unknown ``platform`` (without a ``backend``) is refused while Triton reads the config; a
+    backend the serving Triton lacks is refused when the model loads ("unable to find backend
+    library", both checked on the Triton 2.51 server). A backend the stock container has but
+    ``target`` lacks is a warning unless ``target.strict``; a name no Triton server knows is an
+    error with the closest known name.
+    """
+    c, name = m.config, m.name
+    assert c is not None
+    if c.platform == ENSEMBLE_PLATFORM:
+        return []
+    if c.backend:
+        backend, field = c.backend, "backend"
+    elif c.platform:
+        if c.platform not in PLATFORM_BACKENDS:
+            close = difflib.get_close_matches(c.platform, [*PLATFORM_BACKENDS, ENSEMBLE_PLATFORM], n=1)
+            return [
+                Finding(
+                    name,
+                    "platform",
+                    f"Triton knows no platform {c.platform!r} (it knows {', '.join([*PLATFORM_BACKENDS, ENSEMBLE_PLATFORM])})"
+                    + (f"; did you mean {close[0]!r}?" if close else ""),
+                    f'set platform: "{close[0]}"' if close else "name one of Triton's platforms, or set backend instead",
+                )
+            ]
+        backend, field = PLATFORM_BACKENDS[c.platform], "platform"
+    else:
+        implied = _implied_backend(m.path, m.versions)
+        if implied is None:
+            return []  # reported by _config_findings
+        backend, field = implied[1], "backend"
+    library = f"libtriton_{backend}.so"
+    if backend in target.backends or any((m.path / d / library).is_file() for d in ["", *map(str, m.versions)]):
+        return []
+    if field == "platform":
+        needs = f", which platform {c.platform!r} runs on"
+    elif not c.backend:
+        needs = f", which Triton picks for {implied[0]}"
+    else:
+        needs = ""
+    if backend in STOCK_BACKENDS or backend in OTHER_CONTAINERS:
+        container = OTHER_CONTAINERS.get(backend, STOCK_CONTAINER)
+        where = " on the GPU its plan was built for" if backend == "tensorrt" else ""
+        twin = " (here, its *_python twin runs the same ONNX file)" if backend == "onnxruntime" else ""
+        return [
+            Finding(
+                name,
+                field,
+                f"{target.name} has no {backend} backend{needs}, so that server refuses the model; it loads in {container}{where}",
+                f"serve it with {container}{twin}",
+                "error" if target.strict else "warning",
+            )
+        ]
+    known = sorted(target.backends | STOCK_BACKENDS | set(OTHER_CONTAINERS))
+    close = difflib.get_close_matches(backend, known, n=1)
+    return [
+        Finding(
+            name,
+            field,
+            f"no Triton backend is named {backend!r}: {target.name} has {', '.join(sorted(target.backends)) or 'none'}, "
+            f"the stock container {', '.join(sorted(STOCK_BACKENDS))}" + (f"; did you mean {close[0]!r}?" if close else ""),
+            f'set backend: "{close[0]}"' if close else f"name an installed backend, or put {library} into the model folder",
+        )
+    ]
+
+
+def _is_onnx_runner(metadata) -> bool:
+    """A toolkit ranker whose ``model.py`` is the ONNX Runtime runner (``onnx_python``, ``onnx_int8_python``, ...)."""
+    return (
+        metadata is not None and metadata.role == "ranker" and metadata.variant.startswith("onnx") and metadata.variant.endswith("_python")
+    )
+
+
+def _validate_model(model: _Model, models: dict[str, _Model], target: ServingTarget) -> list[Finding]:
     """Findings of one parsed model (see the module docstring); ``models`` is the whole repository (for ensembles)."""
     c = model.config
-    if c is None:
-        return []
+    if c is None:  # no config.pbtxt (Triton completes one; its backend must still be there) or one that does not parse
+        missing = not (model.path / "config.pbtxt").is_file()
+        return _backend_findings(_Model(model.name, model.path, ModelConfig(), model.versions), target) if missing else []
     out = _config_findings(model)
     out += _version_findings(model)
+    out += _backend_findings(model, target)
     if c.platform == ENSEMBLE_PLATFORM:
         return out + _ensemble_findings(model, models)
     if c.HasField("ensemble_scheduling"):
@@ -959,16 +1322,32 @@ def _validate_model(model: _Model, models: dict[str, _Model]) -> list[Finding]:
         if metadata is not None and metadata.role == "ranker":
             for v in served:
                 if (model.path / str(v) / "model.onnx").is_file():
-                    out += _onnx_findings(model, v)
+                    out += _onnx_findings(model, v, python_runner=True)
+                elif _is_onnx_runner(metadata) and (model.path / str(v)).is_dir():
+                    out.append(
+                        Finding(
+                            model.name,
+                            f"{v}/model.onnx",
+                            f"version {v} has no model.onnx, which its model.py (the {metadata.variant} runner) loads",
+                            "rebuild the model (`tritonrec build`), or copy model.onnx and its external data into the version folder",
+                        )
+                    )
     return out
 
 
-def validate_repository(repo: Path) -> list[Finding]:
+def validate_repository(repo: Path, *, target: ServingTarget | None = None) -> list[Finding]:
     """Every finding in the model repository ``repo``, errors first, then by model.
 
     Each model folder is checked on its own and, for ensembles, against the models its steps
     name. Hidden folders (names starting with ``.``, such as a build's staging folders) and
     plain files at the top level are skipped.
+
+    Args:
+        target: the server the repository is meant for (its backends). Default
+            :meth:`ServingTarget.default`: the server ``tritonrec serve`` would start here, where a
+            backend only the stock container has is a warning (a CPU build's ``onnxruntime_onnx``
+            models are for the stock container). Pass ``ServingTarget.default(strict=True)`` for
+            "must load here", or :meth:`ServingTarget.stock_container`.
 
     Raises:
         RepositoryError: ``repo`` is not a folder.
@@ -982,15 +1361,18 @@ def validate_repository(repo: Path) -> list[Finding]:
         models[model.name] = model
     if not models and not findings:
         findings.append(Finding("", str(repo), "the repository holds no model folder", "build the models into it (`tritonrec build`)"))
+    if target is None and models:
+        target = ServingTarget.default()
     for model in models.values():
-        findings += _validate_model(model, models)
+        findings += _validate_model(model, models, target)  # type: ignore[arg-type]  (None only without models)
     return sorted(findings, key=lambda f: (f.severity != "error", f.model))
 
 
-def check_repository(repo: Path, *, tolerated: Collection[Finding] = ()) -> list[Finding]:
+def check_repository(repo: Path, *, tolerated: Collection[Finding] = (), target: ServingTarget | None = None) -> list[Finding]:
     """Validate ``repo`` and raise if Triton would reject any of it.
 
     Args:
+        target: the server it is meant for (see :func:`validate_repository`).
         tolerated: error findings known before and not to be raised again (the builder passes
             the errors a repository already had, so that a broken model it does not touch does
             not block a build, while any error the build would add does).
@@ -1002,7 +1384,7 @@ def check_repository(repo: Path, *, tolerated: Collection[Finding] = ()) -> list
         RepositoryError: one or more error findings; the message lists every one of them
             (model, field, problem, fix), one per line. Also when ``repo`` is not a folder.
     """
-    findings = validate_repository(repo)
+    findings = validate_repository(repo, target=target)
     errors = [f for f in findings if f.severity == "error" and f not in tolerated]
     if errors:
         lines = "\n".join(f"  - {f}" for f in errors)

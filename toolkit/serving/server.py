@@ -22,6 +22,7 @@ import http.client
 import importlib.metadata
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
@@ -46,8 +47,10 @@ __all__ = [
     "TritonInstallation",
     "TritonServer",
     "ModelState",
+    "default_server_backends",
     "explain_load_failure",
     "find_tritonserver",
+    "load_errors_in_log",
     "free_port",
     "free_ports",
 ]
@@ -133,6 +136,33 @@ def find_tritonserver() -> TritonInstallation:
     )
     _check_libraries(installation, [installation.executable, workdir / "backends" / "python" / "triton_python_backend_stub"])
     return installation
+
+
+def default_server_backends() -> tuple[str, Path | None]:
+    """The server :func:`find_tritonserver` would pick, in words, and its backends folder, found
+    without copying or starting anything (``tritonrec validate`` checks backends against it).
+
+    Returns:
+        ``("tritonserver at /opt/tritonserver/bin/tritonserver", Path("/opt/tritonserver/backends"))``
+        for a server on ``PATH`` (``None`` when ``/opt/tritonserver/backends`` does not exist:
+        the binary's own default is unknown), or ``("the bundled Triton server (nvidia-pytriton
+        0.7.0)", <wheel>/pytriton/tritonserver/backends)``.
+
+    Raises:
+        ServingError: no server is installed (neither on ``PATH`` nor the wheel).
+    """
+    on_path = shutil.which("tritonserver")
+    if on_path:
+        return f"tritonserver at {on_path}", (_STOCK_BACKENDS if _STOCK_BACKENDS.is_dir() else None)
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServingError("no Triton server found: `tritonserver` is not on PATH and nvidia-pytriton is not installed", hint=_INSTALL_HINT)
+    dist = Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
+    try:
+        version = importlib.metadata.version("nvidia-pytriton")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown version"
+    return f"the bundled Triton server (nvidia-pytriton {version})", dist / "backends"
 
 
 def _cache_root() -> Path:
@@ -262,6 +292,54 @@ def explain_load_failure(reason: str) -> str:
         if f"backend library for backend '{backend}'" in reason:
             return f"{why} (Triton: {first})"
     return first
+
+
+# Triton 2.51's log lines for a model that did not load (model_repository_manager.cc, model_lifecycle.cc):
+#   E... model_repository_manager.cc:1460] "Poll failed for model directory 'm': <reason>"
+#   E... model_repository_manager.cc:724] "failed to load model 'm': <reason>"
+#   E... model_repository_manager.cc:703] "Invalid argument: ensemble m allows maximum batch size 512, but ..."
+#   E... model_repository_manager.cc:703] "Invalid argument: in ensemble m, ensemble tensor x is mapping to ..."
+#   E... model_repository_manager.cc:703] "Invalid argument: ensemble 'm' depends on 'p' whose required version 9 is not loaded."
+#   E... model_lifecycle.cc:642] "failed to load 'm' version 1: <reason>"
+# and protobuf's own line just before a config that does not parse:
+#   [libprotobuf ERROR .../text_format.cc:337] Error parsing text-format inference.ModelConfig: 3:17: Expected integer, got: eight
+_POLL_FAILED = re.compile(r"""Poll failed for model directory '(?P<name>[^']+)': (?P<reason>.*?)"?$""")
+_LOAD_FAILED = re.compile(r"""failed to load (?:model )?'(?P<name>[^']+)'(?: version \d+)?: (?P<reason>.*?)"?$""")
+_ENSEMBLE_FAILED = re.compile(
+    r"""model_repository_manager\.cc:\d+\] "(?P<reason>(?:[A-Za-z ]+: )?(?:in )?ensemble '?(?P<name>[^',\s]+)'?[, ].*?)"?$"""
+)
+_PROTOBUF_ERROR = re.compile(r"Error parsing text-format inference\.ModelConfig: (?P<detail>.*)$")
+
+
+def load_errors_in_log(log_text: str) -> dict[str, str]:
+    """Why each model did not load, as Triton's log says it: model name -> reason (the last one logged).
+
+    Models refused while their config is read ("Poll failed for model directory ...") appear
+    in the repository index without a state or reason; this is where Triton says why. A config
+    that does not parse is logged as "failed to read text proto from <file>", with protobuf's
+    parse error (line:column and what it expected) on the line before; both are joined.
+    Ensembles Triton refuses (a step's tensor or batch size that does not fit) are listed the
+    same way, their reason only in the log. Load failures ("failed to load 'm' version N: ...")
+    are included too.
+
+    Args:
+        log_text: the server's log (stdout and stderr), as :class:`TritonServer` writes it.
+    """
+    reasons: dict[str, str] = {}
+    detail: str | None = None
+    for line in log_text.splitlines():
+        parse = _PROTOBUF_ERROR.search(line)
+        if parse:
+            detail = parse.group("detail").strip()
+            continue
+        match = _POLL_FAILED.search(line) or _LOAD_FAILED.search(line) or _ENSEMBLE_FAILED.search(line)
+        if match:
+            reason = match.group("reason").replace('\\"', '"').strip()
+            if detail is not None and "failed to read text proto" in reason:
+                reason = f"{reason}: {detail}"
+            reasons[match.group("name")] = reason
+        detail = None if match or not line.strip() else detail
+    return reasons
 
 
 DEFAULT_RESPONSE_CACHE_BYTES = 256 * 1024 * 1024
@@ -481,6 +559,11 @@ class TritonServer:
     def model_states(self) -> list[ModelState]:
         """The repository index: one :class:`ModelState` per model version the server knows.
 
+        A model that is not READY and for which the index gives no reason gets Triton's own
+        reason from the server log (:func:`load_errors_in_log`): models refused while their
+        config is read are listed by Triton with no state, version or reason at all (their
+        ``state`` stays ``""``).
+
         Raises:
             ServingError: the server cannot be reached over HTTP.
         """
@@ -491,7 +574,13 @@ class TritonServer:
             raise ServingError(
                 f"cannot read the model repository index from the Triton server at {self.http_url}: {e}", hint="is the server running?"
             ) from e
-        return [ModelState(m["name"], m.get("version", ""), m.get("state", ""), m.get("reason", "")) for m in index]
+        states = [ModelState(m["name"], m.get("version", ""), m.get("state", ""), m.get("reason", "")) for m in index]
+        if any(s.state != "READY" and not s.reason for s in states) and self.log_path is not None and self.log_path.is_file():
+            logged = load_errors_in_log(self.log_path.read_text(encoding="utf-8", errors="replace"))
+            states = [
+                ModelState(s.name, s.version, s.state, logged.get(s.name, "")) if s.state != "READY" and not s.reason else s for s in states
+            ]
+        return states
 
     def log_tail(self, lines: int = 30) -> str:
         """The last ``lines`` lines of the server log (``""`` before the first start).

@@ -523,7 +523,38 @@ def _load_state(states: Sequence[ModelState], name: str) -> tuple[bool, str]:
         return False, "not in the server's model repository index (does the server serve this repository?)"
     if any(s.state == "READY" for s in mine):
         return True, ""
-    return False, "; ".join(dict.fromkeys(f"{s.state}: {s.reason}" if s.reason else s.state for s in mine))
+    return False, "; ".join(
+        dict.fromkeys(f"{s.state}: {s.reason}" if s.state and s.reason else (s.reason or s.state or "not loaded") for s in mine)
+    )
+
+
+def _with_reasons(states: Sequence[ModelState], repository: Path) -> list[ModelState]:
+    """``states`` where every model that is not READY has a reason.
+
+    Triton lists a model refused while its config is read with no state and no reason (its log
+    says why; :meth:`TritonServer.model_states` reads it there). For a server whose log is out
+    of reach (``--url``), such a model gets the errors ``tritonrec validate`` finds in its folder
+    of ``repository`` instead, said to be ours.
+    """
+    missing = {s.name for s in states if s.state != "READY" and not s.reason}
+    if not missing:
+        return list(states)
+    from toolkit.repository.validate import validate_repository  # noqa: PLC0415 (only when Triton gives no reason)
+
+    try:
+        findings = validate_repository(repository)
+    except RepositoryError:
+        findings = []
+    ours = {name: "; ".join(f"{f.field}: {f.message}" for f in findings if f.model == name and f.severity == "error") for name in missing}
+    note = "Triton gives no reason in its repository index (its log has it)"
+    return [
+        ModelState(
+            s.name, s.version, s.state, f"{note}; tritonrec validate: {ours[s.name]}" if ours[s.name] else f"{note}: read the server log"
+        )
+        if s.name in missing
+        else s
+        for s in states
+    ]
 
 
 def _load_encoder(reference: ModelEntry) -> tuple[FeatureEncoder, dict]:
@@ -612,7 +643,7 @@ def verify_repository(
         server.start()
         url = server.grpc_url if protocol == "grpc" else server.http_url
     try:
-        states = server.model_states() if server is not None else repository_index(url, protocol)
+        states = _with_reasons(server.model_states() if server is not None else repository_index(url, protocol), repository)
         report = VerifyReport(
             repository=str(repository),
             url=url,

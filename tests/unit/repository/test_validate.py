@@ -14,7 +14,11 @@ from toolkit.errors import RepositoryError
 from toolkit.repository import config_to_text, parse_config, read_config
 from toolkit.repository.config import ModelConfig
 from toolkit.repository.metadata import ModelMetadata, write_metadata
-from toolkit.repository.validate import Finding, check_repository, validate_repository
+from toolkit.repository.validate import Finding, ServingTarget, check_repository, validate_repository
+
+# The rules here are Triton's, whatever the server: validate for the stock container, which has every
+# backend these models use (the bundled server lacks onnxruntime and tensorrt: tests/unit/repository/test_validate_backends.py).
+STOCK = ServingTarget.stock_container()
 
 RANKER = """
 name: "ranker"
@@ -112,12 +116,12 @@ def _edit(repo: Path, model: str, change: Callable[[ModelConfig], None]) -> None
 
 
 def _errors(repo: Path) -> list[Finding]:
-    return [f for f in validate_repository(repo) if f.severity == "error"]
+    return [f for f in validate_repository(repo, target=STOCK) if f.severity == "error"]
 
 
 def _has(repo: Path, model: str, field: str, message: str, severity: str = "error") -> Finding:
     """Some finding is at ``model``/``field`` and says ``message`` (others may follow from it, e.g. in an ensemble)."""
-    findings = validate_repository(repo)
+    findings = validate_repository(repo, target=STOCK)
     matching = [f for f in findings if (f.model, f.field, f.severity) == (model, field, severity) and message in f.message]
     assert matching, "\n".join(map(str, findings))
     assert matching[0].fix
@@ -126,7 +130,7 @@ def _has(repo: Path, model: str, field: str, message: str, severity: str = "erro
 
 def _only(repo: Path, model: str, field: str, message: str, severity: str = "error") -> Finding:
     """The repository has exactly one finding; check where it is and what it says."""
-    findings = validate_repository(repo)
+    findings = validate_repository(repo, target=STOCK)
     assert len(findings) == 1, "\n".join(map(str, findings))
     (f,) = findings
     assert (f.model, f.field, f.severity) == (model, field, severity), str(f)
@@ -136,8 +140,8 @@ def _only(repo: Path, model: str, field: str, message: str, severity: str = "err
 
 
 def test_a_valid_repository_has_no_findings(repo: Path) -> None:
-    assert validate_repository(repo) == []
-    assert check_repository(repo) == []
+    assert validate_repository(repo, target=STOCK) == []
+    assert check_repository(repo, target=STOCK) == []
 
 
 def test_a_missing_repository_is_an_error(tmp_path: Path) -> None:
@@ -147,7 +151,7 @@ def test_a_missing_repository_is_an_error(tmp_path: Path) -> None:
 
 def test_an_empty_repository_is_reported(tmp_path: Path) -> None:
     (tmp_path / "repo" / ".staging").mkdir(parents=True)  # hidden folders are not models
-    (f,) = validate_repository(tmp_path / "repo")
+    (f,) = validate_repository(tmp_path / "repo", target=STOCK)
     assert "holds no model folder" in f.message
 
 
@@ -160,9 +164,23 @@ def test_a_config_that_does_not_parse(repo: Path) -> None:
     assert "max_batch_sise" in f.message
 
 
-def test_a_model_folder_without_config(repo: Path) -> None:
+def test_a_model_folder_without_config_is_a_warning_where_triton_completes_it_from_the_model_file(repo: Path) -> None:
     (repo / "ranker" / "config.pbtxt").unlink()
-    _only(repo, "ranker", "config.pbtxt", "has no config.pbtxt")
+    _only(repo, "ranker", "config.pbtxt", "no config.pbtxt: Triton completes one from 1/model.onnx (backend onnxruntime)", "warning")
+
+
+def test_a_python_model_without_config_loads_with_no_inputs_so_it_is_an_error(repo: Path) -> None:
+    (repo / "pre" / "config.pbtxt").unlink()
+    _only(repo, "pre", "config.pbtxt", "with a config it cannot complete (no inputs or outputs), so every request is refused")
+    completes = "class TritonPythonModel:\n    def auto_complete_config(auto_complete_model_config): ...\n"
+    (repo / "pre" / "1" / "model.py").write_text(completes)
+    _only(repo, "pre", "config.pbtxt", "Triton completes one from 1/model.py (backend python)", "warning")
+
+
+def test_a_model_folder_without_config_or_model_file_is_an_error(repo: Path) -> None:
+    (repo / "ranker" / "config.pbtxt").unlink()
+    (repo / "ranker" / "1" / "model.onnx").rename(repo / "ranker" / "1" / "ranker.onnx")
+    _only(repo, "ranker", "config.pbtxt", "has no config.pbtxt, and no model file Triton could build one from")
 
 
 def test_a_config_named_after_another_folder(repo: Path) -> None:
@@ -188,12 +206,19 @@ def test_only_served_versions_need_the_model_file(repo: Path) -> None:
     _only(repo, "pre", "2/model.py", "version 2 has no model.py")
     (repo / "pre" / "2" / "model.py").write_text("# v2\n")
     (repo / "pre" / "1" / "model.py").unlink()
-    assert validate_repository(repo) == []
+    assert validate_repository(repo, target=STOCK) == []
 
 
-def test_a_specific_version_policy_naming_a_missing_version(repo: Path) -> None:
+def test_a_specific_version_policy_naming_a_missing_version_is_a_warning_while_another_exists(repo: Path) -> None:
     _edit(repo, "ranker", lambda c: c.version_policy.specific.versions.extend([1, 3]))
-    _only(repo, "ranker", "version_policy.specific.versions", "versions [3] are listed but have no folder")
+    f = _only(repo, "ranker", "version_policy.specific.versions", "versions [3] are listed but have no folder", "warning")
+    assert "Triton serves the others" in f.message
+
+
+def test_a_specific_version_policy_naming_only_missing_versions(repo: Path) -> None:
+    _edit(repo, "ranker", lambda c: c.version_policy.specific.versions.extend([3]))
+    f = _only(repo, "ranker", "version_policy.specific.versions", "versions [3] are listed but have no folder")
+    assert "Triton needs at least one version" in f.message
 
 
 def test_a_tensor_without_dims(repo: Path) -> None:
@@ -257,7 +282,7 @@ def test_a_variable_config_dim_where_the_onnx_file_is_fixed_is_a_warning(repo: P
 def test_python_backend_tensors_are_not_checked_against_a_file(repo: Path) -> None:
     _edit(repo, "pre", lambda c: c.output[0].dims.insert(0, -1))  # would be wrong for an ONNX model
     _onnx_model(repo / "pre" / "1" / "model.onnx", *RANKER_IO)  # a file the Python code may or may not use
-    findings = [f for f in validate_repository(repo) if f.model == "pre"]
+    findings = [f for f in validate_repository(repo, target=STOCK) if f.model == "pre"]
     assert findings == []
 
 
@@ -265,7 +290,7 @@ def test_the_toolkits_onnx_python_rankers_are_checked_against_their_onnx_file(re
     text = RANKER.replace('platform: "onnxruntime_onnx"', 'backend: "python"').replace('"ranker"', '"ranker_py"')
     model = _write_model(repo, "ranker_py", text.replace("dims: [7]", "dims: [5]"), {"1/model.py": b"# runner\n"})
     _onnx_model(model / "1" / "model.onnx", *RANKER_IO)
-    assert [f for f in validate_repository(repo) if f.model == "ranker_py"] == []  # no tritonrec.json: not ours
+    assert [f for f in validate_repository(repo, target=STOCK) if f.model == "ranker_py"] == []  # no tritonrec.json: not ours
     write_metadata(model, ModelMetadata(role="ranker", variant="onnx_python"))
     _only(repo, "ranker_py", "input[sparse_ids].dims", "dims [5] differ from 1/model.onnx's ['B', 7]")
 
@@ -396,7 +421,7 @@ def test_a_non_batching_model_in_a_batching_ensemble_compares_full_shapes(repo: 
             t.dims.insert(0, -1)
 
     _edit(repo, "pre", unbatch)
-    assert validate_repository(repo) == []
+    assert validate_repository(repo, target=STOCK) == []
 
 
 def test_a_composing_model_with_a_smaller_max_batch_size(repo: Path) -> None:
@@ -434,7 +459,7 @@ def _add_warmup(repo: Path, *, file_bytes: bytes | None = struct.pack("<7q", *ra
 
 def test_a_valid_warmup_has_no_findings(repo: Path) -> None:
     _add_warmup(repo)
-    assert validate_repository(repo) == []
+    assert validate_repository(repo, target=STOCK) == []
 
 
 def test_a_warmup_file_that_does_not_exist(repo: Path) -> None:
@@ -479,7 +504,7 @@ def test_warmup_entries_that_do_not_fit_the_model(repo: Path, overrides: dict, f
 
 def test_a_warmup_for_an_input_the_model_does_not_have(repo: Path) -> None:
     _add_warmup(repo, input="item_ids")
-    findings = validate_repository(repo)
+    findings = validate_repository(repo, target=STOCK)
     assert {(f.field, f.message.split(";")[0]) for f in findings} == {
         ("model_warmup[w].inputs", "no data for input 'sparse_ids'"),
         ("model_warmup[w].inputs[item_ids]", "'item_ids' is not an input of the model (it has ['dense_features', 'sparse_ids'])"),
@@ -508,7 +533,7 @@ def test_check_repository_raises_listing_every_error_and_returns_the_warnings(re
     _edit(repo, "ranker", lambda c: c.output[0].dims.insert(0, -1))
     (repo / "ens" / "config.pbtxt").write_text(ENSEMBLE + "dynamic_batching { }\n")
     with pytest.raises(RepositoryError) as info:
-        check_repository(repo)
+        check_repository(repo, target=STOCK)
     message = str(info.value)
     assert "2 problem(s) Triton would reject" in message
     assert "ranker: output[probability].dims: dims [-1, 1] repeat the batch dimension" in message
@@ -518,7 +543,7 @@ def test_check_repository_raises_listing_every_error_and_returns_the_warnings(re
     _edit(repo, "ranker", lambda c: c.output[0].dims.pop(0))
     (repo / "ens" / "config.pbtxt").write_text(ENSEMBLE)
     _edit(repo, "ranker", lambda c: c.input[1].dims.__setitem__(0, -1))
-    (warning,) = check_repository(repo)
+    (warning,) = check_repository(repo, target=STOCK)
     assert warning.severity == "warning"
 
 
