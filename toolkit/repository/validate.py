@@ -174,7 +174,7 @@ class ServingTarget:
         Where no server is installed (or its backends folder is unknown), the stock container's
         backends, never strictly: only names no Triton server knows are errors then.
         """
-        from toolkit.serving.server import default_server_backends  # noqa: PLC0415 (tritonclient only when validating)
+        from toolkit.repository.server_backends import default_server_backends  # noqa: PLC0415
 
         try:
             name, directory = default_server_backends()

@@ -41,6 +41,9 @@ from tritonclient.utils import InferenceServerException
 
 from toolkit.errors import PortInUseError, RepositoryError, ServingError
 from toolkit.repository.config import read_config
+from toolkit.repository.server_backends import INSTALL_HINT as _INSTALL_HINT
+from toolkit.repository.server_backends import STOCK_BACKENDS as _STOCK_BACKENDS
+from toolkit.repository.server_backends import default_server_backends
 
 __all__ = [
     "DEFAULT_RESPONSE_CACHE_BYTES",
@@ -55,9 +58,7 @@ __all__ = [
     "free_ports",
 ]
 
-_STOCK_BACKENDS = Path("/opt/tritonserver/backends")
 _STOCK_CACHES = Path("/opt/tritonserver/caches")
-_INSTALL_HINT = "run `make install`, or `pip install --no-deps nvidia-pytriton==0.7.0` into this virtualenv"
 # What a client raises while the server is not (yet) reachable.
 _UNREACHABLE = (InferenceServerException, OSError, http.client.HTTPException)
 _PENDING_STATES = {"LOADING", "UNLOADING"}
@@ -136,33 +137,6 @@ def find_tritonserver() -> TritonInstallation:
     )
     _check_libraries(installation, [installation.executable, workdir / "backends" / "python" / "triton_python_backend_stub"])
     return installation
-
-
-def default_server_backends() -> tuple[str, Path | None]:
-    """The server :func:`find_tritonserver` would pick, in words, and its backends folder, found
-    without copying or starting anything (``tritonrec validate`` checks backends against it).
-
-    Returns:
-        ``("tritonserver at /opt/tritonserver/bin/tritonserver", Path("/opt/tritonserver/backends"))``
-        for a server on ``PATH`` (``None`` when ``/opt/tritonserver/backends`` does not exist:
-        the binary's own default is unknown), or ``("the bundled Triton server (nvidia-pytriton
-        0.7.0)", <wheel>/pytriton/tritonserver/backends)``.
-
-    Raises:
-        ServingError: no server is installed (neither on ``PATH`` nor the wheel).
-    """
-    on_path = shutil.which("tritonserver")
-    if on_path:
-        return f"tritonserver at {on_path}", (_STOCK_BACKENDS if _STOCK_BACKENDS.is_dir() else None)
-    spec = importlib.util.find_spec("pytriton")
-    if spec is None or not spec.submodule_search_locations:
-        raise ServingError("no Triton server found: `tritonserver` is not on PATH and nvidia-pytriton is not installed", hint=_INSTALL_HINT)
-    dist = Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
-    try:
-        version = importlib.metadata.version("nvidia-pytriton")
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown version"
-    return f"the bundled Triton server (nvidia-pytriton {version})", dist / "backends"
 
 
 def _cache_root() -> Path:
