@@ -58,7 +58,6 @@ class CompressedModel:
     onnx_path: Path
     onnx_step: str | None
     selection: dict = field(default_factory=dict)  # cpu, int8 settings, and which optional steps were kept and why
-    requested: Recipe | None = None  # the recipe as given
 
 
 def apply_torch_steps(model: DLRM, steps: list[StepConfig], data: CompressionData, *, on_log: Log | None = None) -> DLRM:
@@ -77,20 +76,24 @@ def apply_torch_steps(model: DLRM, steps: list[StepConfig], data: CompressionDat
     return model.eval()
 
 
-def _onnx_candidate(
-    model: DLRM, onnx_step: StepConfig | None, data: CompressionData, folder: Path, cpu_target: str
+def _export_checked(model: DLRM, data: CompressionData, folder: Path) -> Path:
+    """Export ``model`` to ``folder/model.onnx`` with a dynamic batch, checked against PyTorch to 1e-5."""
+    fp32 = folder / "model.onnx"
+    export_onnx(model, dlrm_example_inputs(model.config, 8), [DLRM_OUTPUT], fp32)
+    check_parity(model, fp32, data.test.take(slice(0, 2048)).inputs(), atol=1e-5)
+    return fp32
+
+
+def _apply_onnx_step(
+    fp32: Path, onnx_step: StepConfig | None, data: CompressionData, folder: Path, cpu_target: str
 ) -> tuple[Path, StepConfig | None]:
-    """Export ``model`` to ``folder`` and apply ``onnx_step`` (None: the FP32 export).
+    """Apply ``onnx_step`` to the export ``fp32``, writing ``folder/model.onnx`` (None: ``fp32`` itself).
 
     Returns the final file and the step as applied (``reduce_range`` filled in for INT8).
     """
-    fp32 = folder / "fp32" / "model.onnx"
-    export_onnx(model, dlrm_example_inputs(model.config, 8), [DLRM_OUTPUT], fp32)
-    check_parity(model, fp32, data.test.take(slice(0, 2048)).inputs(), atol=1e-5)
-    final = folder / "model.onnx"
     if onnx_step is None:
-        copy_onnx_model(fp32, folder, final.name)
-        return final, None
+        return fp32, None
+    final = folder / "model.onnx"
     if onnx_step.kind in ("onnx_dynamic_int8", "onnx_static_int8"):
         onnx_step = onnx_step.model_copy(update={"reduce_range": resolve_reduce_range(onnx_step, cpu_target)})
     if onnx_step.kind == "onnx_dynamic_int8":
@@ -142,24 +145,23 @@ def compress(
     before_qe = apply_torch_steps(model, torch_steps[:-1] if last_qe else torch_steps, data, on_log=on_log)
     compressed = apply_torch_steps(before_qe, torch_steps[-1:], data, on_log=on_log) if last_qe else before_qe
 
-    optional = [s.kind for s in ([onnx_step] if onnx_step is not None else [])]
-    if last_qe:
-        optional.append("quantize_embeddings")
-    if recipe.select == "as_written":
-        optional = []
+    optional: list[str] = []
+    if recipe.select != "as_written":
+        optional = ([onnx_step.kind] if onnx_step is not None else []) + (["quantize_embeddings"] if last_qe else [])
+    drop_sets: list[tuple[str, ...]] = [()] + [(s,) for s in optional] + ([tuple(optional)] if len(optional) == 2 else [])
+    kinds = [s.kind for s in recipe.steps]
+    exports: dict[bool, Path] = {}  # one checked export per PyTorch model (with / without INT8 embeddings)
     candidates: list[Candidate] = []
     applied: dict[tuple[str, ...], StepConfig | None] = {}
-    drop_sets: list[tuple[str, ...]] = [()]
-    if optional:
-        drop_sets += [(s,) for s in optional] + ([tuple(optional)] if len(optional) == 2 else [])
     for dropped in drop_sets:
-        torch_model = before_qe if "quantize_embeddings" in dropped else compressed
+        without_qe = "quantize_embeddings" in dropped
+        torch_model = before_qe if without_qe else compressed
+        if without_qe not in exports:
+            exports[without_qe] = _export_checked(torch_model, data, workdir / ("fp32_without_qe" if without_qe else "fp32"))
         step = None if onnx_step is None or onnx_step.kind in dropped else onnx_step
         name = "recipe" if not dropped else "without_" + "+".join(dropped)
-        final, applied[dropped] = _onnx_candidate(torch_model, step, data, workdir / name, settings.cpu_target)
-        variant = _variant_for(
-            name, torch_model, final, ", ".join(s for s in (*[t.kind for t in torch_steps], *optional) if s not in dropped)
-        )
+        final, applied[dropped] = _apply_onnx_step(exports[without_qe], step, data, workdir / name, settings.cpu_target)
+        variant = _variant_for(name, torch_model, final, ", ".join(k for k in kinds if k not in dropped) or "none")
         candidates.append(Candidate(variant, dropped, torch_model))
 
     baseline_val_auc = None
@@ -169,6 +171,7 @@ def compress(
     selection = select_candidate(
         candidates,
         optional,
+        bench_rows=data.val,
         val=data.val if measure_accuracy else None,
         baseline_val_auc=baseline_val_auc,
         min_auc_ratio=recipe.min_auc_ratio,
@@ -180,12 +183,8 @@ def compress(
     kept_onnx = applied[chosen.dropped]
     kept_steps = [s for s in recipe.steps if s.kind not in chosen.dropped and s.kind not in ONNX_STEPS] + ([kept_onnx] if kept_onnx else [])
     effective = recipe.model_copy(update={"steps": kept_steps})
-    info = {
-        "cpu": detect_cpu().as_dict(),
-        "int8": {"cpu_target": settings.cpu_target, "reduce_range": settings.reduce_range, "reason": settings.reason},
-    }
-    info["selection"] = selection.as_dict()
-    return CompressedModel(effective, chosen.payload, chosen.variant.onnx_path, kept_onnx.kind if kept_onnx else None, info, recipe)
+    info = {"cpu": detect_cpu().as_dict(), "int8": asdict(settings), "selection": selection.as_dict()}
+    return CompressedModel(effective, chosen.payload, chosen.variant.onnx_path, kept_onnx.kind if kept_onnx else None, info)
 
 
 def budget_fields(test_auc: float | None, baseline_auc: float | None, min_auc_ratio: float) -> dict:
@@ -274,7 +273,7 @@ def compress_and_report(
         rows.append(row)
     report = {"data": data.name, "baseline": "fp32_pytorch", "fp32_onnx": "fp32_onnx", "variants": rows}
     report["cpu"] = detect_cpu().as_dict()
-    report["int8"] = int8_settings(cpu_target).__dict__
+    report["int8"] = asdict(int8_settings(cpu_target))
     return report, results
 
 

@@ -85,6 +85,7 @@ def select_candidate(
     candidates: list[Candidate],
     optional_steps: list[str],
     *,
+    bench_rows: EncodedRows,
     val: EncodedRows | None,
     baseline_val_auc: float | None,
     min_auc_ratio: float,
@@ -101,8 +102,9 @@ def select_candidate(
         candidates: the full recipe first (``dropped == ()``), then the same model without some
             of ``optional_steps``.
         optional_steps: the step kinds that may be dropped.
+        bench_rows: rows fed to the timing loops (at least 256).
         val: labelled rows for the accuracy check (None: accuracy is not judged, every
-            candidate counts as within budget) and for timing.
+            candidate counts as within budget).
         baseline_val_auc: the uncompressed model's AUC on ``val``.
         min_auc_ratio: the recipe's budget (candidate AUC / baseline AUC).
         objective: ``max_throughput`` (rows/s at batch 256), ``min_latency`` (batch 1), or
@@ -124,7 +126,6 @@ def select_candidate(
     if objective == "as_written" or len(candidates) == 1 or not optional_steps:
         why = "kept: the recipe asks for every step as written" if objective == "as_written" else "kept: nothing to compare"
         return Selection(full, {s: {"kept": True, "reason": why} for s in optional_steps})
-    bench_rows = val
     results = measure_variants(
         [c.variant for c in candidates],
         val,

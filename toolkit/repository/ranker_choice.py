@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit.compress.bench import Variant
 from toolkit.compress.select import NOISE_MARGIN
 
 __all__ = ["time_onnx_files", "choose_cpu_ranker", "ranker_verdict"]
@@ -34,28 +35,21 @@ def time_onnx_files(
         batch_size: rows per call.
         rounds: interleaved rounds; each round runs every file over all the batches once.
     """
-    import onnxruntime as ort
-
-    sessions = {}
-    for label, path in files.items():
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = 1
-        sessions[label] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    runners = {label: Variant(label, 0, 0, 0, onnx_path=Path(path)).runner() for label, path in files.items()}  # 1 thread each
     n = len(next(iter(rows.values())))
     batches = [
         {k: np.ascontiguousarray(v[i : i + batch_size]) for k, v in rows.items()} for i in range(0, max(n - batch_size + 1, 1), batch_size)
     ]
+    batch_rows = sum(len(next(iter(b.values()))) for b in batches)
     speeds: dict[str, list[float]] = {label: [] for label in files}
-    for session in sessions.values():  # warm-up
-        names = [i.name for i in session.get_inputs()]
-        session.run(None, {k: batches[0][k] for k in names})
+    for run in runners.values():  # warm-up
+        run(batches[0])
     for _ in range(rounds):
-        for label, session in sessions.items():
-            names = [i.name for i in session.get_inputs()]
+        for label, run in runners.items():
             t0 = time.perf_counter()
             for b in batches:
-                session.run(None, {k: b[k] for k in names})
-            speeds[label].append(sum(len(next(iter(b.values()))) for b in batches) / (time.perf_counter() - t0))
+                run(b)
+            speeds[label].append(batch_rows / (time.perf_counter() - t0))
     return {label: statistics.median(v) for label, v in speeds.items()}
 
 

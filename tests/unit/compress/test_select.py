@@ -106,3 +106,12 @@ def test_as_written_keeps_every_step_and_times_nothing(tmp_path, trained) -> Non
     recipe = Recipe(name="q", select="as_written", steps=[{"kind": "onnx_fp16"}])
     result = compress(model, recipe, data, tmp_path / "work")
     assert [s.kind for s in result.recipe.steps] == ["onnx_fp16"] and result.selection["selection"]["measured"] == {}
+
+
+def test_without_labels_the_candidates_are_still_timed_and_none_is_judged(tmp_path, trained) -> None:
+    model, data = trained
+    recipe = Recipe(name="q", steps=[{"kind": "onnx_dynamic_int8"}])
+    result = compress(model, recipe, data, tmp_path / "work", measure_accuracy=False)
+    measured = result.selection["selection"]["measured"]
+    assert set(measured) == {"recipe", "without_onnx_dynamic_int8"}
+    assert all(r["val_auc"] is None and r["within_budget"] is True and r["throughput_rps_b256"] > 0 for r in measured.values())
