@@ -82,7 +82,7 @@ def detect_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
 
     ``flags`` come from the first processor's ``flags`` (x86) or ``Features`` (Arm) line.
     """
-    name, flags = platform.processor() or "unknown", frozenset()
+    name, flags = None, None
     try:
         text = Path(cpuinfo).read_text()
     except OSError:
@@ -90,11 +90,12 @@ def detect_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip().lower()
-        if key == "model name" and name in ("unknown", "", platform.processor()):
+        if key == "model name" and name is None:
             name = value.strip()
-        elif key in ("flags", "features") and not flags:
+        elif key in ("flags", "features") and flags is None:
             flags = frozenset(value.split())
-    return CpuInfo(name, platform.machine(), flags)
+    name = name or platform.processor() or "unknown"
+    return CpuInfo(name, platform.machine(), flags or frozenset())
 
 
 def resolve_cpu_target(target: str = "auto", *, cpu: CpuInfo | None = None) -> str:
