@@ -113,12 +113,13 @@ MOVIELENS_NOTES = [
 ]
 CRITEO_NOTES = [
     "Labels of the generated rows come from a hidden model with linear terms plus factorization-machine "
-    "interactions between the 64 most frequent values of all 26 categorical fields through 16-dimensional hidden "
-    "vectors (the baseline's embedding dim; toolkit/data/criteo.py). On 50,000 rows the true logits rank at AUC "
-    "0.875 and the linear terms alone at 0.819 (perf/criteo_label_signal.py): the interactions are signal a model could win. But the baseline "
-    "trained here (2 epochs, 160,000 rows, 13.9 M parameters) reaches 0.815 and does not learn them either, so students of E=8 and even E=4 match it: "
-    "this benchmark still cannot show a student too small. Next: more rows or smaller table caps so the baseline "
-    "learns the interaction term. It is not a Criteo result.",
+    "interactions between the 64 most frequent values of all 26 categorical fields through 16-dimensional "
+    "hidden vectors (the baseline's embedding dim; toolkit/data/criteo.py). On 50,000 rows the true logits "
+    "rank at AUC 0.875 and the linear terms alone at 0.819 (perf/criteo_label_signal.py): the interactions are "
+    "signal a model could win. But the baseline trained here (2 epochs, 160,000 rows, 13.9 M parameters) "
+    "reaches 0.815 and does not learn them either, so students of E=8 and even E=4 match it: this benchmark "
+    "still cannot show a student too small. Next: more rows or smaller table caps so the baseline learns the "
+    "interaction term. It is not a Criteo result.",
     "The baseline trains 2 epochs on 160,000 rows; speed and size do not depend on training.",
 ]
 
