@@ -111,6 +111,7 @@ class MissingDependencyError(ToolkitError):
 EXTRAS: dict[str, tuple[str, ...]] = {
     "perf": ("matplotlib", "psutil", "prometheus_client"),
     "gpu": ("tensorrt", "polygraphy"),
+    "k8s": ("kubernetes",),
 }
 
 
