@@ -12,7 +12,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from toolkit.cli import build, compress, data, demo, export, infer, perf, serve, train, tune, validate, verify
+from toolkit.cli import autoscale, build, compress, data, demo, export, infer, perf, serve, train, tune, validate, verify
 from toolkit.cli._common import console
 from toolkit.errors import ToolkitError
 
@@ -36,6 +36,7 @@ app.command()(infer.infer)
 app.command()(perf.perf)
 app.command(name="tune")(tune.tune_command)
 app.command()(demo.demo)
+app.add_typer(autoscale.app, name="autoscale")
 
 
 def main() -> None:
