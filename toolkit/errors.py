@@ -111,7 +111,7 @@ class MissingDependencyError(ToolkitError):
 EXTRAS: dict[str, tuple[str, ...]] = {
     "perf": ("matplotlib", "psutil", "prometheus_client"),
     "gpu": ("tensorrt", "polygraphy"),
-    "k8s": ("kubernetes",),
+    "k8s": ("kubernetes", "tenacity"),
 }
 
 
