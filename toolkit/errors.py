@@ -13,6 +13,8 @@
     │   └── PortInUseError           a port the server needs is already taken
     ├── InferenceError               a request is malformed (shape, dtype) or the server rejected it
     ├── PerfError                    perf_analyzer is missing or fails, or its measurement is unusable
+    ├── AutoscaleError               the autoscaler cannot read its inputs or act on them
+    │   └── MetricsError             a pod's /metrics text cannot be parsed as Prometheus' text format
     └── MissingDependencyError       a command needs an optional dependency (a tritonrec extra) that is not installed
 
 The CLI prints ``str(error)`` as one line (plus ``error.hint`` when set) and exits 1;
@@ -38,6 +40,8 @@ __all__ = [
     "InferenceError",
     "PerfError",
     "UnstableMeasurementError",
+    "AutoscaleError",
+    "MetricsError",
     "MissingDependencyError",
     "EXTRAS",
     "optional_dependencies",
@@ -102,6 +106,14 @@ class UnstableMeasurementError(PerfError):
     """perf_analyzer's measurement did not stabilize at a load level, even after a retry with a longer window."""
 
 
+class AutoscaleError(ToolkitError):
+    """The autoscaler cannot read its inputs (a pod's metrics, the cluster's objects) or act on them."""
+
+
+class MetricsError(AutoscaleError):
+    """A pod's ``/metrics`` text is not Prometheus' text exposition format (names the pod or source)."""
+
+
 class MissingDependencyError(ToolkitError):
     """A command needs an optional dependency (one of the tritonrec package's extras) that is not installed."""
 
@@ -111,7 +123,7 @@ class MissingDependencyError(ToolkitError):
 EXTRAS: dict[str, tuple[str, ...]] = {
     "perf": ("matplotlib", "psutil", "prometheus_client"),
     "gpu": ("tensorrt", "polygraphy"),
-    "k8s": ("kubernetes", "tenacity"),
+    "k8s": ("kubernetes", "tenacity", "urllib3"),
 }
 
 
