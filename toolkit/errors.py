@@ -14,7 +14,8 @@
     ├── InferenceError               a request is malformed (shape, dtype) or the server rejected it
     ├── PerfError                    perf_analyzer is missing or fails, or its measurement is unusable
     ├── AutoscaleError               the autoscaler cannot read its inputs or act on them
-    │   └── MetricsError             a pod's /metrics text cannot be parsed as Prometheus' text format
+    │   ├── MetricsError             a pod's /metrics text cannot be parsed as Prometheus' text format
+    │   └── InvalidAutoscalerSpecError  a TritonAutoscaler resource's spec is invalid (names the field)
     └── MissingDependencyError       a command needs an optional dependency (a tritonrec extra) that is not installed
 
 The CLI prints ``str(error)`` as one line (plus ``error.hint`` when set) and exits 1;
@@ -42,6 +43,7 @@ __all__ = [
     "UnstableMeasurementError",
     "AutoscaleError",
     "MetricsError",
+    "InvalidAutoscalerSpecError",
     "MissingDependencyError",
     "EXTRAS",
     "optional_dependencies",
@@ -114,6 +116,10 @@ class MetricsError(AutoscaleError):
     """A pod's ``/metrics`` text is not Prometheus' text exposition format (names the pod or source)."""
 
 
+class InvalidAutoscalerSpecError(AutoscaleError):
+    """A ``TritonAutoscaler`` spec is invalid; the message names each field (``spec.minReplicas``) and value."""
+
+
 class MissingDependencyError(ToolkitError):
     """A command needs an optional dependency (one of the tritonrec package's extras) that is not installed."""
 
@@ -123,7 +129,7 @@ class MissingDependencyError(ToolkitError):
 EXTRAS: dict[str, tuple[str, ...]] = {
     "perf": ("matplotlib", "psutil", "prometheus_client"),
     "gpu": ("tensorrt", "polygraphy"),
-    "k8s": ("kubernetes", "tenacity", "urllib3"),
+    "k8s": ("kubernetes", "tenacity", "urllib3", "yaml"),
 }
 
 
