@@ -224,3 +224,19 @@ def triton_ports() -> dict[str, int]:
 
     http_port, grpc_port, metrics_port = free_ports(3)
     return {"http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port}
+
+
+@pytest.fixture
+def kube_api():
+    """kmock's Kubernetes API emulator over HTTP on loopback, for the autoscaler's tests (see
+    ``tests/k8s_fixtures.py``, loaded by path: ``tests/`` is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tritonrec_tests_k8s_fixtures", Path(__file__).with_name("k8s_fixtures.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    api = module.KubeApi().start()
+    try:
+        yield api
+    finally:
+        api.stop()

@@ -1,0 +1,103 @@
+"""kmock's Kubernetes API emulator on loopback, for the autoscaler's tests (the ``kube_api`` fixture
+of tests/conftest.py starts one :class:`KubeApi` per test).
+
+``kmock.KubernetesEmulator`` behind a ``kmock.Server`` runs in its own thread and event loop; the
+code under test talks to it over HTTP with the official ``kubernetes`` client, as to an API
+server. It stores what it is sent (Deployments, Pods, Leases, Events, custom objects of resources
+never declared, their ``status``), serves list and watch, and merges patches; it has no
+controllers, applies no label selectors and never answers 409 on its own, so faults are injected
+with reactions on a request's method and path (:meth:`KubeApi.fail`, :meth:`KubeApi.delay`).
+
+kmock's own pytest plugin (async, needs pytest-asyncio) is disabled in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+import kmock
+
+T = TypeVar("T")
+
+
+class KubeApi:
+    """A running emulator: its ``url``, and helpers that act on it from the test's thread."""
+
+    def __init__(self) -> None:
+        self._ready: Future[None] = Future()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self.emulator: kmock.KubernetesEmulator | None = None
+        self.url = ""
+        self._thread = threading.Thread(target=self._run, name="kmock", daemon=True)
+
+    def start(self) -> KubeApi:
+        self._thread.start()
+        self._ready.result(timeout=10)
+        return self
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve())
+        except BaseException as exc:  # surface start-up failures to start()
+            if not self._ready.done():
+                self._ready.set_exception(exc)
+        finally:
+            loop.close()
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator, host="127.0.0.1") as server:
+            self.emulator = emulator
+            self.url = str(server.url).rstrip("/")
+            self._ready.set_result(None)
+            await self._stop.wait()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=10)
+
+    def react(self, fn: Callable[[kmock.KubernetesEmulator], T]) -> T:
+        """Run ``fn(emulator)`` in the emulator's loop (the DSL is not thread-safe) and return its result."""
+        assert self._loop is not None
+
+        async def call() -> T:
+            return fn(self.emulator)
+
+        return asyncio.run_coroutine_threadsafe(call(), self._loop).result(timeout=10)
+
+    def fail(self, method: str, path: str, status: int, times: int = 1) -> Any:
+        """Answer the next ``times`` requests ``method path`` with HTTP ``status`` (a Kubernetes Status body).
+
+        The emulator still applies a write it answers with an error (kmock stores every write
+        before its reactions run), as an API server may have done before a timeout or proxy error.
+        Returns the reaction; ``api.count(reaction)`` is how many requests it answered.
+        """
+        body = {
+            "apiVersion": "v1",
+            "kind": "Status",
+            "status": "Failure",
+            "code": status,
+            "reason": "Injected",
+            "message": "injected by the test",
+        }
+        return self.react(lambda e: e[method, path][:times] << status << body)
+
+    def delay(self, method: str, path: str, seconds: float, times: int = 1) -> Any:
+        """Hold the next ``times`` requests ``method path`` for ``seconds`` before answering them normally."""
+        return self.react(lambda e: e[method, path][:times] << (lambda: asyncio.sleep(seconds)))
+
+    def count(self, view: Any) -> int:
+        """How many requests a reaction or view has seen."""
+        return self.react(lambda e: len(view))
+
+    def requests(self, method: str, path: str) -> int:
+        """How many ``method path`` requests the emulator has received."""
+        return self.react(lambda e: len(e[method, path]))
