@@ -47,6 +47,7 @@ __all__ = [
     "ScrapeResult",
     "parse_metrics",
     "counter_increase",
+    "signals_from_increases",
     "pod_signals",
     "MetricsTracker",
     "PodScraper",
@@ -155,7 +156,9 @@ def counter_increase(previous: Mapping[SeriesKey, float], current: Mapping[Serie
     Per series, as Prometheus' ``increase()`` does: ``current - previous``, or ``current`` when
     the value went down (a counter reset: the server restarted and counts from zero again). A
     series that is new in ``current`` (a model loaded since the previous sample) counts from
-    zero too; one that disappeared (a model unloaded) adds nothing.
+    zero too; one that disappeared (a model unloaded) adds nothing. As with Prometheus, a server
+    that restarted and then counted past its old value between two samples looks like a plain
+    increase (an undercount): scraping every few seconds keeps that window short.
 
     Args:
         previous, current: series -> cumulative value, from :attr:`MetricsSample.series`.
@@ -224,6 +227,70 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
+def signals_from_increases(
+    target: ScrapeTarget,
+    increases: Mapping[str, float | None],
+    *,
+    elapsed_s: float | None,
+    pending_requests: float | None,
+    missing: tuple[str, ...],
+    scraped_at: float | None = None,
+) -> PodSignals:
+    """A pod's signals from its counters' increases over an interval (a pure function; both
+    :func:`pod_signals` and the Prometheus-query source compute through it).
+
+    Args:
+        target: the pod (name, phase, address).
+        increases: counter family (from :data:`COUNTER_METRICS`) -> its increase over the interval,
+            summed over the pod's models (None: unknown). Per-second rates with ``elapsed_s=1``
+            work the same.
+        elapsed_s: the interval in seconds (None or <= 0: every rate is None, as on a first scrape).
+        pending_requests: ``nv_inference_pending_request_count`` summed over the pod's models, now.
+        missing: the names of :data:`~toolkit.autoscale.signals.POLICY_METRICS` the pod lacks now.
+        scraped_at: when the pod's data was taken (seconds, caller's clock).
+
+    Returns:
+        the pod's :class:`~toolkit.autoscale.signals.PodSignals` (``failed_scrapes`` 0):
+        ``request_rate`` (requests/s: Δ ``nv_inference_request_success`` / ``elapsed_s``),
+        ``inference_rate`` (inferences/s, Δ ``nv_inference_count``), ``queue_us_per_request`` (µs:
+        Δ queue duration / Δ successful requests, both already summed over all of the pod's models;
+        0.0 when no request completed and none is pending, since then nothing waited; None when none
+        completed while some are pending, since their wait is not counted until they finish),
+        ``compute_us_per_inference`` (µs: Δ (compute input + infer + output) / Δ inferences, None when
+        there was no inference; compute input or output unknown counts as 0, compute infer unknown
+        makes it None). Anything computed from an unknown increase is None.
+    """
+    first = PodSignals(
+        pod=target.pod,
+        phase=target.phase,
+        address=target.address,
+        scraped_at=scraped_at,
+        pending_requests=pending_requests,
+        missing=missing,
+    )
+    if elapsed_s is None or elapsed_s <= 0:
+        return first
+    requests = increases.get("nv_inference_request_success")
+    inferences = increases.get("nv_inference_count")
+    queue_us = increases.get("nv_inference_queue_duration_us")
+    compute_infer_us = increases.get("nv_inference_compute_infer_duration_us")
+    compute_us = None
+    if compute_infer_us is not None:
+        compute_us = compute_infer_us + sum(
+            increases.get(f) or 0.0 for f in ("nv_inference_compute_input_duration_us", "nv_inference_compute_output_duration_us")
+        )
+    queue_per_request = _ratio(queue_us, requests)
+    if queue_us is not None and requests == 0 and pending_requests == 0:
+        queue_per_request = 0.0
+    return replace(
+        first,
+        request_rate=None if requests is None else requests / elapsed_s,
+        inference_rate=None if inferences is None else inferences / elapsed_s,
+        queue_us_per_request=queue_per_request,
+        compute_us_per_inference=_ratio(compute_us, inferences),
+    )
+
+
 def pod_signals(
     target: ScrapeTarget,
     previous: MetricsSample | None,
@@ -234,61 +301,37 @@ def pod_signals(
 ) -> PodSignals:
     """The signals of one pod from two of its samples (a pure function).
 
+    Each counter's increase is :func:`counter_increase` of the two samples (resets count from
+    zero), summed over the pod's models; the signals are then :func:`signals_from_increases`'.
+
     Args:
         target: the pod (name, phase, address).
-        previous: its previous successful sample of the same pod (same :attr:`ScrapeTarget.identity`),
+        previous: the previous successful sample of the same pod (same :attr:`ScrapeTarget.identity`),
             or None (first scrape): the rates are then None (unknown, not zero).
         current: its latest sample.
         elapsed_s: seconds between the two samples (None or <= 0: the rates are None).
         scraped_at: when ``current`` was taken (seconds, caller's clock), copied to the result.
 
     Returns:
-        the pod's :class:`~toolkit.autoscale.signals.PodSignals` (``failed_scrapes`` 0):
-        ``request_rate`` (requests/s: Δ ``nv_inference_request_success``
-        summed over models / ``elapsed_s``), ``inference_rate`` (inferences/s, Δ ``nv_inference_count``),
-        ``queue_us_per_request`` (µs: Σ Δ queue duration / Σ Δ successful requests, both over all of
-        the pod's models; 0.0 when no request completed and none is pending, since then nothing
-        waited; None when none completed while some are pending, since their wait is not counted
-        until they finish), ``compute_us_per_inference`` (µs: Σ Δ (compute input + infer + output)
-        / Σ Δ inferences, None when there was no inference; a family other than compute infer that
-        the text lacks counts as 0), ``pending_requests`` (the gauge summed over models, from
-        ``current``), ``missing``. A value whose inputs the text lacks is None.
+        the pod's :class:`~toolkit.autoscale.signals.PodSignals` (``failed_scrapes`` 0), with
+        ``pending_requests`` and ``missing`` from ``current``. A counter that either sample lacks
+        has no increase, so what depends on it is None; ``missing`` names only what ``current``
+        lacks (as :attr:`~toolkit.autoscale.signals.PodSignals.missing` says), so the scrape after
+        one that lacked a metric names nothing and still has None where that metric is needed.
     """
-
-    def increase(family: str) -> float | None:
-        if previous is None or not previous.has(family) or not current.has(family):
-            return None
-        return counter_increase(previous.series[family], current.series[family])
-
-    pending = current.total("nv_inference_pending_request_count")
-    first = PodSignals(
-        pod=target.pod,
-        phase=target.phase,
-        address=target.address,
-        scraped_at=scraped_at,
-        pending_requests=pending,
+    increases = {
+        family: counter_increase(previous.series[family], current.series[family])
+        if previous is not None and previous.has(family) and current.has(family)
+        else None
+        for family in COUNTER_METRICS
+    }
+    return signals_from_increases(
+        target,
+        increases,
+        elapsed_s=None if previous is None else elapsed_s,
+        pending_requests=current.total("nv_inference_pending_request_count"),
         missing=current.missing,
-    )
-    if previous is None or elapsed_s is None or elapsed_s <= 0:
-        return first
-    requests = increase("nv_inference_request_success")
-    inferences = increase("nv_inference_count")
-    queue_us = increase("nv_inference_queue_duration_us")
-    compute_infer_us = increase("nv_inference_compute_infer_duration_us")
-    compute_us = None
-    if compute_infer_us is not None:
-        compute_us = compute_infer_us + sum(
-            increase(f) or 0.0 for f in ("nv_inference_compute_input_duration_us", "nv_inference_compute_output_duration_us")
-        )
-    queue_per_request = _ratio(queue_us, requests)
-    if queue_us is not None and requests == 0 and pending == 0:
-        queue_per_request = 0.0
-    return replace(
-        first,
-        request_rate=None if requests is None else requests / elapsed_s,
-        inference_rate=None if inferences is None else inferences / elapsed_s,
-        queue_us_per_request=queue_per_request,
-        compute_us_per_inference=_ratio(compute_us, inferences),
+        scraped_at=scraped_at,
     )
 
 
