@@ -9,6 +9,9 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha1sum | cut -c1-12)
 DATA_DIR := .cache/ml-100k
 PYTRITON := nvidia-pytriton==0.7.0
+# Helm's Go library for Python (tritonrec k8s render, the chart tests): it declares Python >= 3.12
+# but runs on 3.11, so it gets its own pip line with --ignore-requires-python.
+HELM_SDKPY := helm-sdkpy==0.1.32
 # perf_analyzer: the PyPI perf-analyzer wheels need glibc 2.38 (Debian 12 has 2.36), so the binary
 # comes out of the manylinux1 tritonclient 2.50.0 wheel (never installed, only unpacked) and runs with
 # Debian's libb64 and the libcudart.so.12 of nvidia-cuda-runtime-cu12 (toolkit.perf puts it on
@@ -37,6 +40,7 @@ $(STAMP): requirements.txt pyproject.toml | system-deps
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -r requirements.txt
 	$(PIP) install -q --no-deps $(PYTRITON)
+	$(PIP) install -q --ignore-requires-python $(HELM_SDKPY)
 	$(PIP) install -q --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $@
 

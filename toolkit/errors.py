@@ -16,6 +16,7 @@
     ├── AutoscaleError               the autoscaler cannot read its inputs or act on them
     │   ├── MetricsError             a pod's /metrics text cannot be parsed as Prometheus' text format
     │   └── InvalidAutoscalerSpecError  a TritonAutoscaler resource's spec is invalid (names the field)
+    ├── DeployError                  the Helm chart cannot be rendered: values it rejects (named), no chart, Helm failed
     └── MissingDependencyError       a command needs an optional dependency (a tritonrec extra) that is not installed
 
 The CLI prints ``str(error)`` as one line (plus ``error.hint`` when set) and exits 1;
@@ -44,6 +45,7 @@ __all__ = [
     "AutoscaleError",
     "MetricsError",
     "InvalidAutoscalerSpecError",
+    "DeployError",
     "MissingDependencyError",
     "EXTRAS",
     "optional_dependencies",
@@ -120,6 +122,11 @@ class InvalidAutoscalerSpecError(AutoscaleError):
     """A ``TritonAutoscaler`` spec is invalid; the message names each field (``spec.minReplicas``) and value."""
 
 
+class DeployError(ToolkitError):
+    """The Helm chart cannot be rendered: a value its ``values.schema.json`` rejects (the message is
+    Helm's and names the value), a missing chart, or Helm itself failed."""
+
+
 class MissingDependencyError(ToolkitError):
     """A command needs an optional dependency (one of the tritonrec package's extras) that is not installed."""
 
@@ -129,7 +136,8 @@ class MissingDependencyError(ToolkitError):
 EXTRAS: dict[str, tuple[str, ...]] = {
     "perf": ("matplotlib", "psutil", "prometheus_client"),
     "gpu": ("tensorrt", "polygraphy"),
-    "k8s": ("kubernetes", "tenacity", "urllib3", "yaml"),
+    # helm_sdkpy cannot be in the extra (it declares Python >= 3.12): toolkit.deploy.helm gives its own hint.
+    "k8s": ("kubernetes", "tenacity", "urllib3", "yaml", "kmock", "helm_sdkpy"),
 }
 
 

@@ -12,7 +12,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from toolkit.cli import autoscale, build, compress, data, demo, export, infer, perf, serve, train, tune, validate, verify
+from toolkit.cli import autoscale, build, compress, data, demo, export, infer, k8s, perf, serve, train, tune, validate, verify
 from toolkit.cli._common import console
 from toolkit.errors import ToolkitError
 
@@ -37,6 +37,7 @@ app.command()(perf.perf)
 app.command(name="tune")(tune.tune_command)
 app.command()(demo.demo)
 app.add_typer(autoscale.app, name="autoscale")
+app.add_typer(k8s.app, name="k8s")
 
 
 def main() -> None:

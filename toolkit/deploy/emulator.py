@@ -1,0 +1,84 @@
+"""An in-memory Kubernetes API on loopback (kmock's ``KubernetesEmulator``) that Helm's own install
+action can talk to: the place where ``tritonrec k8s render`` lets Helm render the chart.
+
+Two things differ from kmock 0.8 as it comes:
+
+- kmock's discovery answers ``/api/v1`` with ``groupVersion: "/v1"`` (an empty group joined with a
+  slash); client-go's REST mapper then finds no ``v1`` kinds at all ("no matches for kind
+  "ConfigMap" in version "v1""). :class:`HelmEmulator` answers ``v1`` there, as a kube-apiserver does.
+- ``/version`` reports the Kubernetes version a render is for (``.Capabilities.KubeVersion`` in the
+  templates) instead of kmock's fixed ``v1.26.4+k3s1``.
+
+The resources it serves in discovery are kmock's bundled built-ins (a K3s cluster's) plus whatever
+:func:`declare` adds: the chart's CRDs, and the API versions a render is asked to assume present
+(the Prometheus Operator's ``monitoring.coreos.com/v1``), which is how ``.Capabilities.APIVersions``
+gets them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import kmock
+
+__all__ = ["HelmEmulator", "declare", "PROMETHEUS_OPERATOR_KINDS"]
+
+# The kinds of monitoring.coreos.com/v1 the chart may create (prometheus-operator's CRDs).
+PROMETHEUS_OPERATOR_KINDS = {"ServiceMonitor": "servicemonitors", "PodMonitor": "podmonitors"}
+_VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
+
+
+class HelmEmulator(kmock.KubernetesEmulator):
+    """kmock's stateful Kubernetes API emulator with core-group discovery fixed and a settable
+    server version.
+
+    Args:
+        kube_version: what ``/version`` reports, e.g. ``"v1.37.1"`` (``gitVersion``; major and
+            minor are parsed from it).
+    """
+
+    def __init__(self, kube_version: str = "v1.37.1", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        match = re.fullmatch(r"v?(\d+)\.(\d+)(\.\d+)?([-+].*)?", kube_version)
+        if match is None:
+            raise ValueError(f"kube_version {kube_version!r} is not a Kubernetes version like v1.37.1")
+        self._kube_version = (match.group(1), match.group(2), "v" + kube_version.lstrip("v"))
+        self.resources.load_bundled()
+
+    async def _serve_version(self, request: kmock.Request) -> kmock.Payload:  # type: ignore[override]
+        payload = await super()._serve_version(request)
+        if request.resource is not None and request.resource.group == "" and isinstance(payload, dict):
+            payload["groupVersion"] = request.resource.version  # "v1", not "/v1"
+        return payload
+
+    async def _serve_server_version(self, request: kmock.Request) -> kmock.Payload:  # type: ignore[override]
+        major, minor, git_version = self._kube_version
+        return {"major": major, "minor": minor, "gitVersion": git_version, "platform": "linux/amd64"}
+
+
+def declare(emulator: kmock.KubernetesEmulator, group_version: str, kinds: dict[str, str], *, namespaced: bool = True) -> None:
+    """Serve ``kinds`` (kind -> plural) of ``group_version`` (``"group/version"``) in discovery."""
+    for kind, plural in kinds.items():
+        info = emulator.resources[f"{group_version}/{plural}"]
+        info.kind = kind
+        info.singular = kind.lower()
+        info.namespaced = namespaced
+        info.verbs = list(_VERBS)
+
+
+def declare_crds(emulator: kmock.KubernetesEmulator, crds: Iterable[dict[str, Any]]) -> None:
+    """Serve every version of each CustomResourceDefinition in ``crds`` (parsed manifests)."""
+    for crd in crds:
+        spec = crd["spec"]
+        for version in spec["versions"]:
+            declare(
+                emulator,
+                f"{spec['group']}/{version['name']}",
+                {spec["names"]["kind"]: spec["names"]["plural"]},
+                namespaced=spec.get("scope", "Namespaced") == "Namespaced",
+            )
+            emulator.resources[f"{spec['group']}/{version['name']}/{spec['names']['plural']}"].subresources = list(
+                version.get("subresources", {}) or {}
+            )
