@@ -23,6 +23,15 @@ import kmock
 
 T = TypeVar("T")
 
+#: The resources the autoscaler reads and writes, with their kinds.
+RESOURCES = {
+    "v1/pods": "Pod",
+    "v1/events": "Event",
+    "apps/v1/deployments": "Deployment",
+    "coordination.k8s.io/v1/leases": "Lease",
+    "tritonrec.io/v1alpha1/tritonautoscalers": "TritonAutoscaler",
+}
+
 
 class KubeApi:
     """A running emulator: its ``url``, and helpers that act on it from the test's thread."""
@@ -54,6 +63,10 @@ class KubeApi:
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
         async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator, host="127.0.0.1") as server:
+            # Declared, so that listing one with no objects yet answers an empty list, as an API
+            # server does (kmock answers 404 for a resource it has never seen).
+            for key, kind in RESOURCES.items():
+                emulator.resources[key] = kmock.ResourceInfo(kind=kind, namespaced=True)
             self.emulator = emulator
             self.url = str(server.url).rstrip("/")
             self._ready.set_result(None)

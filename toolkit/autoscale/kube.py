@@ -110,6 +110,7 @@ class PodInfo:
         deleting: ``metadata.deletionTimestamp`` is set (the pod is terminating).
         annotations: ``metadata.annotations`` (empty when none).
         created: ``metadata.creationTimestamp`` as an RFC 3339 string, or None.
+        uid: ``metadata.uid``, or None (a new pod under a reused name has a new one).
     """
 
     name: str
@@ -118,6 +119,7 @@ class PodInfo:
     deleting: bool
     annotations: Mapping[str, str] = field(default_factory=dict)
     created: str | None = None
+    uid: str | None = None
 
     @property
     def draining(self) -> bool:
@@ -303,28 +305,47 @@ class KubeClient:
             raise
 
     # -- the target --------------------------------------------------------------------------
-    def read_target(self, namespace: str, name: str) -> TargetInfo:
-        """The Deployment ``name`` in ``namespace``: its replicas (from the ``scale`` subresource) and selector.
+    def _workload_calls(self, kind: str) -> tuple[str, Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
+        if kind == "Deployment":
+            return (
+                "deployments",
+                self.apps.read_namespaced_deployment,
+                self.apps.read_namespaced_deployment_scale,
+                self.apps.patch_namespaced_deployment_scale,
+            )
+        if kind == "StatefulSet":
+            return (
+                "statefulsets",
+                self.apps.read_namespaced_stateful_set,
+                self.apps.read_namespaced_stateful_set_scale,
+                self.apps.patch_namespaced_stateful_set_scale,
+            )
+        raise AutoscaleError(f"`spec.scaleTargetRef.kind` {kind!r} is not supported; expected Deployment or StatefulSet")
+
+    def read_target(self, namespace: str, name: str, kind: str = "Deployment") -> TargetInfo:
+        """The workload ``name`` (a Deployment or StatefulSet) in ``namespace``: its replicas (from
+        the ``scale`` subresource) and its selector.
 
         Raises:
-            ApiCallError: as :meth:`call`; ``status`` 404 when there is no such Deployment.
+            ApiCallError: as :meth:`call`; ``status`` 404 when there is no such workload.
+            AutoscaleError: ``kind`` is neither Deployment nor StatefulSet.
         """
-        deployment = self.call(f"GET deployments/{name} in {namespace}", self.apps.read_namespaced_deployment, name, namespace)
-        scale = self.call(f"GET deployments/{name}/scale in {namespace}", self.apps.read_namespaced_deployment_scale, name, namespace)
-        selector = (deployment.spec.selector.match_labels or {}) if deployment.spec and deployment.spec.selector else {}
+        plural, read, read_scale, _ = self._workload_calls(kind)
+        workload = self.call(f"GET {plural}/{name} in {namespace}", read, name, namespace)
+        scale = self.call(f"GET {plural}/{name}/scale in {namespace}", read_scale, name, namespace)
+        selector = (workload.spec.selector.match_labels or {}) if workload.spec and workload.spec.selector else {}
         replicas = scale.spec.replicas if scale.spec and scale.spec.replicas is not None else 0
         return TargetInfo(name=name, replicas=int(replicas), match_labels=dict(selector))
 
-    def patch_scale(self, namespace: str, name: str, replicas: int) -> int:
-        """Set the Deployment's ``spec.replicas`` through its ``scale`` subresource; returns what the server took.
+    def patch_scale(self, namespace: str, name: str, replicas: int, kind: str = "Deployment") -> int:
+        """Set the workload's ``spec.replicas`` through its ``scale`` subresource; returns what the server took.
 
         Raises:
             ApiCallError: as :meth:`call` (409s are retried: the patch carries no resourceVersion).
         """
+        plural, _, _, patch = self._workload_calls(kind)
         body = {"spec": {"replicas": int(replicas)}}
-        scale = self.call(
-            f"PATCH deployments/{name}/scale in {namespace}", self.apps.patch_namespaced_deployment_scale, name, namespace, body
-        )
+        scale = self.call(f"PATCH {plural}/{name}/scale in {namespace}", patch, name, namespace, body)
         return int(scale.spec.replicas) if scale.spec and scale.spec.replicas is not None else int(replicas)
 
     # -- pods --------------------------------------------------------------------------------
@@ -355,6 +376,7 @@ class KubeClient:
                     deleting=meta.deletion_timestamp is not None,
                     annotations=dict(meta.annotations or {}),
                     created=rfc3339(created) if isinstance(created, dt.datetime) else created,
+                    uid=meta.uid,
                 )
             )
         return sorted(out, key=lambda p: p.name)

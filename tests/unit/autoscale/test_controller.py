@@ -1,0 +1,227 @@
+"""The controller's reconcile step against kmock's Kubernetes API emulator over HTTP (no Triton here:
+the pods' metrics endpoints do not answer, and the policy is a scripted one, so that what is under
+test is what the controller does with a decision: scale, refuse, pause, retry, record)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from kubernetes import client
+
+from toolkit.autoscale.controller import Controller, ControllerConfig
+from toolkit.autoscale.kube import PAUSE_ANNOTATION, ApiCallError, KubeClient, RetryPolicy
+from toolkit.autoscale.signals import Condition, DeploymentSignals, ScaleDecision
+
+NS = "recs"
+SCALE_PATH = f"/apis/apps/v1/namespaces/{NS}/deployments/ranker/scale"
+FAST_RETRY = RetryPolicy(attempts=4, initial_backoff_s=0.01, max_backoff_s=0.05, request_timeout_s=1.0)
+
+
+class Scripted:
+    """A policy that asks for whatever the test sets (the real ones are tested in test_policy/test_hpa)."""
+
+    name = "scripted"
+
+    def __init__(self, desired: int) -> None:
+        self.desired = desired
+        self.seen: list[DeploymentSignals] = []
+
+    def step(self, signals: DeploymentSignals) -> ScaleDecision:
+        self.seen.append(signals)
+        return ScaleDecision(
+            desired_replicas=self.desired,
+            reason=f"scripted: {self.desired} replicas",
+            conditions=(Condition("ScalingActive", "True", "ValidMetricFound", "scripted"),),
+            signals={"arrival_rate_rps": 12.5, "not_a_number": float("nan")},
+        )
+
+
+def _deployment(replicas: int = 1) -> dict:
+    labels = {"app": "ranker"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "ranker", "namespace": NS},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "triton", "image": "tritonserver"}]}},
+        },
+        "status": {"replicas": replicas},
+    }
+
+
+def _autoscaler(spec_overrides: dict | None = None, annotations: dict | None = None, name: str = "ranker") -> dict:
+    spec = {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "ranker"}, "minReplicas": 1, "maxReplicas": 5}
+    spec["slo"] = {"p99LatencyMs": 50}
+    spec.update(spec_overrides or {})
+    meta = {"name": name, "namespace": NS, "uid": f"uid-{name}", "generation": 1}
+    if annotations:
+        meta["annotations"] = annotations
+    return {"apiVersion": "tritonrec.io/v1alpha1", "kind": "TritonAutoscaler", "metadata": meta, "spec": spec}
+
+
+@pytest.fixture
+def kube(kube_api) -> KubeClient:
+    kube = KubeClient.for_url(kube_api.url, FAST_RETRY)
+    kube.apps.create_namespaced_deployment(NS, _deployment())
+    return kube
+
+
+def _create(kube: KubeClient, obj: dict) -> None:
+    kube.custom.create_namespaced_custom_object("tritonrec.io", "v1alpha1", NS, "tritonautoscalers", obj)
+
+
+def _status(kube: KubeClient, name: str = "ranker") -> dict:
+    return kube.custom.get_namespaced_custom_object("tritonrec.io", "v1alpha1", NS, "tritonautoscalers", name).get("status", {})
+
+
+def _replicas(kube: KubeClient) -> int:
+    return kube.apps.read_namespaced_deployment_scale("ranker", NS).spec.replicas
+
+
+def _events(kube: KubeClient, name: str = "ranker") -> list[client.CoreV1Event]:
+    return [e for e in kube.core.list_namespaced_event(NS).items if e.involved_object.name == name]
+
+
+def _controller(kube: KubeClient, policy: Scripted, **kw) -> Controller:
+    return Controller(kube, ControllerConfig(namespaces=(NS,), scrape_timeout_s=0.3, **kw), policy=lambda spec: policy)
+
+
+def test_scales_up_patches_the_scale_and_records_status_and_an_event(kube: KubeClient) -> None:
+    _create(kube, _autoscaler())
+    policy = Scripted(3)
+    synced = _controller(kube, policy).sync_due()
+    assert synced == [f"{NS}/ranker"]
+    assert _replicas(kube) == 3
+    status = _status(kube)
+    assert status["currentReplicas"] == 1 and status["desiredReplicas"] == 3
+    assert status["lastScaleTime"]
+    assert status["signals"] == {"arrival_rate_rps": 12.5}  # NaN is not written
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["AbleToScale"]["status"] == "True" and conditions["AbleToScale"]["reason"] == "SucceededRescale"
+    assert conditions["ScalingActive"]["reason"] == "ValidMetricFound"
+    (event,) = [e for e in _events(kube) if e.reason == "SuccessfulRescale"]
+    assert event.message == "New size: 3; reason: scripted: 3 replicas"
+    assert event.involved_object.kind == "TritonAutoscaler"
+    assert policy.seen[0].current_replicas == 1
+
+
+def test_no_change_means_no_patch_and_no_event(kube: KubeClient, kube_api) -> None:
+    _create(kube, _autoscaler())
+    _controller(kube, Scripted(1)).sync_due()
+    assert kube_api.requests("patch", SCALE_PATH) == 0
+    assert not [e for e in _events(kube) if e.reason == "SuccessfulRescale"]
+    assert _status(kube)["desiredReplicas"] == 1
+
+
+def test_a_409_on_the_scale_patch_is_retried_and_the_scale_happens(kube: KubeClient, kube_api) -> None:
+    _create(kube, _autoscaler())
+    conflict = kube_api.fail("patch", SCALE_PATH, 409, times=2)
+    _controller(kube, Scripted(4)).sync_due()
+    assert kube_api.count(conflict) == 2
+    assert kube_api.requests("patch", SCALE_PATH) == 3  # two conflicts, then the one that went through
+    assert _replicas(kube) == 4
+    assert _status(kube)["desiredReplicas"] == 4
+
+
+def test_500s_are_retried_a_bounded_number_of_times_then_reported_not_raised(kube: KubeClient, kube_api) -> None:
+    _create(kube, _autoscaler())
+    kube_api.fail("patch", SCALE_PATH, 500, times=100)
+    started = time.monotonic()
+    _controller(kube, Scripted(4)).sync_due()
+    assert kube_api.requests("patch", SCALE_PATH) == FAST_RETRY.attempts  # bounded: no more than the policy's attempts
+    assert time.monotonic() - started < 5.0
+    conditions = {c["type"]: c for c in _status(kube)["conditions"]}
+    assert conditions["AbleToScale"]["status"] == "False"
+    assert conditions["AbleToScale"]["reason"] == "FailedUpdateScale"
+    assert "HTTP 500" in conditions["AbleToScale"]["message"]
+    (event,) = [e for e in _events(kube) if e.reason == "FailedRescale"]
+    assert event.type == "Warning" and "New size: 4" in event.message
+
+
+def test_a_timeout_is_retried(kube_api) -> None:
+    kube = KubeClient.for_url(kube_api.url, RetryPolicy(attempts=3, initial_backoff_s=0.01, max_backoff_s=0.02, request_timeout_s=0.3))
+    kube.apps.create_namespaced_deployment(NS, _deployment())
+    kube_api.delay("get", SCALE_PATH, seconds=1.0, times=1)
+    assert kube.read_target(NS, "ranker").replicas == 1
+    assert kube_api.requests("get", SCALE_PATH) == 2
+
+
+def test_a_404_is_not_retried(kube: KubeClient, kube_api) -> None:
+    with pytest.raises(ApiCallError, match="404") as info:
+        kube.read_target(NS, "missing")
+    assert info.value.status == 404
+    assert kube_api.requests("get", f"/apis/apps/v1/namespaces/{NS}/deployments/missing") == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"minReplicas": 6, "maxReplicas": 3}, "spec.minReplicas"),
+        ({"slo": {"p99LatencyMs": -5}}, "spec.slo.p99LatencyMs"),
+        ({"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "CronJob", "name": "ranker"}}, "spec.scaleTargetRef.kind"),
+        ({"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "no-such-deployment"}}, "spec.scaleTargetRef.name"),
+    ],
+)
+def test_bad_resource_is_refused_naming_the_field_in_status_and_event_and_nothing_is_scaled(
+    kube: KubeClient, kube_api, overrides: dict, field: str
+) -> None:
+    _create(kube, _autoscaler(overrides))
+    policy = Scripted(4)
+    controller = _controller(kube, policy)
+    controller.sync_due()
+    assert kube_api.requests("patch", SCALE_PATH) == 0
+    assert _replicas(kube) == 1
+    assert not policy.seen
+    (condition,) = _status(kube)["conditions"]
+    assert condition["type"] == "ScalingActive" and condition["status"] == "False"
+    assert field in condition["message"]
+    (event,) = [e for e in _events(kube) if e.type == "Warning"]
+    assert field in event.message
+    # refused again at the next sync, without a second Event for the same message
+    controller._states.clear()
+    controller.sync_due()
+    assert len([e for e in _events(kube) if e.type == "Warning"]) == 1
+
+
+def test_pause_annotation_records_the_decision_and_changes_nothing(kube: KubeClient, kube_api) -> None:
+    _create(kube, _autoscaler(annotations={PAUSE_ANNOTATION: "true"}))
+    _controller(kube, Scripted(4)).sync_due()
+    assert kube_api.requests("patch", SCALE_PATH) == 0
+    assert _replicas(kube) == 1
+    status = _status(kube)
+    assert status["desiredReplicas"] == 4
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["AbleToScale"]["reason"] == "ScalingPaused"
+    assert PAUSE_ANNOTATION in conditions["AbleToScale"]["message"]
+
+
+def test_shadow_mode_records_ours_next_to_the_hpa_queue_time_rule_and_changes_nothing(kube: KubeClient, kube_api) -> None:
+    _create(kube, _autoscaler({"shadow": True}))
+    _controller(kube, Scripted(4)).sync_due()  # the shadow comparison is the real HpaQueueTime
+    assert kube_api.requests("patch", SCALE_PATH) == 0
+    status = _status(kube)
+    assert status["shadowRecommendations"]["scripted"] == 4
+    # no pod answers: the HPA has no metrics and keeps the current count
+    assert status["shadowRecommendations"]["hpa_queue_time"] == 1
+    assert {c["type"]: c for c in status["conditions"]}["AbleToScale"]["reason"] == "ShadowMode"
+
+
+def test_sync_period_of_the_resource_is_honoured(kube: KubeClient) -> None:
+    _create(kube, _autoscaler({"syncPeriodSeconds": 30}))
+    controller = _controller(kube, Scripted(1))
+    assert controller.sync_due() == [f"{NS}/ranker"]
+    assert controller.sync_due() == []  # not due for 30 s
+
+
+def test_lost_leadership_stops_writes(kube: KubeClient, kube_api) -> None:
+    import threading
+
+    _create(kube, _autoscaler())
+    lost = threading.Event()
+    lost.set()
+    _controller(kube, Scripted(4)).sync_due(lost)
+    assert kube_api.requests("patch", SCALE_PATH) == 0
+    assert _status(kube) == {}
