@@ -225,3 +225,21 @@ def test_lost_leadership_stops_writes(kube: KubeClient, kube_api) -> None:
     _controller(kube, Scripted(4)).sync_due(lost)
     assert kube_api.requests("patch", SCALE_PATH) == 0
     assert _status(kube) == {}
+
+
+def test_missing_kubeconfig_is_named(tmp_path) -> None:
+    from toolkit.errors import AutoscaleError
+
+    missing = tmp_path / "no-such-kubeconfig"
+    with pytest.raises(AutoscaleError, match="no-such-kubeconfig"):
+        KubeClient.from_config(kubeconfig=missing)
+
+
+def test_run_command_refuses_kubeconfig_with_in_cluster(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from toolkit.cli.app import app
+
+    result = CliRunner().invoke(app, ["autoscale", "run", "-n", NS, "--kubeconfig", str(tmp_path / "k"), "--in-cluster"])
+    assert result.exit_code == 2
+    assert "not both" in result.output
