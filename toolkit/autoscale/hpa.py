@@ -592,7 +592,9 @@ def reconcile(
         spec: min/max replicas and ``behavior`` (the HPA's own fields; the rest is not read).
         current_replicas: the target's ``scale.spec.replicas``.
         metric: the metric's proposal (:func:`resource_replicas`, :func:`plain_metric_replicas`, ...).
-        metric_name: how upstream names it in reasons (``"cpu resource utilization (percentage of request)"``).
+        metric_name: how upstream names it in reasons (``"cpu resource utilization (percentage of request)"``,
+            ``"pods metric avg_time_queue_us"``, ``"external metric s0-prometheus"``); its kind picks the
+            ``FailedGet{Resource,Pods,External}Metric`` reason when the metric fails.
         now: seconds.
 
     Returns:
@@ -617,7 +619,8 @@ def reconcile(
         desired, reason = spec.min_replicas, "Current number of replicas below Spec.MinReplicas"
     else:
         if metric.replicas is None:
-            failed = "FailedGetResourceMetric" if "resource" in metric_name else "FailedGetPodsMetric"
+            kind = "Resource" if "resource" in metric_name else "External" if metric_name.startswith("external") else "Pods"
+            failed = f"FailedGet{kind}Metric"
             conditions["ScalingActive"] = Condition(
                 "ScalingActive", "False", failed, f"the HPA was unable to compute the replica count: {metric.error}"
             )
