@@ -76,6 +76,15 @@ test-deps:
 		echo "installing Debian's qemu-user (the INT8 tests emulate an AVX2-only CPU with it)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user; \
 	fi
+	@# Debian's Prometheus binary, only unpacked from its .deb (installing the package would start a
+	@# service), for the tests of the autoscaler's Prometheus-query source; `prometheus` on PATH wins.
+	@if ! command -v prometheus >/dev/null && [ ! -x $(VENV)/prometheus/bin/prometheus ]; then \
+		echo "unpacking Debian's prometheus into $(VENV)/prometheus/bin (tests of the Prometheus-query source)"; \
+		set -euo pipefail; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+		(cd "$$tmp" && { apt-get download -qq prometheus 2>/dev/null || { apt-get update -qq && apt-get download -qq prometheus; }; }); \
+		dpkg-deb -x "$$tmp"/prometheus_*.deb "$$tmp/root"; mkdir -p $(VENV)/prometheus/bin; \
+		mv -f "$$tmp/root/usr/bin/prometheus" $(VENV)/prometheus/bin/prometheus; \
+	fi
 
 test: data perf-tools test-deps
 	$(PY) -m pytest

@@ -137,7 +137,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "perf": ("matplotlib", "psutil", "prometheus_client"),
     "gpu": ("tensorrt", "polygraphy"),
     # helm_sdkpy cannot be in the extra (it declares Python >= 3.12): toolkit.deploy.helm gives its own hint.
-    "k8s": ("kubernetes", "tenacity", "urllib3", "yaml", "kmock", "helm_sdkpy"),
+    "k8s": ("kubernetes", "tenacity", "urllib3", "yaml", "kmock", "helm_sdkpy", "prometheus_api_client"),
 }
 
 
