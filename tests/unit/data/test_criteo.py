@@ -298,18 +298,18 @@ def test_bad_cardinalities_and_max_rows_are_rejected(tsv: Path) -> None:
 
 
 def test_hidden_labels_have_pairwise_interactions_a_linear_model_cannot_fit() -> None:
-    from toolkit.data.criteo import _LABEL_INTERACTION_STD, _interactions
+    from toolkit.data.criteo import _LABEL_INTERACTION_HEAD, _LABEL_INTERACTION_STD, _interactions
 
     rng = np.random.default_rng(0)
-    ranks = rng.integers(1, 65, size=(20_000, 26))  # head values only: the documented scale applies
+    ranks = rng.integers(1, _LABEL_INTERACTION_HEAD + 1, size=(20_000, 26))  # head values only: the documented scale applies
     term = _interactions(ranks)
-    # std 1.5 logits over rows whose every field is a head value (sampling error of 20k rows ~1%)
+    # std 4 logits over rows whose every field is a head value (sampling error of 20k rows ~1%)
     assert term.std() == pytest.approx(_LABEL_INTERACTION_STD, rel=0.05)
     # not additive in the fields: swapping the values of two fields changes the term by more than their own effects
     a, b = ranks[:1].copy(), ranks[:1].copy()
     rows = np.concatenate([a, a, b, b])
-    rows[1, 0] = rows[3, 0] = 7  # field C1: value x or 7 (both head values)
-    rows[2, 1] = rows[3, 1] = 9  # field C2: value y or 9
+    rows[1, 0] = rows[3, 0] = a[0, 0] % _LABEL_INTERACTION_HEAD + 1  # field C1: value x or another head value
+    rows[2, 1] = rows[3, 1] = a[0, 1] % _LABEL_INTERACTION_HEAD + 1  # field C2: value y or another head value
     f = _interactions(rows)
     assert abs(f[0] - f[1] - f[2] + f[3]) > 1e-3
 
