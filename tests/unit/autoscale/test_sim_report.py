@@ -1,0 +1,110 @@
+"""Policies side by side: the same arrivals for each, the report's JSON shape, the target checks,
+missing policies named, and the ``tritonrec autoscale simulate`` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from toolkit.autoscale.sim_report import SimulationSettings, check_targets, compare, make_policy, write_report
+from toolkit.autoscale.simulate import ReplicaModel, SimulationResult, load_service_curve
+from toolkit.autoscale.traces import spike
+from toolkit.cli.app import app
+from toolkit.errors import AutoscaleError
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+PERF_REPORT = REPO_ROOT / "perf" / "results" / "triton_movielens.json"
+
+
+@pytest.fixture(scope="module")
+def model() -> ReplicaModel:
+    return ReplicaModel.from_curve(load_service_curve(PERF_REPORT), slo_ms=10.0)
+
+
+def _result(name: str, attainment: float, replica_seconds: float) -> SimulationResult:
+    return SimulationResult(name, 10.0, attainment, 5.0, replica_seconds, 3, 1000.0, 0.0, timeline={})
+
+
+def test_static_peak_has_the_replicas_for_the_peak_at_the_slo(model):
+    trace = spike(600, 20_000)
+    policy, _, settings = make_policy("static_peak", model=model, trace=trace)
+    assert policy.replicas == settings["replicas"] == int(np.ceil(20_000 / model.capacity_at_slo_rps))
+    with pytest.raises(AutoscaleError, match="unknown policy 'hpa'"):
+        make_policy("hpa", model=model, trace=trace)
+
+
+def test_compare_replays_the_same_arrivals_for_every_policy(model):
+    trace = spike(300, 20_000, at=0.3, rise_s=20, hold_s=60)
+    results, missing, used = compare(trace, model, ["static_peak", "hpa_cpu"], SimulationSettings(seed=3))
+    assert [r.name for r in results] == ["static_peak", "hpa_cpu"] and not missing
+    assert results[0].requests == results[1].requests
+    assert np.array_equal(results[0].timeline["arrival_rps"], results[1].timeline["arrival_rps"])
+    assert used["hpa_cpu"]["sync_period_s"] == 15.0 and used["hpa_cpu"]["initial_replicas"] == model.replicas_for(4000)
+    # static at the peak holds the SLO through the spike; the HPA starts small and scales only after it
+    assert results[0].slo_attainment > 0.99 > results[1].slo_attainment
+    assert results[1].scaling_actions >= 1 and results[1].replica_seconds < results[0].replica_seconds
+
+
+def test_targets_are_checked_as_the_issue_states_them():
+    results = [_result("static_peak", 0.999, 1000), _result("hpa_cpu", 0.95, 600), _result("hpa_queue_time", 0.97, 800)]
+    lines = check_targets([*results, _result("tritonrec", 0.992, 650)], "spike")
+    assert lines[0].endswith(": met") and "99.2000%" in lines[0]
+    assert lines[1] == "replica-seconds 65.0% of static_peak <= 70%: met"
+    assert lines[2].endswith("NOT met")  # more replica-seconds than hpa_cpu's 600
+    assert lines[3].endswith(": met")
+    assert check_targets([*results, _result("tritonrec", 0.99, 610)], "diurnal") == ["replica-seconds 61.0% of static_peak <= 60%: NOT met"]
+    assert "no target checked" in check_targets(results, "spike")[0]
+
+
+def test_report_json_has_the_shape_the_issue_asks_for(model, tmp_path):
+    trace = spike(120, 10_000, at=0.25, rise_s=10, hold_s=30)
+    results, missing, used = compare(trace, model, ["static_peak", "hpa_cpu"], SimulationSettings())
+    missing["tritonrec"] = "not in this checkout"
+    paths = write_report(
+        tmp_path, {"spike": (trace, results, missing, used)}, command="tritonrec autoscale simulate", model=model,
+        perf_report="perf/results/triton_movielens.json", settings=SimulationSettings(),
+    )  # fmt: skip
+    assert [p.name for p in paths] == ["autoscale_sim.json", "autoscale_sim.md", "autoscale_sim.png"]
+    report = json.loads(paths[0].read_text())
+    assert set(report) == {"traces", "command", "perf_report", "machine", "parameters"}
+    entries = report["traces"]["spike"]["policies"]
+    assert [e["name"] for e in entries] == ["static_peak", "hpa_cpu"]
+    assert all(set(e) == {"name", "slo_attainment", "p99_ms", "replica_seconds", "scaling_actions"} for e in entries)
+    assert report["parameters"]["traces"]["spike"]["missing_policies"] == {"tritonrec": "not in this checkout"}
+    assert report["parameters"]["replica_model"]["source"] == "triton_movielens.json: optimized_onnx_python, http, client batch 1"
+    md = paths[1].read_text()
+    assert "| tritonrec | missing: not in this checkout |" in md and "![load, pods and latency" in md
+    assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_simulate_command_writes_the_report(tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        ["autoscale", "simulate", "--trace", "spike", "--duration", "120", "--peak-rps", "8000", "--policies", "static_peak,hpa_cpu",
+         "--perf-report", str(PERF_REPORT), "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "autoscale_sim.json").read_text())
+    assert [e["name"] for e in report["traces"]["spike"]["policies"]] == ["static_peak", "hpa_cpu"]
+    assert report["parameters"]["traces"]["spike"]["duration_s"] == 120
+
+
+def test_simulate_command_refuses_unknown_policies_and_bad_reports(tmp_path):
+    runner = CliRunner()
+    bad = runner.invoke(app, ["autoscale", "simulate", "--policies", "static_peak,magic", "--out", str(tmp_path)])
+    assert bad.exit_code != 0 and "magic" in bad.output
+    missing = runner.invoke(app, ["autoscale", "simulate", "--perf-report", str(tmp_path / "none.json"), "--out", str(tmp_path)])
+    assert missing.exit_code != 0
+    assert isinstance(missing.exception, AutoscaleError) and "cannot be read" in str(missing.exception)
+
+
+def test_simulate_help_explains_the_traces():
+    result = CliRunner().invoke(app, ["autoscale", "simulate", "--help"])
+    assert result.exit_code == 0
+    for word in ("azure-functions:PATH", "azure-llm:PATH", "--start-delay", "--perf-report"):
+        assert word in result.output
