@@ -22,7 +22,7 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype, tri
 from toolkit.errors import InferenceError, ServingError
 from toolkit.tensors import TensorSpec
 
-__all__ = ["InferenceClient", "LatencyStats", "prepare_inputs", "measure_latency"]
+__all__ = ["InferenceClient", "LatencyStats", "prepare_inputs", "measure_latency", "model_metadata", "request_tensors"]
 
 _UNREACHABLE = (OSError, http.client.HTTPException)
 
@@ -120,6 +120,57 @@ def _spec(meta: Mapping[str, Any], max_batch_size: int) -> TensorSpec:
     return TensorSpec(meta["name"], np.dtype(triton_to_np_dtype(meta["datatype"])).name, shape)
 
 
+def model_metadata(
+    client: Any, url: str, protocol: Literal["http", "grpc"], model_name: str, model_version: str = ""
+) -> tuple[int, list[TensorSpec], list[TensorSpec]]:
+    """Read a model's ``max_batch_size``, inputs and outputs through a tritonclient client.
+
+    Args:
+        client: a ``tritonclient.http`` or ``tritonclient.grpc`` ``InferenceServerClient`` (``protocol`` says which).
+        url: the server's address, for messages.
+
+    Returns:
+        ``(max_batch_size, input_specs, output_specs)``; the specs' batch dimension is ``None`` when it batches.
+
+    Raises:
+        ServingError: the server is not live or unreachable, or the model is unknown or not ready
+            (names the URL and the model).
+    """
+    what = f"model '{model_name}'" + (f" version {model_version}" if model_version else "")
+    try:
+        if not client.is_server_live():
+            raise ServingError(f"the Triton server at {url} ({protocol}) is not live")
+        if protocol == "http":
+            metadata = client.get_model_metadata(model_name, model_version)
+            config = client.get_model_config(model_name, model_version)
+        else:
+            metadata = client.get_model_metadata(model_name, model_version, as_json=True)
+            config = client.get_model_config(model_name, model_version, as_json=True)["config"]
+    except (InferenceServerException, *_UNREACHABLE) as e:
+        raise ServingError(
+            f"cannot read {what} from the Triton server at {url} ({protocol}): {e}",
+            hint="check that the server runs, that the port matches the protocol, and the model name (see `tritonrec serve`'s model table)",
+        ) from e
+    max_batch_size = int(config.get("max_batch_size", 0))
+    inputs = [_spec(m, max_batch_size) for m in metadata.get("inputs", [])]
+    outputs = [_spec(m, max_batch_size) for m in metadata.get("outputs", [])]
+    return max_batch_size, inputs, outputs
+
+
+def request_tensors(module: Any, prepared: Mapping[str, np.ndarray], output_specs: Sequence[TensorSpec]) -> tuple[list[Any], list[Any]]:
+    """tritonclient ``InferInput``s holding ``prepared`` (from :func:`prepare_inputs`) and the ``InferRequestedOutput``s.
+
+    Args:
+        module: ``tritonclient.http`` or ``tritonclient.grpc``.
+    """
+    request = []
+    for name, array in prepared.items():
+        tensor = module.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+        tensor.set_data_from_numpy(np.ascontiguousarray(array))
+        request.append(tensor)
+    return request, [module.InferRequestedOutput(s.name) for s in output_specs]
+
+
 class InferenceClient:
     """A client bound to one model on a Triton server, reading its inputs and outputs once.
 
@@ -147,31 +198,13 @@ class InferenceClient:
         self.model_version = model_version
         self._module: Any = httpclient if protocol == "http" else grpcclient
         self._client: Any = self._module.InferenceServerClient(self.url)
-        what = f"model '{model_name}'" + (f" version {model_version}" if model_version else "")
         try:
-            if not self._client.is_server_live():
-                raise ServingError(f"the Triton server at {self.url} ({protocol}) is not live")
-            if protocol == "http":
-                metadata = self._client.get_model_metadata(model_name, model_version)
-                config = self._client.get_model_config(model_name, model_version)
-            else:
-                metadata = self._client.get_model_metadata(model_name, model_version, as_json=True)
-                config = self._client.get_model_config(model_name, model_version, as_json=True)["config"]
-        except (InferenceServerException, *_UNREACHABLE) as e:
-            self.close()
-            raise ServingError(
-                f"cannot read {what} from the Triton server at {self.url} ({protocol}): {e}",
-                hint=(
-                    "check that the server runs, that the port matches the protocol, "
-                    "and the model name (see `tritonrec serve`'s model table)"
-                ),
-            ) from e
+            self.max_batch_size, self.input_specs, self.output_specs = model_metadata(
+                self._client, self.url, protocol, model_name, model_version
+            )
         except BaseException:
             self.close()
             raise
-        self.max_batch_size = int(config.get("max_batch_size", 0))
-        self.input_specs = [_spec(m, self.max_batch_size) for m in metadata.get("inputs", [])]
-        self.output_specs = [_spec(m, self.max_batch_size) for m in metadata.get("outputs", [])]
 
     def infer(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Run one request.
@@ -188,12 +221,7 @@ class InferenceClient:
             ServingError: the server cannot be reached.
         """
         prepared = prepare_inputs(inputs, self.input_specs, self.max_batch_size)
-        request = []
-        for name, array in prepared.items():
-            tensor = self._module.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-            tensor.set_data_from_numpy(np.ascontiguousarray(array))
-            request.append(tensor)
-        outputs = [self._module.InferRequestedOutput(s.name) for s in self.output_specs]
+        request, outputs = request_tensors(self._module, prepared, self.output_specs)
         try:
             result = self._client.infer(self.model_name, request, model_version=self.model_version, outputs=outputs)
         except InferenceServerException as e:

@@ -1,0 +1,901 @@
+"""Client-side load-aware routing of Triton inference requests across the replicas of a Deployment.
+
+A Kubernetes ClusterIP Service balances *connections*, not requests (kube-proxy picks a
+backend when a TCP connection opens): a gRPC client keeps one HTTP/2 connection, so all of its
+requests land on the replica it met first, however busy that one is. :class:`Router` instead
+chooses a replica for every request, from endpoints it discovers itself:
+
+* :class:`StaticEndpoints` -- a fixed (or test-updated) list of ``host:port``;
+* :class:`DnsEndpoints` -- the A/AAAA records of a headless Service (``socket.getaddrinfo``),
+  re-resolved every few seconds;
+* :class:`EndpointSliceEndpoints` -- the ``discovery.k8s.io/v1`` EndpointSlices of a Service,
+  read with the official ``kubernetes`` client (the ``[k8s]`` extra); endpoints that are not
+  ready, or whose pod is annotated ``tritonrec.io/draining: "true"`` (a replica chosen to go
+  during a scale-down), are left out.
+
+Policies (:data:`POLICIES`), chosen per router:
+
+* ``least_outstanding`` -- fewest requests in flight from this router. By default the *power of
+  two choices*: sample two healthy replicas at random and take the less loaded one
+  (Mitzenmacher, "The Power of Two Choices in Randomized Load Balancing", IEEE TPDS 12(10),
+  2001), as Envoy's ``LEAST_REQUEST`` load balancer does with ``choice_count: 2``
+  (envoy/source/common/upstream/load_balancer_impl.cc, ``LeastRequestLoadBalancer``); with
+  ``choices=None`` a full scan (the least loaded of all, ties broken at random).
+* ``round_robin`` -- each healthy replica in turn, blind to load (Envoy's ``ROUND_ROBIN``).
+* ``pinned`` -- what a ClusterIP Service gives gRPC: each connection (by default, each calling
+  thread) is pinned to one replica picked uniformly at random when it first sends (kube-proxy's
+  iptables mode picks a backend per new connection with ``statistic --mode random``,
+  pkg/proxy/iptables/proxier.go), and keeps it until that replica goes away.
+
+Health (passive and active, as Envoy's outlier detection and active health checking): a replica
+whose request fails at the transport level, or answers UNAVAILABLE/NOT_FOUND (HTTP 502/503/504/404),
+is ejected at once and an idempotent request is retried once on another replica; a background
+thread checks every replica's readiness (``GET /v2/health/ready`` over HTTP, the ``ServerReady``
+RPC over gRPC -- and the model's readiness when the router is given a model) every
+``health_every_s`` seconds, ejecting those that fail and re-admitting ejected ones that pass.
+Another thread re-reads the endpoint source every ``refresh_every_s`` seconds; new endpoints are
+admitted after their first passing check, removed ones stop getting requests at once (requests
+already sent to them finish).
+
+Thread safety: one router serves many threads. gRPC calls share one ``tritonclient.grpc``
+client per replica (its docs: thread-safe except streaming); ``tritonclient.http``'s client is
+not thread-safe (its docs: "intended to be used by a single thread"), so each thread gets its
+own HTTP client per replica.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import logging
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from toolkit.errors import InferenceError, ServingError, optional_dependencies
+from toolkit.serving.client import InferenceClient, model_metadata, prepare_inputs, request_tensors
+
+__all__ = [
+    "POLICIES",
+    "DRAINING_ANNOTATION",
+    "LATENCY_EWMA_WEIGHT",
+    "EndpointSource",
+    "StaticEndpoints",
+    "DnsEndpoints",
+    "EndpointSliceEndpoints",
+    "RoutingPolicy",
+    "LeastOutstanding",
+    "RoundRobin",
+    "Pinned",
+    "make_policy",
+    "pick_least_outstanding",
+    "pick_round_robin",
+    "pick_pinned",
+    "ReplicaStatus",
+    "Routed",
+    "Router",
+    "RoutedInferenceClient",
+    "is_replica_failure",
+]
+
+log = logging.getLogger(__name__)
+
+POLICIES = ("least_outstanding", "round_robin", "pinned")
+"""Routing policy names, as ``tritonrec infer --routing`` takes them."""
+
+LATENCY_EWMA_WEIGHT = 0.1
+"""Weight of the newest request in a replica's latency EWMA (about the last 10 requests count),
+used by ``least_outstanding`` to break ties between equal outstanding counts."""
+
+DRAINING_ANNOTATION = "tritonrec.io/draining"
+"""Pod annotation (value ``"true"``) that takes a replica out of the routers' endpoint sets before it is deleted."""
+
+Protocol_ = Literal["http", "grpc"]
+
+_TRANSPORT_ERRORS = (OSError, http.client.HTTPException)
+# Statuses that say "this replica cannot serve now" rather than "this request is wrong":
+# gRPC codes as tritonclient.grpc spells them (str(grpc.StatusCode.X)) and the HTTP statuses
+# Triton's HTTP server maps them to (http_server.cc: UNAVAILABLE -> 503, NOT_FOUND -> 404).
+_REPLICA_FAILURE_STATUSES = frozenset(
+    {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.NOT_FOUND", "502", "503", "504", "404"}
+)
+
+
+def is_replica_failure(error: BaseException) -> bool:
+    """Whether ``error`` (raised by a tritonclient call) says the replica, not the request, failed.
+
+    True for transport errors (connection refused or reset, timeouts: ``OSError``,
+    ``http.client.HTTPException``) and for Triton's UNAVAILABLE, DEADLINE_EXCEEDED and NOT_FOUND
+    answers (a model that is unloading or not loaded on that replica), over gRPC or as HTTP
+    404/502/503/504. False for everything else, e.g. INVALID_ARGUMENT / HTTP 400 (a malformed
+    request fails on every replica alike, so it is neither retried nor held against the replica).
+    """
+    if isinstance(error, _TRANSPORT_ERRORS):
+        return True
+    if isinstance(error, InferenceServerException):
+        return str(error.status()) in _REPLICA_FAILURE_STATUSES
+    return False
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _check_address(address: str, where: str) -> str:
+    address = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ServingError(f"{where}: {address!r} is not host:port", hint="write each endpoint as host:port, e.g. 127.0.0.2:8001")
+    return address
+
+
+# -- endpoint sources ---------------------------------------------------------------------------
+class EndpointSource(Protocol):
+    """Where a router's endpoints come from."""
+
+    def endpoints(self) -> list[str]:
+        """The current endpoints, as ``host:port`` strings (order does not matter).
+
+        Raises:
+            ServingError: the source cannot be read now (the router keeps its last list).
+        """
+        ...
+
+    def describe(self) -> str:
+        """One line naming the source, for messages."""
+        ...
+
+
+class StaticEndpoints:
+    """A fixed list of ``host:port`` endpoints; :meth:`set` replaces it (a scale event in tests).
+
+    Raises:
+        ServingError: an entry is not ``host:port`` (names it), or the list is empty.
+    """
+
+    def __init__(self, addresses: Iterable[str]) -> None:
+        self._lock = threading.Lock()
+        self._addresses: list[str] = []
+        self.set(addresses)
+
+    def set(self, addresses: Iterable[str]) -> None:
+        """Replace the list (thread-safe); routers pick the change up at their next refresh."""
+        checked = list(dict.fromkeys(_check_address(a, "endpoint list") for a in addresses))
+        if not checked:
+            raise ServingError("the endpoint list is empty", hint="give at least one host:port")
+        with self._lock:
+            self._addresses = checked
+
+    def endpoints(self) -> list[str]:
+        with self._lock:
+            return list(self._addresses)
+
+    def describe(self) -> str:
+        return f"static list {', '.join(self.endpoints())}"
+
+
+class DnsEndpoints:
+    """The addresses a DNS name resolves to, each with ``port``: a headless Service's ready pods.
+
+    A headless Service (``clusterIP: None``) publishes one A/AAAA record per ready pod under
+    ``<service>.<namespace>.svc.cluster.local`` (Kubernetes docs, "DNS for Services and Pods");
+    the router resolves it again at every refresh, so pods that come and go are seen within a
+    refresh period plus the resolver's cache time.
+
+    Args:
+        name: the DNS name, e.g. ``triton-headless.default.svc.cluster.local``.
+        port: the TCP port every address serves (8000 HTTP, 8001 gRPC).
+        resolver: ``socket.getaddrinfo``-compatible function (the default is the system's).
+    """
+
+    def __init__(self, name: str, port: int, *, resolver: Callable[..., list] = socket.getaddrinfo) -> None:
+        if not name or not 0 < int(port) < 65536:
+            raise ServingError(f"DNS endpoint source: need a name and a port in 1..65535, got {name!r}:{port!r}")
+        self.name, self.port, self._resolve = name, int(port), resolver
+
+    def endpoints(self) -> list[str]:
+        try:
+            infos = self._resolve(self.name, self.port, type=socket.SOCK_STREAM)
+        except OSError as e:
+            raise ServingError(
+                f"cannot resolve {self.name}: {e}", hint="is the headless Service's name right, and are its pods ready?"
+            ) from e
+        hosts = dict.fromkeys(str(info[4][0]) for info in infos)
+        return [_address(h, self.port) for h in hosts]
+
+    def describe(self) -> str:
+        return f"DNS {self.name}:{self.port}"
+
+
+class EndpointSliceEndpoints:
+    """The ready endpoints of a Service, from its ``discovery.k8s.io/v1`` EndpointSlices.
+
+    Reads the slices labelled ``kubernetes.io/service-name=<service>`` (the label the
+    EndpointSlice controller sets, Kubernetes docs "EndpointSlices"), keeps each endpoint whose
+    ``conditions.ready`` is not false, and drops those whose ``targetRef`` pod carries
+    ``tritonrec.io/draining: "true"`` (:data:`DRAINING_ANNOTATION`). The port is taken from the
+    slice's ``ports`` by name when ``port`` is a string (e.g. ``"grpc"``), or used as given when
+    it is a number.
+
+    Args:
+        service: the Service's name.
+        namespace: its namespace.
+        port: the slice port's name, or a port number.
+        api_client: a ``kubernetes.client.ApiClient``; default: from the kubeconfig
+            (``KUBECONFIG`` or ``~/.kube/config``), else the in-cluster service account.
+        request_timeout_s: timeout of each API call, in seconds.
+
+    Raises:
+        MissingDependencyError: the ``kubernetes`` package (``pip install 'tritonrec[k8s]'``) is missing.
+    """
+
+    def __init__(
+        self, service: str, namespace: str = "default", *, port: int | str, api_client: Any = None, request_timeout_s: float = 5.0
+    ) -> None:
+        with optional_dependencies("reading a Service's EndpointSlices"):
+            import kubernetes  # noqa: F401  (the [k8s] extra)
+        self.service, self.namespace, self.port, self.request_timeout_s = service, namespace, port, request_timeout_s
+        self._api_client = api_client
+
+    def _client(self) -> Any:
+        if self._api_client is None:
+            import kubernetes
+
+            try:
+                kubernetes.config.load_kube_config()
+            except Exception:  # noqa: BLE001 -- no kubeconfig: try the pod's service account
+                kubernetes.config.load_incluster_config()
+            self._api_client = kubernetes.client.ApiClient()
+        return self._api_client
+
+    def endpoints(self) -> list[str]:
+        import kubernetes
+
+        client = self._client()
+        discovery, core = kubernetes.client.DiscoveryV1Api(client), kubernetes.client.CoreV1Api(client)
+        selector = f"kubernetes.io/service-name={self.service}"
+        try:
+            slices = discovery.list_namespaced_endpoint_slice(
+                self.namespace, label_selector=selector, _request_timeout=self.request_timeout_s
+            )
+            pods = core.list_namespaced_pod(self.namespace, _request_timeout=self.request_timeout_s)
+        except Exception as e:  # kubernetes' ApiException, urllib3's errors
+            raise ServingError(
+                f"cannot read the EndpointSlices of Service {self.namespace}/{self.service}: {e}",
+                hint="check the API server address and that the account may list endpointslices and pods",
+            ) from e
+        draining = {p.metadata.name for p in pods.items if (p.metadata.annotations or {}).get(DRAINING_ANNOTATION, "").lower() == "true"}
+        found: dict[str, None] = {}
+        for eps in slices.items:
+            # the same label check the API applied: an API (or emulator) that ignores the selector changes nothing
+            if (eps.metadata.labels or {}).get("kubernetes.io/service-name") != self.service:
+                continue
+            port = self._port(eps)
+            if port is None:
+                continue
+            for ep in eps.endpoints or []:
+                if ep.conditions is not None and ep.conditions.ready is False:
+                    continue
+                if ep.target_ref is not None and ep.target_ref.kind == "Pod" and ep.target_ref.name in draining:
+                    continue
+                for host in ep.addresses or []:
+                    found[_address(host, port)] = None
+        return list(found)
+
+    def _port(self, eps: Any) -> int | None:
+        if isinstance(self.port, int):
+            return self.port
+        for p in eps.ports or []:
+            if p.name == self.port and p.port is not None:
+                return int(p.port)
+        return None
+
+    def describe(self) -> str:
+        return f"EndpointSlices of Service {self.namespace}/{self.service} (port {self.port})"
+
+
+# -- pick rules (pure) --------------------------------------------------------------------------
+def pick_least_outstanding(
+    candidates: Sequence[str],
+    outstanding: Mapping[str, int],
+    rng: random.Random,
+    *,
+    choices: int | None = 2,
+    latency_ms: Mapping[str, float] | None = None,
+) -> str:
+    """The candidate with the fewest outstanding requests among ``choices`` sampled at random.
+
+    ``choices=2`` is the power of two choices (Mitzenmacher 2001; Envoy's ``LEAST_REQUEST``
+    default ``choice_count``): two distinct candidates drawn uniformly, the one with fewer
+    outstanding requests wins. ``choices=None`` (or at least ``len(candidates)``) compares all
+    (join-the-shortest-queue). Equal counts go to the candidate with the lower recent latency
+    (``latency_ms``; unknown counts as 0, so a new replica gets tried), remaining ties to a random
+    one. At light load most counts are 0 or 1, and without that tie-break a replica whose
+    requests take 4x longer would still get a third of the ties.
+
+    Args:
+        candidates: the healthy endpoints (non-empty, no repeats).
+        outstanding: endpoint -> requests in flight (a missing endpoint counts 0).
+        rng: the random source (seed it for a reproducible pick).
+        choices: how many to sample (>= 1), or ``None`` for all.
+        latency_ms: endpoint -> recent latency in ms (e.g. an EWMA), for ties; ``None``: ties at random.
+
+    Raises:
+        ServingError: no candidates, or ``choices < 1``.
+    """
+    if not candidates:
+        raise ServingError("no endpoint to pick from")
+    if choices is not None and choices < 1:
+        raise ServingError(f"least_outstanding: choices must be >= 1 or None, got {choices}")
+    latency = latency_ms or {}
+    if choices is None or choices >= len(candidates):
+        pool = list(candidates)
+        rng.shuffle(pool)  # min() keeps the first of equals: a random one
+    else:
+        pool = rng.sample(list(candidates), choices)
+    return min(pool, key=lambda c: (outstanding.get(c, 0), latency.get(c, 0.0)))
+
+
+def pick_round_robin(candidates: Sequence[str], turn: int) -> str:
+    """``candidates[turn % len(candidates)]``: each endpoint in turn, whatever its load.
+
+    Raises:
+        ServingError: no candidates.
+    """
+    if not candidates:
+        raise ServingError("no endpoint to pick from")
+    return candidates[turn % len(candidates)]
+
+
+def pick_pinned(candidates: Sequence[str], pinned: str | None, rng: random.Random) -> str:
+    """The connection's pinned endpoint while it is a candidate, else a new one uniformly at random.
+
+    That is kube-proxy's choice for a new connection (iptables mode, ``statistic --mode random``):
+    the client reconnects only when its backend goes away.
+
+    Raises:
+        ServingError: no candidates.
+    """
+    if not candidates:
+        raise ServingError("no endpoint to pick from")
+    if pinned is not None and pinned in candidates:
+        return pinned
+    return rng.choice(list(candidates))
+
+
+class RoutingPolicy(Protocol):
+    """Chooses the endpoint of each request. Called with the router's lock held (need not be thread-safe)."""
+
+    name: str
+
+    def pick(self, candidates: Sequence[str], outstanding: Mapping[str, int], latency_ms: Mapping[str, float], connection: Hashable) -> str:
+        """One of ``candidates`` (non-empty, sorted) for a request of ``connection``.
+
+        ``outstanding``: requests in flight per candidate; ``latency_ms``: each one's recent latency
+        (an EWMA of its successful requests, in ms; missing before its first answer).
+        """
+        ...
+
+
+class LeastOutstanding:
+    """:func:`pick_least_outstanding` with its own seeded random source.
+
+    Args:
+        choices: sampled candidates per pick (2: power of two choices; ``None``: all).
+        seed: seed of the random source (``None``: from the OS).
+    """
+
+    name = "least_outstanding"
+
+    def __init__(self, choices: int | None = 2, seed: int | None = None) -> None:
+        if choices is not None and choices < 1:
+            raise ServingError(f"least_outstanding: choices must be >= 1 or None, got {choices}")
+        self.choices, self._rng = choices, random.Random(seed)
+
+    def pick(self, candidates: Sequence[str], outstanding: Mapping[str, int], latency_ms: Mapping[str, float], connection: Hashable) -> str:
+        return pick_least_outstanding(candidates, outstanding, self._rng, choices=self.choices, latency_ms=latency_ms)
+
+
+class RoundRobin:
+    """:func:`pick_round_robin` over the current candidates with one counter for all connections."""
+
+    name = "round_robin"
+
+    def __init__(self) -> None:
+        self._turn = 0
+
+    def pick(self, candidates: Sequence[str], outstanding: Mapping[str, int], latency_ms: Mapping[str, float], connection: Hashable) -> str:
+        choice = pick_round_robin(candidates, self._turn)
+        self._turn += 1
+        return choice
+
+
+class Pinned:
+    """:func:`pick_pinned`: one endpoint per connection key, chosen at its first request.
+
+    Args:
+        seed: seed of the random source (``None``: from the OS).
+    """
+
+    name = "pinned"
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._rng = random.Random(seed)
+        self.pins: dict[Hashable, str] = {}
+        """connection -> its endpoint."""
+
+    def pick(self, candidates: Sequence[str], outstanding: Mapping[str, int], latency_ms: Mapping[str, float], connection: Hashable) -> str:
+        choice = pick_pinned(candidates, self.pins.get(connection), self._rng)
+        self.pins[connection] = choice
+        return choice
+
+
+def make_policy(name: str, *, seed: int | None = None) -> RoutingPolicy:
+    """The policy called ``name`` (one of :data:`POLICIES`).
+
+    ``least_outstanding`` compares all candidates (``choices=None``): a client-side router knows
+    its own counts exactly and a replica set is tens of endpoints at most, so the full scan is
+    cheap, and on three replicas with one slow it kept more traffic off the slow one than two
+    choices (perf/results/routing.md). ``LeastOutstanding(choices=2)`` is the power of two choices.
+
+    Raises:
+        ServingError: an unknown name (lists the known ones).
+    """
+    if name == "least_outstanding":
+        return LeastOutstanding(None, seed)
+    if name == "round_robin":
+        return RoundRobin()
+    if name == "pinned":
+        return Pinned(seed)
+    raise ServingError(f"unknown routing policy {name!r}", hint=f"use one of {', '.join(POLICIES)}")
+
+
+# -- the router ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReplicaStatus:
+    """What the router knows of one endpoint (a snapshot).
+
+    Attributes:
+        address: ``host:port``.
+        healthy: admitted (gets requests); ``False``: ejected, or new and not checked yet.
+        outstanding: requests from this router in flight there now.
+        requests: requests sent there so far (retries included).
+        failures: of those, how many failed as replica failures (:func:`is_replica_failure`).
+        last_error: why it was last ejected (``""`` if never).
+        latency_ms: EWMA of its successful requests' latency in ms (:data:`LATENCY_EWMA_WEIGHT`), ``None`` before the first.
+    """
+
+    address: str
+    healthy: bool
+    outstanding: int
+    requests: int
+    failures: int
+    last_error: str
+    latency_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class Routed:
+    """The answer of :meth:`Router.infer`.
+
+    Attributes:
+        result: tritonclient's ``InferResult`` (``.as_numpy(name)``).
+        address: the endpoint that answered.
+        attempts: 1, or 2 when the first replica failed and the request was retried.
+    """
+
+    result: Any
+    address: str
+    attempts: int
+
+
+class _Replica:
+    __slots__ = ("address", "healthy", "outstanding", "requests", "failures", "last_error", "generation", "grpc", "latency_ms")
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.healthy = False
+        self.outstanding = self.requests = self.failures = 0
+        self.last_error = ""
+        self.generation = 0  # bumped on ejection: clients made before are dropped
+        self.latency_ms: float | None = None  # EWMA of successful requests' latency
+        self.grpc: Any = None
+
+    def status(self) -> ReplicaStatus:
+        return ReplicaStatus(self.address, self.healthy, self.outstanding, self.requests, self.failures, self.last_error, self.latency_ms)
+
+
+class Router:
+    """Routes inference requests over the endpoints of ``source`` with ``policy``; a context manager.
+
+    ``with Router(["127.0.0.2:8001", "127.0.0.3:8001"], protocol="grpc") as router:`` checks
+    every endpoint once (so the router is usable when the block starts), then keeps two
+    background threads: one re-reads the source every ``refresh_every_s`` seconds, the other
+    checks readiness every ``health_every_s`` seconds. See the module docstring for the rules.
+
+    Args:
+        source: an :class:`EndpointSource`, or a list of ``host:port`` (a :class:`StaticEndpoints`).
+        protocol: ``"http"`` or ``"grpc"`` -- what the endpoints' ports speak.
+        policy: a name from :data:`POLICIES` or a :class:`RoutingPolicy`.
+        model_name: when given, a replica is healthy only when this model is ready on it
+            (``/v2/models/<name>/ready``), not just the server.
+        model_version: the version the readiness check asks for (``""``: the server's choice).
+        refresh_every_s: seconds between reads of the source (a scale event shows within about this).
+        health_every_s: seconds between readiness checks (an ejected replica comes back within about this).
+        health_timeout_s: timeout of one readiness check, in seconds.
+        request_timeout_s: client-side timeout of one inference request, in seconds.
+        seed: seed of the policy's random source (``None``: from the OS), for reproducible runs.
+        start: start the background threads (``False``: call :meth:`refresh` and :meth:`check_health`
+            yourself, e.g. in tests of the rules).
+
+    Raises:
+        ServingError: unknown protocol or policy; a static entry that is not ``host:port``.
+    """
+
+    def __init__(
+        self,
+        source: EndpointSource | Sequence[str],
+        *,
+        protocol: Protocol_,
+        policy: str | RoutingPolicy = "least_outstanding",
+        model_name: str | None = None,
+        model_version: str = "",
+        refresh_every_s: float = 2.0,
+        health_every_s: float = 1.0,
+        health_timeout_s: float = 1.0,
+        request_timeout_s: float = 60.0,
+        seed: int | None = None,
+        start: bool = True,
+    ) -> None:
+        if protocol not in ("http", "grpc"):
+            raise ServingError(f"unknown protocol {protocol!r} for the router", hint="use 'http' or 'grpc'")
+        self.source: EndpointSource = StaticEndpoints(source) if isinstance(source, (list, tuple)) else source  # type: ignore[assignment]
+        self.protocol = protocol
+        self.policy: RoutingPolicy = make_policy(policy, seed=seed) if isinstance(policy, str) else policy
+        self.model_name, self.model_version = model_name, model_version
+        self.refresh_every_s, self.health_every_s = refresh_every_s, health_every_s
+        self.health_timeout_s, self.request_timeout_s = health_timeout_s, request_timeout_s
+        self._module: Any = httpclient if protocol == "http" else grpcclient
+        self._lock = threading.Lock()
+        self._replicas: dict[str, _Replica] = {}
+        self._retired: list[Any] = []
+        self._local = threading.local()
+        self._health_clients: dict[str, Any] = {}  # used by the checking thread only
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.last_refresh_error: str = ""
+        """Why the last read of the source failed (``""``: it succeeded)."""
+        self.refresh()
+        if start:
+            self.start()
+
+    # -- background work ---------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the refresh and health-check threads (daemon threads; :meth:`close` stops them)."""
+        if self._threads:
+            return
+        for target, every, name in ((self.refresh, self.refresh_every_s, "refresh"), (self.check_health, self.health_every_s, "health")):
+            thread = threading.Thread(target=self._loop, args=(target, every), name=f"router-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _loop(self, step: Callable[[], object], every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            try:
+                step()
+            except Exception:  # noqa: BLE001 -- a background thread must outlive one bad round
+                log.exception("router background step failed")
+
+    def refresh(self) -> None:
+        """Read the source once: add new endpoints (admitted after a passing check), drop removed ones.
+
+        A source that cannot be read leaves the endpoint set as it was (:attr:`last_refresh_error` says why).
+        """
+        try:
+            current = list(dict.fromkeys(self.source.endpoints()))
+        except ServingError as e:
+            self.last_refresh_error = str(e)
+            log.warning("router: %s; keeping %d endpoints", e, len(self._replicas))
+            return
+        self.last_refresh_error = ""
+        with self._lock:
+            added = [a for a in current if a not in self._replicas]
+            removed = [a for a in self._replicas if a not in current]
+            for address in removed:
+                replica = self._replicas.pop(address)
+                if replica.grpc is not None:
+                    self._retired.append(replica.grpc)  # requests in flight on it finish; closed with the router
+                log.info("router: endpoint %s left the set", address)
+            for address in added:
+                self._replicas[address] = _Replica(address)
+        for address in added:
+            self._check(address)
+            log.info("router: endpoint %s joined the set (%s)", address, "healthy" if self._is_healthy(address) else "not ready yet")
+
+    def check_health(self) -> None:
+        """Check every endpoint's readiness once: eject those that fail, re-admit those that pass."""
+        with self._lock:
+            addresses = list(self._replicas)
+        for address in addresses:
+            self._check(address)
+
+    def _is_healthy(self, address: str) -> bool:
+        with self._lock:
+            replica = self._replicas.get(address)
+            return replica is not None and replica.healthy
+
+    def _probe(self, address: str) -> str:
+        """``""`` when the endpoint (and the model) is ready, else why not."""
+        client = self._health_clients.get(address)
+        if client is None:
+            if self.protocol == "http":
+                client = httpclient.InferenceServerClient(
+                    address, connection_timeout=self.health_timeout_s, network_timeout=self.health_timeout_s
+                )
+            else:
+                client = grpcclient.InferenceServerClient(address)
+            self._health_clients[address] = client
+        kwargs = {} if self.protocol == "http" else {"client_timeout": self.health_timeout_s}
+        try:
+            if not client.is_server_ready(**kwargs):
+                return "server not ready"
+            if self.model_name is not None and not client.is_model_ready(self.model_name, self.model_version, **kwargs):
+                return f"model '{self.model_name}' not ready"
+            return ""
+        except (InferenceServerException, *_TRANSPORT_ERRORS) as e:
+            # a fresh client next time: a gRPC channel in reconnect backoff would keep failing fast
+            self._health_clients.pop(address, None)
+            with contextlib.suppress(Exception):
+                client.close()
+            return f"readiness check failed: {e}"
+
+    def _check(self, address: str) -> None:
+        problem = self._probe(address)
+        with self._lock:
+            replica = self._replicas.get(address)
+            if replica is None:
+                return
+            if not problem and not replica.healthy:
+                replica.healthy = True
+                if replica.last_error:
+                    log.info("router: %s re-admitted (ready again)", address)
+            elif problem and replica.healthy:
+                self._eject_locked(replica, problem)
+            elif problem:
+                replica.last_error = problem
+
+    def _eject_locked(self, replica: _Replica, why: str) -> None:
+        replica.healthy = False
+        replica.last_error = why
+        replica.generation += 1
+        if replica.grpc is not None:
+            self._retired.append(replica.grpc)
+            replica.grpc = None
+        log.warning("router: %s ejected: %s", replica.address, why)
+
+    # -- requests ----------------------------------------------------------------------------
+    def _client(self, address: str, generation: int) -> Any:
+        if self.protocol == "grpc":
+            with self._lock:
+                replica = self._replicas.get(address)
+                if replica is not None and replica.grpc is None:
+                    replica.grpc = grpcclient.InferenceServerClient(address)
+                if replica is not None:
+                    return replica.grpc
+            return grpcclient.InferenceServerClient(address)  # left the set meanwhile: a one-off client
+        clients: dict[str, tuple[int, Any]] = self._local.__dict__.setdefault("clients", {})
+        held = clients.get(address)
+        if held is not None and held[0] == generation:
+            return held[1]
+        if held is not None:  # made before an ejection: close it in the thread that made it
+            with contextlib.suppress(Exception):
+                held[1].close()
+        client = httpclient.InferenceServerClient(
+            address, connection_timeout=self.request_timeout_s, network_timeout=self.request_timeout_s
+        )
+        clients[address] = (generation, client)
+        return client
+
+    def _acquire(self, connection: Hashable, exclude: Sequence[str]) -> tuple[str, int]:
+        with self._lock:
+            candidates = sorted(a for a, r in self._replicas.items() if r.healthy and a not in exclude)
+            if not candidates:
+                raise ServingError(self._no_endpoint_message(exclude), hint="are the servers running and their models ready?")
+            outstanding = {a: self._replicas[a].outstanding for a in candidates}
+            latency = {a: ms for a in candidates if (ms := self._replicas[a].latency_ms) is not None}
+            address = self.policy.pick(candidates, outstanding, latency, connection)
+            replica = self._replicas[address]
+            replica.outstanding += 1
+            replica.requests += 1
+            return address, replica.generation
+
+    def _no_endpoint_message(self, exclude: Sequence[str]) -> str:
+        states = [f"{a}: {r.last_error or 'not checked yet'}" for a, r in sorted(self._replicas.items()) if not r.healthy]
+        tried = f" other than {', '.join(exclude)}" if exclude else ""
+        known = "; ".join(states) if states else f"the source lists none ({self.last_refresh_error or self.source.describe()})"
+        return f"no healthy Triton endpoint{tried} to send to ({known})"
+
+    def _release(self, address: str, error: BaseException | None, generation: int, elapsed_ms: float | None = None) -> None:
+        with self._lock:
+            replica = self._replicas.get(address)
+            if replica is None:
+                return
+            replica.outstanding -= 1
+            if error is None and elapsed_ms is not None:
+                previous = replica.latency_ms
+                replica.latency_ms = elapsed_ms if previous is None else previous + LATENCY_EWMA_WEIGHT * (elapsed_ms - previous)
+            if error is not None:
+                replica.failures += 1
+                if replica.healthy and replica.generation == generation:
+                    self._eject_locked(replica, f"request failed: {error}")
+
+    def infer(
+        self, model_name: str, inputs: Sequence[Any], *, idempotent: bool = True, connection: Hashable | None = None, **kwargs: Any
+    ) -> Routed:
+        """Send one inference request to the replica the policy picks; retry once elsewhere on a replica failure.
+
+        Args:
+            model_name: the model to call.
+            inputs: ``InferInput`` objects of this router's protocol (``tritonclient.http`` or ``.grpc``).
+            idempotent: retry once on another replica when the first fails as a replica
+                (:func:`is_replica_failure`); ``False``: never resend.
+            connection: the connection key the ``pinned`` policy pins (default: the calling thread).
+            **kwargs: passed on to tritonclient's ``infer`` (``outputs``, ``model_version``, ...).
+
+        Returns:
+            :class:`Routed`: the result, the replica that answered, and the attempts made.
+
+        Raises:
+            ServingError: no healthy endpoint (says why each is out), or the request failed as a
+                replica failure on every replica tried (tritonclient's error as ``__cause__``).
+            InferenceError: a replica rejected the request itself (e.g. INVALID_ARGUMENT; not retried).
+        """
+        key = threading.get_ident() if connection is None else connection
+        if self.protocol == "grpc":
+            kwargs.setdefault("client_timeout", self.request_timeout_s)
+        tried: list[str] = []
+        attempts = 2 if idempotent else 1
+        last: BaseException | None = None
+        for attempt in range(1, attempts + 1):
+            try:
+                address, generation = self._acquire(key, tried)
+            except ServingError:
+                if last is None:
+                    raise
+                break
+            tried.append(address)
+            error: BaseException | None = None
+            started = time.perf_counter()
+            try:
+                result = self._client(address, generation).infer(model_name, inputs, **kwargs)
+            except (InferenceServerException, *_TRANSPORT_ERRORS) as e:
+                if not is_replica_failure(e):
+                    self._release(address, None, generation)
+                    raise InferenceError(f"model '{model_name}' at {address} rejected the request: {e}") from e
+                error = last = e
+            except BaseException:
+                self._release(address, None, generation)
+                raise
+            self._release(address, error, generation, (time.perf_counter() - started) * 1e3)
+            if error is None:
+                return Routed(result, address, attempt)
+            log.info("router: %s failed on %s (%s)%s", model_name, address, error, "; retrying elsewhere" if attempt < attempts else "")
+        raise ServingError(
+            f"'{model_name}' failed on {', '.join(tried)} ({self.protocol}): {last}",
+            hint="the replicas were ejected; the health check re-admits them when they answer ready again",
+        ) from last
+
+    # -- inspection and shutdown -------------------------------------------------------------
+    def replicas(self) -> list[ReplicaStatus]:
+        """A snapshot of every endpoint in the set, sorted by address."""
+        with self._lock:
+            return [self._replicas[a].status() for a in sorted(self._replicas)]
+
+    def healthy(self) -> list[str]:
+        """The admitted endpoints, sorted."""
+        return [r.address for r in self.replicas() if r.healthy]
+
+    def outstanding(self, address: str) -> int:
+        """Requests from this router in flight at ``address`` now (0 for an unknown endpoint)."""
+        with self._lock:
+            replica = self._replicas.get(address)
+            return 0 if replica is None else replica.outstanding
+
+    def close(self) -> None:
+        """Stop the background threads and close the clients this thread and the checks made. Idempotent."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=max(self.health_every_s, self.refresh_every_s) + 5 * self.health_timeout_s)
+        self._threads.clear()
+        with self._lock:
+            clients = [r.grpc for r in self._replicas.values() if r.grpc is not None] + self._retired
+            for replica in self._replicas.values():
+                replica.grpc = None
+            self._retired = []
+        clients += list(self._health_clients.values())  # http ones may belong to the stopped thread: best effort
+        self._health_clients.clear()
+        clients += [c for _, c in self._local.__dict__.pop("clients", {}).values()]
+        for client in clients:
+            with contextlib.suppress(Exception):
+                client.close()
+
+    def __enter__(self) -> Router:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+class RoutedInferenceClient(InferenceClient):
+    """:class:`~toolkit.serving.client.InferenceClient` whose requests go through a :class:`Router`.
+
+    Reads the model's metadata from the first healthy replica, checks every request with
+    :func:`~toolkit.serving.client.prepare_inputs` as the single-server client does, and sends it
+    with :meth:`Router.infer` (so ``infer_batched`` and ``measure_latency`` work unchanged).
+    ``url`` names the replicas (comma-separated).
+
+    Args:
+        router: the router (closed with this client).
+        model_name, model_version: the model to call.
+
+    Raises:
+        ServingError: no replica is healthy, or the model cannot be read from it.
+    """
+
+    def __init__(self, router: Router, *, model_name: str, model_version: str = "") -> None:  # noqa: D107
+        self.router = router
+        self.url = ",".join(r.address for r in router.replicas())
+        self.protocol = router.protocol
+        self.model_name, self.model_version = model_name, model_version
+        self._module = httpclient if router.protocol == "http" else grpcclient
+        healthy = router.healthy()
+        if not healthy:
+            raise ServingError(
+                f"no healthy Triton endpoint among {self.url or router.source.describe()}",
+                hint="are the servers running and their models ready?",
+            )
+        self._client = self._module.InferenceServerClient(healthy[0])
+        try:
+            self.max_batch_size, self.input_specs, self.output_specs = model_metadata(
+                self._client, healthy[0], router.protocol, model_name, model_version
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                self._client.close()
+        self._last = threading.local()
+
+    @property
+    def last_address(self) -> str:
+        """The replica that answered this thread's last request through this client (``""`` before the first)."""
+        return getattr(self._last, "address", "")
+
+    def infer(self, inputs: Mapping[str, Any], *, connection: Hashable | None = None) -> dict[str, np.ndarray]:
+        """Run one request on a replica the router picks (see :meth:`InferenceClient.infer` and :meth:`Router.infer`).
+
+        Args:
+            inputs: input name -> array, checked by :func:`~toolkit.serving.client.prepare_inputs`.
+            connection: the client this request belongs to (what ``pinned`` pins; default: the thread).
+
+        Raises:
+            InferenceError: the request does not match the model, or a replica rejected it.
+            ServingError: no healthy replica, or the replicas tried failed (see :meth:`Router.infer`).
+        """
+        prepared = prepare_inputs(inputs, self.input_specs, self.max_batch_size)
+        request, outputs = request_tensors(self._module, prepared, self.output_specs)
+        routed = self.router.infer(self.model_name, request, connection=connection, model_version=self.model_version, outputs=outputs)
+        self._last.address = routed.address
+        return {s.name: routed.result.as_numpy(s.name) for s in self.output_specs}
+
+    def close(self) -> None:
+        """Close the router."""
+        self.router.close()
