@@ -25,6 +25,7 @@ report's best throughput within the SLO (what ``capacity.fromPerfReport`` reads)
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import platform
 import time
@@ -134,13 +135,14 @@ def compare(
 ) -> tuple[list[SimulationResult], dict[str, str], dict[str, dict]]:
     """Run each of ``policies`` on the same arrivals of ``trace``.
 
-    Autoscaled policies start with the replicas the trace's first second needs (ready at time 0).
+    Autoscaled policies start with the replicas the trace's first minute needs at its highest rate (ready
+    at time 0), as a Deployment that has been running before the trace starts would have.
 
     Returns:
         (results in the order given, {policy: why it is missing}, {policy: its settings}).
     """
     arrivals = trace.arrivals(settings.step_s, settings.seed)
-    initial = model.replicas_for(float(trace.rate_rps[: max(1, int(round(1 / trace.bin_s)))].max()))
+    initial = model.replicas_for(float(trace.rate_rps[: max(1, int(math.ceil(60.0 / trace.bin_s)))].max()))
     results, missing, used = [], {}, {}
     for name in policies:
         try:

@@ -680,7 +680,7 @@ class SimulatedDeployment:
                     inference_rate=rate,
                     queue_us_per_request=queue,
                     compute_us_per_inference=compute,
-                    pending_requests=float(self.pending[i] + self.backlog[i]) if phase != "ready" else float(self.pending[i]),
+                    pending_requests=float(self.pending[i]),  # includes its queue (c_max + backlog) when it has one
                     cpu_utilization=cpu,
                 )
             )

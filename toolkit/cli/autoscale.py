@@ -131,6 +131,14 @@ def simulate(
         str | None, typer.Option("--function", help="azure-functions: the HashFunction (or a unique prefix) to take instead of the sum.")
     ] = None,
     bin_s: Annotated[float, typer.Option("--bin-s", help="azure-llm: seconds per bin when counting requests (before stretching).")] = 10.0,
+    shape: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--shape",
+            help="A parameter of the generated traces as KEY=VALUE, repeatable: rise_s, hold_s, fall_s, base_fraction, at (spike); "
+            "on_s, off_s, rise_s, off_fraction (on_off); trough_fraction, periods (diurnal); base_fraction (step, ramp).",
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for autoscale_sim.json, .md and .png.")] = Path("perf/results"),
 ) -> None:
     """Replay load traces against a simulated Triton Deployment under each scaling policy, side by side.
@@ -140,12 +148,13 @@ def simulate(
     first. Writes SLO attainment, p99, replica-seconds and scaling actions per trace and policy as JSON and Markdown,
     and a plot of load, pods and latency over time. A 1-hour trace takes about a second per policy.
     """
+    import inspect
     import shlex
     import sys
 
     from toolkit.autoscale.sim_report import POLICIES, SimulationSettings, compare, write_report
     from toolkit.autoscale.simulate import ReplicaModel, load_service_curve
-    from toolkit.autoscale.traces import load_trace
+    from toolkit.autoscale.traces import GENERATED, load_trace
     from toolkit.cli._common import console, progress
 
     chosen = [p.strip() for p in policies.split(",") if p.strip()]
@@ -155,7 +164,23 @@ def simulate(
     settings = SimulationSettings(slo_ms=slo_ms, start_delay_s=start_delay, step_s=step, seed=seed)
     curve = load_service_curve(perf_report, model=model, protocol=protocol)
     replica = ReplicaModel.from_curve(curve, slo_ms)
-    loaded = [load_trace(t, duration_s=duration, peak_rps=peak_rps, function=function, bin_s=bin_s) for t in trace]
+    params: dict[str, float] = {}
+    for item in shape or []:
+        key, sep, value = item.partition("=")
+        try:
+            params[key.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise typer.BadParameter(f"expected KEY=NUMBER, got {item!r}", param_hint="--shape")
+    loaded, used_keys = [], set()
+    for t in trace:
+        maker = GENERATED.get(t.replace("-", "_"))
+        accepted = {k: v for k, v in params.items() if maker is not None and k in inspect.signature(maker).parameters}
+        used_keys |= set(accepted)
+        loaded.append(load_trace(t, duration_s=duration, peak_rps=peak_rps, function=function, bin_s=bin_s, **accepted))
+    if set(params) - used_keys:
+        raise typer.BadParameter(f"no trace given takes {sorted(set(params) - used_keys)}", param_hint="--shape")
     runs = {}
     with progress() as bar:
         for tr in loaded:

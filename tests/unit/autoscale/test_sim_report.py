@@ -43,7 +43,9 @@ def test_compare_replays_the_same_arrivals_for_every_policy(model):
     assert [r.name for r in results] == ["static_peak", "hpa_cpu"] and not missing
     assert results[0].requests == results[1].requests
     assert np.array_equal(results[0].timeline["arrival_rps"], results[1].timeline["arrival_rps"])
-    assert used["hpa_cpu"]["sync_period_s"] == 15.0 and used["hpa_cpu"]["initial_replicas"] == model.replicas_for(4000)
+    assert used["hpa_cpu"]["sync_period_s"] == 15.0 and used["hpa_cpu"]["initial_replicas"] == model.replicas_for(
+        4000
+    )  # the first minute of the spike trace: its 20% base
     # static at the peak holds the SLO through the spike; the HPA starts small and scales only after it
     assert results[0].slo_attainment > 0.99 > results[1].slo_attainment
     assert results[1].scaling_actions >= 1 and results[1].replica_seconds < results[0].replica_seconds
@@ -98,6 +100,10 @@ def test_simulate_command_refuses_unknown_policies_and_bad_reports(tmp_path):
     runner = CliRunner()
     bad = runner.invoke(app, ["autoscale", "simulate", "--policies", "static_peak,magic", "--out", str(tmp_path)])
     assert bad.exit_code != 0 and "magic" in bad.output
+    shape = runner.invoke(app, ["autoscale", "simulate", "--trace", "diurnal", "--shape", "rise_s=60", "--out", str(tmp_path)])
+    assert shape.exit_code != 0 and "no trace given takes ['rise_s']" in shape.output
+    malformed = runner.invoke(app, ["autoscale", "simulate", "--shape", "rise_s", "--out", str(tmp_path)])
+    assert malformed.exit_code != 0 and "expected KEY=NUMBER" in malformed.output
     missing = runner.invoke(app, ["autoscale", "simulate", "--perf-report", str(tmp_path / "none.json"), "--out", str(tmp_path)])
     assert missing.exit_code != 0
     assert isinstance(missing.exception, AutoscaleError) and "cannot be read" in str(missing.exception)
