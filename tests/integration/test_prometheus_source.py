@@ -20,6 +20,7 @@ import pytest
 
 from toolkit.autoscale.prometheus_source import PrometheusSource
 from toolkit.autoscale.scrape import ScrapeTarget
+from toolkit.autoscale.signals import POLICY_METRICS
 from toolkit.errors import MetricsError
 from toolkit.serving import TritonServer, free_port, free_ports
 
@@ -135,7 +136,9 @@ def test_prometheus_source_gives_rates_names_a_dropped_metric_and_counts_failed_
             last_good[0].scraped_at,
             last_good[0].missing,
         )
-        assert last_good[0].missing == ()
+        # Triton unloads its models on SIGINT and serves /metrics without them for about 0.5 s before
+        # the port closes (tests/fixtures/metrics/shutting_down.txt): a scrape in that window names them all
+        assert last_good[0].missing in ((), POLICY_METRICS)
 
     # Prometheus itself is gone now: a failed round for every pod, signals kept
     after = source.signals(PODS)

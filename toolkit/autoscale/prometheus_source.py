@@ -167,9 +167,14 @@ class PrometheusSource:
         the label ``tritonrec_part`` (``label_replace``) and joined with ``or``.
 
         One query, because Prometheus evaluates it on one snapshot in which a scrape is either
-        wholly in or wholly out (TSDB isolation, since Prometheus 2.17); separate queries could see a pod's ``up`` from
-        before a failed scrape and its series from after it (with the staleness markers that
-        scrape wrote), and report every metric missing from a pod that simply went away.
+        wholly in or wholly out (TSDB isolation, since Prometheus 2.17); separate queries could mix
+        answers from before and after a scrape that lands between them (``up`` from one scrape,
+        the families from the next).
+
+        A Triton server that is shutting down (SIGTERM) serves ``/metrics`` without its models'
+        families for about half a second before its port closes
+        (``tests/fixtures/metrics/shutting_down.txt``): a scrape in that window has ``up`` 1 and
+        every policy metric missing, which is what this source then reports.
         """
         return " or ".join(f'label_replace({q}, "{_PART}", "{name}", "", "")' for name, q in self.queries().items())
 

@@ -184,6 +184,10 @@ class ScrapeTarget:
         phase: see :data:`~toolkit.autoscale.signals.PodPhase`. Only ``ready`` and ``terminating``
             pods are scraped (a draining pod's pending requests matter); a ``starting`` pod's
             server may not answer yet, and is reported without signals and without a failure.
+            A Triton server that got SIGTERM unloads its models and, for about half a second
+            before its port closes, serves ``/metrics`` without their families
+            (tests/fixtures/metrics/shutting_down.txt): such a scrape names every policy metric
+            in ``missing``, which a policy should not hold on for a ``terminating`` pod.
         uid: the pod's ``metadata.uid``: a new pod under a reused name (a StatefulSet's) has a new
             one, and its counters are never compared with the old pod's. None: use ``address``.
     """

@@ -63,7 +63,7 @@ def observe(tracker: MetricsTracker, fixture: str, at: float, target: ScrapeTarg
 
 
 def test_the_fixtures_are_the_ones_the_readme_lists():
-    assert set(TEXTS) == {"two_models_t0", "two_models_t1", "restarted", "missing_queue_duration"}
+    assert set(TEXTS) == {"two_models_t0", "two_models_t1", "restarted", "missing_queue_duration", "shutting_down"}
     readme = (FIXTURES / "README.md").read_text()
     assert all(f"`{name}.txt`" in readme for name in TEXTS) and "triton 2.51" in readme
 
@@ -71,12 +71,15 @@ def test_the_fixtures_are_the_ones_the_readme_lists():
 @pytest.mark.parametrize("fixture", sorted(TEXTS))
 def test_parse_reads_every_model_of_every_family_the_fixture_has(fixture: str):
     sample = parse_metrics(TEXTS[fixture], source=fixture)
-    absent = {"nv_inference_queue_duration_us"} if fixture == "missing_queue_duration" else set()
+    absent = {
+        "missing_queue_duration": {"nv_inference_queue_duration_us"},
+        "shutting_down": set(COUNTER_METRICS + GAUGE_METRICS),  # its models are unloaded
+    }.get(fixture, set())
     assert set(sample.series) == set(COUNTER_METRICS + GAUGE_METRICS) - absent
     for family, series in sample.series.items():
         assert series == {(("model", m), ("version", "1")): value(fixture, family, m) for m in MODELS}
         assert sample.total(family) == total(fixture, family)
-    assert sample.missing == tuple(absent)
+    assert sample.missing == tuple(name for name in POLICY_METRICS if name in absent)
 
 
 def test_parse_refuses_text_that_is_not_the_prometheus_format_naming_its_source():
@@ -165,6 +168,16 @@ def test_a_missing_policy_metric_is_named_and_its_signal_is_unknown():
     assert s.compute_us_per_inference is not None and s.pending_requests == 0
     # and the next complete scrape names nothing
     assert observe(tracker, "two_models_t1", at=2 * GAP_S).missing == ()
+
+
+def test_a_server_shutting_down_serves_none_of_the_policy_metrics_and_says_so():
+    # What a pod that got SIGTERM serves for about half a second (tests/fixtures/metrics/README.md):
+    # every policy metric is named missing and nothing reads as zero load.
+    tracker = MetricsTracker()
+    observe(tracker, "restarted", at=0.0)
+    s = observe(tracker, "shutting_down", at=GAP_S)
+    assert s.missing == POLICY_METRICS and s.failed_scrapes == 0 and s.scraped_at == GAP_S
+    assert (s.request_rate, s.inference_rate, s.queue_us_per_request, s.compute_us_per_inference, s.pending_requests) == (None,) * 5
 
 
 def test_an_idle_interval_has_zero_rates_zero_queue_time_and_unknown_compute_time():
