@@ -4,6 +4,7 @@ replica model read from the committed perf report, and determinism."""
 from __future__ import annotations
 
 import math
+import random
 from pathlib import Path
 
 import numpy as np
@@ -213,6 +214,21 @@ def test_water_fill_is_many_least_outstanding_picks(levels, amount):
     got = water_fill(np.array(levels, dtype=float), amount)
     assert got.sum() == pytest.approx(amount)
     assert np.allclose(np.array(levels) + got, picks, atol=2e-3)  # one small request of difference at most
+
+
+@pytest.mark.parametrize(("levels", "amount"), [([5, 0, 2], 4), ([0, 0, 0, 0], 8), ([3, 9, 1, 1], 19)])
+def test_water_fill_agrees_with_the_routers_own_pick(levels, amount):
+    # the router's join-the-shortest-queue (choices=None) for whole requests; random ties only permute equal levels
+    # (amounts chosen so that the fluid levels are whole numbers)
+    from toolkit.serving.router import pick_least_outstanding
+
+    names = [f"10.0.0.{i}:8001" for i in range(len(levels))]
+    outstanding = dict(zip(names, levels, strict=True))
+    rng = random.Random(0)
+    for _ in range(amount):
+        outstanding[pick_least_outstanding(names, outstanding, rng, choices=None)] += 1
+    fluid = np.array(levels) + water_fill(np.array(levels, dtype=float), amount)
+    assert sorted(outstanding.values()) == pytest.approx(sorted(fluid))
 
 
 def test_least_outstanding_takes_the_first_of_equals():
