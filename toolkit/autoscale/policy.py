@@ -1,0 +1,553 @@
+"""Our scaling policy: size a Triton Deployment from capacity, as a pure function of (signals,
+history, spec, now), and :class:`TritonrecAutoscaler`, the :class:`~toolkit.autoscale.signals.Autoscaler`
+that carries its history (named ``tritonrec``).
+
+The decision, in order (:func:`decide`):
+
+1. **Inputs.** Only *ready* pods have load signals. A ready pod is *complete* when its last scrape
+   succeeded, is fresh (at most :data:`STALE_AFTER_SYNC_PERIODS` sync periods old) and carries
+   ``request_rate`` and ``pending_requests`` with no policy metric missing; otherwise it is failing
+   (its endpoint did not answer), stale, or partial, and the decision *holds*: it may scale up on what
+   the complete pods show, never down, and a ``ScalingActive=False`` condition names each such pod and
+   what it lacks. When every ready pod has failed ``spec.fallback.failedScrapes`` scrapes in a row the
+   fallback count applies (``spec.fallback.replicas``; unset: hold).
+2. **Arrival rate** λ (requests/s) = the complete pods' ``request_rate`` summed, scaled up to all ready
+   pods (the router spreads load evenly), plus the growth of their pending requests per second
+   (requests that arrived and were not served). Averaged over the short panic window
+   (``spec.panicWindowSeconds``), so a burst shows within one or two scrapes.
+3. **Capacity** c (requests/s one replica serves within the SLO) starts from ``spec.capacity``
+   (``perReplicaRps``, or the best throughput within the SLO of a ``tritonrec perf`` report,
+   :func:`seed_capacity_from_perf_report`) and is learned from the ready pods' own counters: a pod
+   within the SLO serves at least its ``request_rate`` (a lower bound: c rises to it); a pod over the
+   SLO because requests queue (queue time >= compute time) serves at most about its rate (c moves
+   toward it by :data:`CAPACITY_LEARNING_RATE`). The counters give mean times, so a pod is within the
+   SLO while its mean queue + compute time per request is at most ``slo.p99LatencyMs /
+   slo.p99ToMeanRatio`` (and, if set, its queue:compute ratio at most ``slo.queueComputeRatio``).
+4. **Needed replicas** = (λ + excess backlog / τ) / c, rounded up: the excess backlog is the pending
+   requests beyond what Little's law puts in the queue at the latency budget (λ × budget), drained
+   within τ = max(the SLO, one sync period: replicas asked for now serve no sooner than that).
+   Pods that are starting or loading models are part of the Deployment's current replicas, so they
+   count as capacity on the way: the need is compared with the whole count, not with the ready pods.
+5. **Panic** (Knative's KPA, ``knative/serving`` ``pkg/autoscaler/scaling/autoscaler.go``): when the
+   need reaches ``spec.panicThresholdPercent`` of the current replicas (200%), the policy panics: it
+   scales straight to the need (no rate limit but ``maxReplicas``), and never scales down while in
+   panic; panic ends :data:`PANIC_STABLE_WINDOW_SECONDS` (Knative's stable window, 60 s) after the last
+   time the threshold was crossed.
+6. **Otherwise** the HPA's behavior applies (:mod:`toolkit.autoscale.hpa`, the same functions as the HPA
+   baseline): scale-down takes the highest recommendation of the ``scaleDown`` stabilization window
+   (300 s by default) and is rate-limited by its policies; scale-up by the ``scaleUp`` policies.
+7. **No ready pod** (all starting, or none at all): the policy cannot see load; it keeps the current
+   count, brings it to ``minReplicas``, and scales up to the last need it saw (within the scale-down
+   window), so a Deployment whose pods all restarted, or one at zero, is sized again.
+
+``spec.shadow`` only marks the decision (its reason starts with ``shadow:``; the controller acts on it).
+Conditions use the HPA's types and, where they apply, its reasons (``ScaleDownStabilized``,
+``ScaleUpLimit``, ``TooManyReplicas``, ``TooFewReplicas``, ``DesiredWithinRange``...).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from toolkit.autoscale.hpa import (
+    ScaleEvent,
+    TimestampedRecommendation,
+    convert_desired_replicas_with_behavior_rate,
+    stabilize_recommendation,
+    store_scale_event,
+)
+from toolkit.autoscale.signals import Condition, DeploymentSignals, PodSignals, ScaleDecision
+from toolkit.autoscale.spec import AutoscalerSpec
+from toolkit.errors import PerfError
+
+__all__ = [
+    "STALE_AFTER_SYNC_PERIODS",
+    "PANIC_STABLE_WINDOW_SECONDS",
+    "CAPACITY_LEARNING_RATE",
+    "History",
+    "PodView",
+    "decide",
+    "initial_history",
+    "seed_capacity_from_perf_report",
+    "TritonrecAutoscaler",
+]
+
+#: A ready pod whose last successful scrape is older than this many sync periods is stale.
+STALE_AFTER_SYNC_PERIODS = 3.0
+#: How long panic lasts after the need last crossed the panic threshold (Knative's default stable
+#: window, ``pkg/autoscaler/config/config.go`` ``stable-window: 60s``).
+PANIC_STABLE_WINDOW_SECONDS = 60.0
+#: Weight of a new over-the-SLO observation when the capacity estimate moves down toward it
+#: (an exponential moving average: a few observations move it most of the way; one outlier does not).
+CAPACITY_LEARNING_RATE = 0.3
+#: Arrival samples kept in the history (seconds): the panic window is at most this long.
+_ARRIVAL_MEMORY_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class History:
+    """What :func:`decide` remembers between decisions (immutable; :func:`decide` returns the next one).
+
+    Attributes:
+        capacity_rps: requests/s one replica serves within the SLO, or None (not known yet).
+        capacity_source: where the estimate comes from (``"spec.capacity.perReplicaRps"``, a perf
+            report path, ``"learned"``), for the status.
+        arrivals: ``(time, arrival rate)`` samples of the last panic window.
+        last_pending: ``(time, pending requests)`` of the previous decision, for the backlog's growth.
+        recommendations: past needs, for the scale-down stabilization window (as the HPA keeps them).
+        scale_up_events, scale_down_events: past rescales, for the rate limits.
+        panic_since: when the current panic began (None: not panicking).
+        last_over_threshold: the last time the need crossed the panic threshold.
+        max_panic_replicas: the highest count asked for during the current panic.
+        last_need: ``(time, replicas)`` the last time the need could be computed (for decisions with
+            no ready pod).
+        last_scale_time: when the count last changed.
+    """
+
+    capacity_rps: float | None = None
+    capacity_source: str = ""
+    arrivals: tuple[tuple[float, float], ...] = ()
+    last_pending: tuple[float, float] | None = None
+    recommendations: tuple[TimestampedRecommendation, ...] = ()
+    scale_up_events: tuple[ScaleEvent, ...] = ()
+    scale_down_events: tuple[ScaleEvent, ...] = ()
+    panic_since: float | None = None
+    last_over_threshold: float | None = None
+    max_panic_replicas: int = 0
+    last_need: tuple[float, int] | None = None
+    last_scale_time: float | None = None
+
+
+@dataclass(frozen=True)
+class PodView:
+    """One ready pod as the policy judges it.
+
+    Attributes:
+        pod: its name.
+        problem: why its signals cannot be used (``"metrics endpoint failed 2 scrapes"``, ``"lacks
+            nv_inference_queue_duration_us"``, ``"last scraped 21 s ago"``), or None when complete.
+        latency_ms: mean queue + compute time per request (ms), or None when no request completed.
+        queue_ms, compute_ms: its two parts per request (ms), or None.
+        over_slo: the pod is over the SLO (None: cannot tell).
+        queueing: its queue time per request is at least its compute time (the load, not the model,
+            makes it slow).
+    """
+
+    pod: str
+    problem: str | None
+    latency_ms: float | None = None
+    queue_ms: float | None = None
+    compute_ms: float | None = None
+    over_slo: bool | None = None
+    queueing: bool = False
+
+
+def _latency_budget_ms(spec: AutoscalerSpec) -> float | None:
+    if spec.slo.p99_latency_ms is None:
+        return None
+    return spec.slo.p99_latency_ms / spec.slo.p99_to_mean_ratio
+
+
+def _view(pod: PodSignals, spec: AutoscalerSpec, now: float) -> PodView:
+    if pod.failed_scrapes > 0:
+        return PodView(pod.pod, f"metrics endpoint failed {pod.failed_scrapes} scrape{'s' if pod.failed_scrapes > 1 else ''}")
+    if pod.scraped_at is None:
+        return PodView(pod.pod, "never scraped")
+    age = now - pod.scraped_at
+    if age > STALE_AFTER_SYNC_PERIODS * spec.sync_period_seconds:
+        return PodView(pod.pod, f"last scraped {age:.0f} s ago (stale)")
+    if pod.missing:
+        return PodView(pod.pod, "lacks " + ", ".join(pod.missing))
+    lacking = [name for name, value in (("request_rate", pod.request_rate), ("pending_requests", pod.pending_requests)) if value is None]
+    if lacking:
+        return PodView(pod.pod, "has no " + " or ".join(lacking) + " yet (first scrape, or a counter without a previous value)")
+    queue_ms = None if pod.queue_us_per_request is None else pod.queue_us_per_request / 1000.0
+    compute_ms = None
+    if pod.compute_us_per_inference is not None:
+        per_request = 1.0
+        if pod.inference_rate is not None and pod.request_rate:
+            per_request = pod.inference_rate / pod.request_rate
+        compute_ms = pod.compute_us_per_inference * per_request / 1000.0
+    latency_ms = None if queue_ms is None else queue_ms + (compute_ms or 0.0)
+    over: bool | None = None
+    budget = _latency_budget_ms(spec)
+    ratio = spec.slo.queue_compute_ratio
+    if latency_ms is not None:
+        over = (budget is not None and latency_ms > budget) or (
+            ratio is not None and compute_ms is not None and queue_ms > ratio * compute_ms
+        )
+    elif (pod.pending_requests or 0) > 0 and not pod.request_rate:
+        over = True  # requests waiting and none completed in the interval: saturated
+    queueing = queue_ms is not None and queue_ms >= (compute_ms or 0.0) and queue_ms > 0
+    if latency_ms is None and over:
+        queueing = True
+    return PodView(pod.pod, None, latency_ms, queue_ms, compute_ms, over, queueing)
+
+
+def _learn_capacity(capacity: float | None, pods: Sequence[tuple[PodSignals, PodView]]) -> tuple[float | None, bool]:
+    """The capacity estimate after this decision's observations, and whether they changed it."""
+    lower_bounds = [p.request_rate for p, v in pods if v.over_slo is False and p.request_rate]
+    saturated = [p.request_rate for p, v in pods if v.over_slo and v.queueing and p.request_rate]
+    new = capacity
+    if lower_bounds:
+        new = max(new or 0.0, max(lower_bounds))
+    if saturated:
+        rate = sum(saturated) / len(saturated)  # one observation per decision, however many pods made it
+        if new is None:
+            new = rate
+        elif rate < new:
+            new = new + CAPACITY_LEARNING_RATE * (rate - new)
+    return new, new != capacity
+
+
+def initial_history(spec: AutoscalerSpec, *, capacity_rps: float | None = None, capacity_source: str = "") -> History:
+    """The history of a new autoscaler: the capacity seed from ``capacity_rps`` (e.g. from
+    :func:`seed_capacity_from_perf_report`) or ``spec.capacity.perReplicaRps``."""
+    if capacity_rps is None and spec.capacity.per_replica_rps is not None:
+        capacity_rps, capacity_source = spec.capacity.per_replica_rps, "spec.capacity.perReplicaRps"
+    return History(capacity_rps=capacity_rps, capacity_source=capacity_source)
+
+
+def _clamp(value: int, spec: AutoscalerSpec) -> tuple[int, str, str]:
+    if value > spec.max_replicas:
+        return spec.max_replicas, "TooManyReplicas", "the desired replica count is more than the maximum replica count"
+    if value < spec.min_replicas:
+        return spec.min_replicas, "TooFewReplicas", "the desired replica count is less than the minimum replica count"
+    return value, "DesiredWithinRange", "the desired count is within the acceptable range"
+
+
+def _record_scale(history: History, spec: AutoscalerSpec, current: int, desired: int, now: float) -> History:
+    if desired > current:
+        events = store_scale_event(history.scale_up_events, spec.behavior.scale_up, desired - current, now)
+        return replace(history, scale_up_events=events, last_scale_time=now)
+    if desired < current:
+        events = store_scale_event(history.scale_down_events, spec.behavior.scale_down, current - desired, now)
+        return replace(history, scale_down_events=events, last_scale_time=now)
+    return history
+
+
+def _finish(
+    history: History,
+    spec: AutoscalerSpec,
+    signals: DeploymentSignals,
+    desired: int,
+    reason: str,
+    conditions: tuple[Condition, ...],
+    numbers: dict[str, float],
+    hold: bool,
+    now: float,
+) -> tuple[ScaleDecision, History]:
+    current = signals.current_replicas
+    history = _record_scale(history, spec, current, desired, now)
+    numbers = {**numbers, "current_replicas": float(current), "desired_replicas": float(desired), "shadow": float(spec.shadow)}
+    if history.capacity_rps is not None:
+        numbers["capacity_rps_per_replica"] = history.capacity_rps
+    if spec.shadow:
+        reason = f"shadow: would set {desired} replicas: {reason}"
+    return ScaleDecision(desired, reason, conditions, numbers, hold), history
+
+
+def decide(signals: DeploymentSignals, history: History, spec: AutoscalerSpec, now: float) -> tuple[ScaleDecision, History]:
+    """One decision of our policy (see the module docstring for the rules and their sources).
+
+    Args:
+        signals: every pod of the target Deployment and its ``spec.replicas`` (:attr:`DeploymentSignals.current_replicas`).
+        history: what earlier decisions left (:func:`initial_history` for the first one).
+        spec: the TritonAutoscaler spec.
+        now: the decision time (seconds, the caller's clock; normally ``signals.now``).
+
+    Returns:
+        ``(decision, next history)``. ``decision.desired_replicas`` is within min/max and the
+        behavior's limits (panic: within max only); ``decision.hold`` is True when incomplete inputs
+        kept the count from going down; ``decision.signals`` holds ``arrival_rate_rps``,
+        ``capacity_rps_per_replica``, ``needed_replicas``, ``pending_requests``, ``excess_backlog``,
+        ``ready_pods``, ``starting_pods``, ``panic`` (1/0) and the mean latency of the ready pods.
+    """
+    current = signals.current_replicas
+    ready = signals.ready_pods
+    starting = signals.starting_pods
+    numbers: dict[str, float] = {"ready_pods": float(len(ready)), "starting_pods": float(len(starting))}
+    able_ok = Condition("AbleToScale", "True", "ReadyForNewScale", "recommended size matches current size")
+
+    # --- 7. no ready pod: no load to see ----------------------------------------------------------------------
+    if not ready:
+        window = spec.behavior.scale_down.stabilization_window_seconds or 0
+        last = history.last_need[1] if history.last_need is not None and now - history.last_need[0] <= window else 0
+        target, lim_reason, lim_message = _clamp(max(current, last, spec.min_replicas), spec)
+        active = Condition(
+            "ScalingActive",
+            "False",
+            "NoReadyPods",
+            f"no ready pod to read load from ({len(starting)} starting): holding at {target}"
+            + (f", the last need seen ({last})" if last > current else ""),
+        )
+        limited = Condition("ScalingLimited", "True" if lim_reason != "DesiredWithinRange" else "False", lim_reason, lim_message)
+        reason = f"no ready pod ({len(starting)} starting of {current}): {'scaling to' if target != current else 'holding at'} {target}"
+        return _finish(history, spec, signals, target, reason, (able_ok, active, limited), numbers, target <= current, now)
+
+    # --- 1. which ready pods can be read ----------------------------------------------------------------------
+    views = [(pod, _view(pod, spec, now)) for pod in ready]
+    complete = [(p, v) for p, v in views if v.problem is None]
+    problems = [(p, v) for p, v in views if v.problem is not None]
+    problem_text = "; ".join(f"pod {p.pod} {v.problem}" for p, v in problems[:5]) + (
+        f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+    )
+    if problems:
+        reasons = {
+            ("FailedScrape" if p.failed_scrapes else "MetricsStale" if "stale" in v.problem or "never" in v.problem else "MetricsMissing")
+            for p, v in problems
+        }
+        problem_reason = reasons.pop() if len(reasons) == 1 else "MetricsIncomplete"
+    else:
+        problem_reason = ""
+
+    if not complete:
+        failing_long = all(p.failed_scrapes >= spec.fallback.failed_scrapes for p, _ in problems)
+        if failing_long and spec.fallback.replicas is not None:
+            target = spec.fallback.replicas
+            active = Condition(
+                "ScalingActive",
+                "False",
+                "FallbackReplicas",
+                f"every ready pod failed {spec.fallback.failed_scrapes}+ scrapes ({problem_text}): spec.fallback.replicas = {target}",
+            )
+            limited = Condition("ScalingLimited", "False", "DesiredWithinRange", "the desired count is within the acceptable range")
+            reason = f"no metrics from any ready pod: fallback to {target} replicas"
+            return _finish(history, spec, signals, target, reason, (able_ok, active, limited), numbers, False, now)
+        target, lim_reason, lim_message = _clamp(max(current, spec.min_replicas), spec)
+        active = Condition("ScalingActive", "False", problem_reason, f"holding at {target}: {problem_text}")
+        limited = Condition("ScalingLimited", "True" if lim_reason != "DesiredWithinRange" else "False", lim_reason, lim_message)
+        return _finish(
+            history, spec, signals, target, f"holding at {target}: {problem_text}", (able_ok, active, limited), numbers, True, now
+        )
+
+    # --- 3. capacity ------------------------------------------------------------------------------------------
+    capacity, learned = _learn_capacity(history.capacity_rps, complete)
+    if learned:
+        history = replace(history, capacity_rps=capacity, capacity_source="learned")
+
+    # --- 2. arrival rate --------------------------------------------------------------------------------------
+    scale = len(ready) / len(complete)
+    served = sum(p.request_rate or 0.0 for p, _ in complete) * scale
+    pending = sum(p.pending_requests or 0.0 for p, _ in complete) * scale
+    growth = 0.0
+    if history.last_pending is not None and now > history.last_pending[0]:
+        growth = max(0.0, (pending - history.last_pending[1]) / (now - history.last_pending[0]))
+    arrival_now = served + growth
+    keep = max(spec.panic_window_seconds, spec.sync_period_seconds)
+    arrivals = tuple(a for a in history.arrivals if now - a[0] < min(keep, _ARRIVAL_MEMORY_SECONDS)) + ((now, arrival_now),)
+    arrival = sum(a for _, a in arrivals) / len(arrivals)
+    history = replace(history, arrivals=arrivals, last_pending=(now, pending))
+    latencies = [v.latency_ms for _, v in complete if v.latency_ms is not None]
+    numbers.update(arrival_rate_rps=arrival, served_rate_rps=served, pending_requests=pending)
+    if latencies:
+        numbers["mean_latency_ms"] = sum(latencies) / len(latencies)
+
+    if capacity is None or capacity <= 0:
+        target, lim_reason, lim_message = _clamp(current, spec)
+        active = Condition(
+            "ScalingActive",
+            "False",
+            "NoCapacityEstimate",
+            "no per-replica capacity yet: set spec.capacity.perReplicaRps or spec.capacity.fromPerfReport, "
+            "or wait until a pod runs over the SLO",
+        )
+        limited = Condition("ScalingLimited", "True" if lim_reason != "DesiredWithinRange" else "False", lim_reason, lim_message)
+        return _finish(
+            history, spec, signals, target, f"no capacity estimate yet: holding at {target}", (able_ok, active, limited), numbers, True, now
+        )
+
+    # --- 4. needed replicas -----------------------------------------------------------------------------------
+    budget_ms = _latency_budget_ms(spec)
+    budget_s = (budget_ms / 1000.0) if budget_ms is not None else 0.0
+    excess = max(0.0, pending - arrival * budget_s)
+    drain_s = max(spec.slo_seconds or 0.0, spec.sync_period_seconds)
+    needed_raw = (arrival + excess / drain_s) / capacity
+    needed = max(1, math.ceil(needed_raw - 1e-9))
+    numbers.update(needed_replicas=needed_raw, excess_backlog=excess)
+    history = replace(history, last_need=(now, needed))
+
+    # --- 5. panic ---------------------------------------------------------------------------------------------
+    over_threshold = needed / max(1, current) >= spec.panic_threshold_percent / 100.0
+    panic_since, last_over, max_panic = history.panic_since, history.last_over_threshold, history.max_panic_replicas
+    if over_threshold:
+        panic_since = panic_since if panic_since is not None else now
+        last_over = now
+    elif panic_since is not None and last_over is not None and now - last_over > PANIC_STABLE_WINDOW_SECONDS:
+        panic_since, max_panic = None, 0
+    history = replace(history, panic_since=panic_since, last_over_threshold=last_over, max_panic_replicas=max_panic)
+    numbers["panic"] = 1.0 if panic_since is not None else 0.0
+    why = f"arrival {arrival:.1f} req/s over {capacity:.1f} req/s per replica"
+    if excess > 0:
+        why += f" plus {excess:.0f} backlogged requests to drain in {drain_s:g} s"
+    why += f": {needed} replicas"
+
+    # the recommendation is recorded either way, so that the scale-down window remembers bursts; the
+    # first decision also records the current count (the HPA's recordInitialRecommendation), so that a
+    # new autoscaler does not scale down within its first window
+    up, down = spec.behavior.scale_up, spec.behavior.scale_down
+    recs_before = history.recommendations or (TimestampedRecommendation(current, now),)
+    stabilized, stab_reason, stab_message, recs = stabilize_recommendation(recs_before, current, needed, up, down, now)
+    history = replace(history, recommendations=recs)
+
+    if current < spec.min_replicas or current > spec.max_replicas:
+        # as the HPA does before it reads metrics: above max -> max; below min -> min, or the need if higher
+        target, lim_reason, lim_message = _clamp(needed if current < spec.min_replicas else spec.max_replicas + 1, spec)
+        able = able_ok
+        side = "below Spec.MinReplicas" if current < spec.min_replicas else "above Spec.MaxReplicas"
+        reason = f"Current number of replicas {side}; {why}"
+    elif panic_since is not None:
+        target = max(needed, max_panic, current)
+        target, lim_reason, lim_message = _clamp(target, spec)
+        history = replace(history, max_panic_replicas=max(max_panic, target))
+        able = Condition("AbleToScale", "True", "Panic", f"in panic since {panic_since:g} s: scaling up at once, never down")
+        reason = f"panic ({needed} needed >= {spec.panic_threshold_percent:g}% of {current}): {why}"
+    else:
+        able = able_ok if stabilized == needed else Condition("AbleToScale", "True", stab_reason, stab_message)
+        target, lim_reason, lim_message = convert_desired_replicas_with_behavior_rate(
+            current, stabilized, spec.min_replicas, spec.max_replicas, history.scale_up_events, history.scale_down_events, up, down, now
+        )
+        reason = why
+
+    hold = False
+    if problems and target < current:
+        target, hold = current, True
+    elif problems and target == current:
+        hold = True
+    if problems:
+        active = Condition(
+            "ScalingActive", "False", problem_reason, f"not scaling down on partial metrics ({problem_text}); up only, from the other pods"
+        )
+        reason += f"; holding down-scaling: {problem_text}"
+    else:
+        active = Condition(
+            "ScalingActive", "True", "ValidMetricFound", f"the policy computed the need from {len(complete)} ready pods' metrics"
+        )
+    limited_status = "False" if lim_reason == "DesiredWithinRange" else "True"
+    limited = Condition("ScalingLimited", limited_status, lim_reason, lim_message)
+    return _finish(history, spec, signals, target, reason, (able, active, limited), numbers, hold, now)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The capacity seed from a perf report
+
+
+def seed_capacity_from_perf_report(
+    path: str | Path,
+    slo_ms: float | None,
+    *,
+    queue_compute_ratio: float | None = None,
+    model: str | None = None,
+    protocol: str | None = None,
+    batch_size: int | None = None,
+) -> float:
+    """Requests per second one replica serves within the SLO, from a ``tritonrec perf`` report JSON
+    (:func:`toolkit.perf.report.write_perf_report`: ``{"optimized": model, "sweeps": [{"model",
+    "protocol", "batch_size", "points": [{"throughput_infer_per_s", "p99_latency_ms", "batch_size",
+    "server_queue_ms", "server_compute_*_ms", ...}]}]}``).
+
+    The report's p99 is perf_analyzer's, end to end at the client: at least the server's queue +
+    compute time the SLO is about, so the seed errs low. Requests/s is inferences/s over the
+    client batch size.
+
+    Args:
+        path: the report.
+        slo_ms: the p99 budget in ms (``slo.p99LatencyMs``), or None to judge by the ratio only.
+        queue_compute_ratio: also require server queue time <= this × server compute time (``slo.queueComputeRatio``).
+        model: the sweeps' model to use (default: the report's ``optimized`` model, else every model).
+        protocol: ``"grpc"`` or ``"http"`` (default: every protocol).
+        batch_size: client batch size (default: 1 when the report has batch-1 sweeps, else every size).
+
+    Returns:
+        The highest requests/s among the matching load levels within the SLO.
+
+    Raises:
+        PerfError: the file is missing or not such a report, or no matching load level meets the SLO
+            (the message names the file, the model and the best p99 it measured).
+    """
+    path = Path(path)
+    try:
+        report = json.loads(path.read_text())
+        sweeps = report["sweeps"]
+    except FileNotFoundError as exc:
+        raise PerfError(
+            f"perf report {path} does not exist", hint="run `tritonrec perf` first, or set spec.capacity.perReplicaRps"
+        ) from exc
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PerfError(f"{path} is not a `tritonrec perf` report (expected JSON with a 'sweeps' list): {exc}") from exc
+    if slo_ms is None and queue_compute_ratio is None:
+        raise PerfError("seed_capacity_from_perf_report needs slo_ms or queue_compute_ratio")
+    model = model or report.get("optimized")
+    chosen = [s for s in sweeps if (model is None or s.get("model") == model) and (protocol is None or s.get("protocol") == protocol)]
+    if batch_size is None and any(s.get("batch_size") == 1 for s in chosen):
+        batch_size = 1
+    chosen = [s for s in chosen if batch_size is None or s.get("batch_size") == batch_size]
+    if not chosen:
+        raise PerfError(f"{path} has no sweep of model {model!r} (protocol {protocol or 'any'}, client batch {batch_size or 'any'})")
+    best, best_p99 = None, math.inf
+    for sweep in chosen:
+        for point in sweep.get("points", []):
+            try:
+                p99 = float(point["p99_latency_ms"])
+                rps = float(point["throughput_infer_per_s"]) / float(point.get("batch_size") or sweep.get("batch_size") or 1)
+                queue = float(point.get("server_queue_ms", 0.0))
+                compute = sum(
+                    float(point.get(k, 0.0)) for k in ("server_compute_input_ms", "server_compute_infer_ms", "server_compute_output_ms")
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                raise PerfError(f"{path}: a load point of {sweep.get('model')} lacks {exc} (expected perf_analyzer's fields)") from exc
+            best_p99 = min(best_p99, p99)
+            if slo_ms is not None and p99 > slo_ms:
+                continue
+            if queue_compute_ratio is not None and queue > queue_compute_ratio * compute:
+                continue
+            best = rps if best is None else max(best, rps)
+    if best is None:
+        raise PerfError(
+            f"no load level of {model!r} in {path} meets the SLO (p99 <= {slo_ms} ms, queue:compute <= {queue_compute_ratio}); "
+            f"its best p99 was {best_p99:.2f} ms",
+            hint="set spec.capacity.perReplicaRps, or measure at lower load",
+        )
+    return best
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The Autoscaler
+
+
+@dataclass
+class TritonrecAutoscaler:
+    """Our policy as an :class:`~toolkit.autoscale.signals.Autoscaler` (``name = "tritonrec"``): keeps
+    the :class:`History` and calls :func:`decide` on each step.
+
+    ``TritonrecAutoscaler(spec)``: the capacity seed is ``spec.capacity.perReplicaRps``, else the perf
+    report at ``spec.capacity.fromPerfReport`` (read once, here; a relative path is taken from the
+    current directory), else none (learned online).
+
+    Raises:
+        PerfError: ``spec.capacity.fromPerfReport`` names a report that cannot be read or has no load
+            level within the SLO.
+    """
+
+    spec: AutoscalerSpec
+    history: History = field(init=False)
+    name: str = field(default="tritonrec", init=False)
+
+    def __post_init__(self) -> None:
+        cap = self.spec.capacity
+        if cap.per_replica_rps is None and cap.from_perf_report is not None:
+            rps = seed_capacity_from_perf_report(
+                cap.from_perf_report, self.spec.slo.p99_latency_ms, queue_compute_ratio=self.spec.slo.queue_compute_ratio
+            )
+            self.history = initial_history(self.spec, capacity_rps=rps, capacity_source=cap.from_perf_report)
+        else:
+            self.history = initial_history(self.spec)
+
+    def step(self, signals: DeploymentSignals) -> ScaleDecision:
+        """Decide for ``signals`` at ``signals.now`` and keep the new history."""
+        decision, self.history = decide(signals, self.history, self.spec, signals.now)
+        return decision
