@@ -240,3 +240,39 @@ def kube_api():
         yield api
     finally:
         api.stop()
+
+
+@pytest.fixture
+def reordered_toy():
+    """The toy architecture of ``tests/fixtures/models/reordered_toy.py`` (forward takes the inputs in
+    reverse order), registered as ``reordered_toy`` for the test and unregistered after it."""
+    import importlib.util
+    import sys
+
+    from toolkit.models import Architecture, registry
+    from toolkit.models.architectures import config_maker, named_modules
+    from toolkit.models.signature import feature_example_inputs, feature_signature
+
+    path = Path(__file__).parent / "fixtures" / "models" / "reordered_toy.py"
+    spec = importlib.util.spec_from_file_location("reordered_toy", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["reordered_toy"] = module  # dataclasses resolve the module of their class
+    spec.loader.exec_module(module)
+    arch = Architecture(
+        name="reordered_toy",
+        config_class=module.ReorderedToyConfig,
+        model_class=module.ReorderedToy,
+        signature=feature_signature,
+        example_inputs=feature_example_inputs,
+        embedding_tables=lambda m: named_modules(m, "sparse_embeddings", "multi_hot_embeddings"),
+        prunable_blocks=lambda m: named_modules(m, "head"),
+        cardinalities=lambda c: [*c.sparse_cardinalities, *c.multi_hot_cardinalities],
+        config_for=config_maker(module.ReorderedToyConfig),
+        source_files=(path,),
+    )
+    registry.register(arch)
+    try:
+        yield SimpleNamespace(architecture=arch, module=module)
+    finally:
+        registry.unregister("reordered_toy")
+        sys.modules.pop("reordered_toy", None)

@@ -52,7 +52,8 @@ class Variant:
     description: str = ""
 
     def runner(self) -> Runner:
-        """A function from model inputs (by name, N rows) to (N,) float32 probabilities."""
+        """A function from model inputs (by name, N rows) to (N,) float32 probabilities; a PyTorch
+        model is called with them as keyword arguments (its forward's parameter names)."""
         if self.onnx_path is not None:
             options = ort.SessionOptions()
             options.intra_op_num_threads = 1
@@ -67,7 +68,7 @@ class Variant:
 
         def run(inputs: Mapping[str, np.ndarray]) -> np.ndarray:
             with torch.inference_mode():
-                return model(*(torch.from_numpy(v) for v in inputs.values())).numpy().reshape(-1)
+                return model(**{name: torch.from_numpy(v) for name, v in inputs.items()}).numpy().reshape(-1)
 
         return run
 

@@ -49,9 +49,10 @@ def student_config(teacher: DLRM, config: DistillConfig) -> DLRMConfig:
 
 
 @torch.no_grad()
-def _logits(model: DLRM, xs: list[torch.Tensor], batch_size: int = 4096) -> torch.Tensor:
+def _logits(model: DLRM, xs: dict[str, torch.Tensor], batch_size: int = 4096) -> torch.Tensor:
     model.eval()
-    return torch.cat([model.logits(*(x[i : i + batch_size] for x in xs)).reshape(-1) for i in range(0, len(xs[0]), batch_size)])
+    n = len(next(iter(xs.values())))
+    return torch.cat([model.logits(**{k: x[i : i + batch_size] for k, x in xs.items()}).reshape(-1) for i in range(0, n, batch_size)])
 
 
 def distill(

@@ -30,7 +30,8 @@ from toolkit.export.parity import check_parity
 from toolkit.export.torch2onnx import export_onnx
 from toolkit.metrics import evaluate
 from toolkit.models.dlrm import DLRM
-from toolkit.models.signature import DLRM_OUTPUT, dlrm_example_inputs
+from toolkit.models.registry import architecture_of
+from toolkit.models.signature import DLRM_OUTPUT
 from toolkit.train.checkpoint import save_checkpoint
 
 __all__ = ["CompressionData", "CompressedModel", "apply_torch_steps", "compress", "budget_fields", "compress_and_report"]
@@ -79,7 +80,7 @@ def apply_torch_steps(model: DLRM, steps: list[StepConfig], data: CompressionDat
 def _export_checked(model: DLRM, data: CompressionData, folder: Path) -> Path:
     """Export ``model`` to ``folder/model.onnx`` with a dynamic batch, checked against PyTorch to 1e-5."""
     fp32 = folder / "model.onnx"
-    export_onnx(model, dlrm_example_inputs(model.config, 8), [DLRM_OUTPUT], fp32)
+    export_onnx(model, architecture_of(model).example_inputs(model.config, 8), [DLRM_OUTPUT], fp32)
     check_parity(model, fp32, data.test.take(slice(0, 2048)).inputs(), atol=1e-5)
     return fp32
 
@@ -231,7 +232,7 @@ def compress_and_report(
     workdir = Path(workdir)
     baseline = baseline.eval()
     base_onnx = workdir / "fp32_onnx" / "model.onnx"
-    export_onnx(baseline, dlrm_example_inputs(baseline.config, 8), [DLRM_OUTPUT], base_onnx)
+    export_onnx(baseline, architecture_of(baseline).example_inputs(baseline.config, 8), [DLRM_OUTPUT], base_onnx)
     check_parity(baseline, base_onnx, data.test.take(slice(0, 2048)).inputs(), atol=1e-5)
     variants = [
         _variant_for("fp32_pytorch", baseline, None, "FP32 PyTorch eager (baseline)"),

@@ -286,11 +286,12 @@ def _global_keep(scores: list[torch.Tensor], total: int) -> list[list[int]]:
 # --- training ----------------------------------------------------------------------------
 
 
-def _tensors(rows: EncodedRows) -> list[torch.Tensor]:
-    return [torch.from_numpy(np.ascontiguousarray(x)) for x in rows.inputs().values()]
+def _tensors(rows: EncodedRows) -> dict[str, torch.Tensor]:
+    """The model inputs of ``rows`` by name (the model is called with them as keyword arguments)."""
+    return {name: torch.from_numpy(np.ascontiguousarray(x)) for name, x in rows.inputs().items()}
 
 
-def _accumulate_gradients(model: DLRM, xs: list[torch.Tensor], y: torch.Tensor, *, batch_size: int, n_batches: int) -> None:
+def _accumulate_gradients(model: DLRM, xs: dict[str, torch.Tensor], y: torch.Tensor, *, batch_size: int, n_batches: int) -> None:
     """Sum the gradients of the BCE-on-logits loss over ``n_batches`` random training batches into ``.grad``."""
     model.train()
     model.zero_grad(set_to_none=True)
@@ -300,7 +301,7 @@ def _accumulate_gradients(model: DLRM, xs: list[torch.Tensor], y: torch.Tensor, 
         idx = order[b * batch_size : (b + 1) * batch_size]
         if len(idx) == 0:
             break
-        loss_fn(model.logits(*(x[idx] for x in xs)).squeeze(1), y[idx]).backward()
+        loss_fn(model.logits(**{n: x[idx] for n, x in xs.items()}).squeeze(1), y[idx]).backward()
 
 
 def _val_auc(model: nn.Module, val: EncodedRows, what: str) -> float:
@@ -310,14 +311,16 @@ def _val_auc(model: nn.Module, val: EncodedRows, what: str) -> float:
     return auc(val.labels, p)
 
 
-def _train_epoch(model: DLRM, xs: list[torch.Tensor], y: torch.Tensor, optimizer: torch.optim.Optimizer, loss_of, batch_size: int) -> float:
+def _train_epoch(
+    model: DLRM, xs: dict[str, torch.Tensor], y: torch.Tensor, optimizer: torch.optim.Optimizer, loss_of, batch_size: int
+) -> float:
     """One shuffled pass; ``loss_of(logits, idx)`` gives the batch loss. Returns the mean loss."""
     model.train()
     order = torch.randperm(len(y))
     total = 0.0
     for i in range(0, len(y), batch_size):
         idx = order[i : i + batch_size]
-        loss = loss_of(model.logits(*(x[idx] for x in xs)).squeeze(1), idx)
+        loss = loss_of(model.logits(**{n: x[idx] for n, x in xs.items()}).squeeze(1), idx)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -360,9 +363,9 @@ def _rebuild(original: DLRM, pruned: DLRM, val: EncodedRows) -> DLRM:
         raise CompressError(f"prune: the pruned weights do not fit a DLRM with bottom_mlp={bottom}, top_mlp={top}: {exc}") from exc
     rebuilt.eval()
     pruned.eval()
-    inputs = [list(dlrm_example_inputs(config, 8).values()), [x[:256] for x in _tensors(val)]]
+    inputs = [dlrm_example_inputs(config, 8), {n: x[:256] for n, x in _tensors(val).items()}]
     with torch.no_grad():
         for xs in inputs:
-            if not torch.equal(rebuilt(*xs), pruned(*xs)):
+            if not torch.equal(rebuilt(**xs), pruned(**xs)):
                 raise CompressError("prune: the rebuilt DLRM's outputs differ from the pruned model's")
     return rebuilt

@@ -12,14 +12,13 @@ from toolkit.errors import CheckpointError
 from toolkit.export.onnx_info import copy_onnx_model
 from toolkit.export.parity import ParityReport, check_parity
 from toolkit.export.torch2onnx import export_onnx
-from toolkit.models.signature import DLRM_OUTPUT, dlrm_example_inputs
 from toolkit.train.checkpoint import load_checkpoint
 
 __all__ = ["export_checkpoint"]
 
 
 def export_checkpoint(checkpoint: Path, onnx_path: Path, data_dir: Path, *, atol: float = 1e-5) -> ParityReport:
-    """Export a checkpoint's DLRM to ONNX (dynamic batch) and accept it only if it matches PyTorch.
+    """Export a checkpoint's model (any registered architecture) to ONNX (dynamic batch) and accept it only if it matches PyTorch.
 
     The model is exported into a temporary folder, run by ONNX Runtime on every row of
     the checkpoint's test split (rebuilt from ``data_dir`` with the split seed recorded in
@@ -42,7 +41,9 @@ def export_checkpoint(checkpoint: Path, onnx_path: Path, data_dir: Path, *, atol
     test = load_splits(data_dir, seed=seed, encoder=ckpt.encoder).test
     onnx_path = Path(onnx_path)
     with tempfile.TemporaryDirectory(prefix="tritonrec-export-") as tmp:
-        staged = export_onnx(ckpt.model, dlrm_example_inputs(ckpt.config, 8), [DLRM_OUTPUT], Path(tmp) / onnx_path.name)
+        arch = ckpt.architecture
+        outputs = [spec.name for spec in arch.signature(ckpt.config)[1]]
+        staged = export_onnx(ckpt.model, arch.example_inputs(ckpt.config, 8), outputs, Path(tmp) / onnx_path.name)
         report = check_parity(ckpt.model, staged, test.inputs(), atol=atol)
         copy_onnx_model(staged, onnx_path.parent, onnx_path.name)
     atomic_write_json(onnx_path.parent / "parity.json", {"checkpoint": str(Path(checkpoint)), "split": "test", **asdict(report)})

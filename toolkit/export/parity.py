@@ -6,6 +6,7 @@ judge: every export is checked on real rows before it goes into a repository.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -110,6 +111,15 @@ def _stacked_requests(onnx_path: Path, in_specs: Sequence[TensorSpec], inputs: M
     return check_onnx_inputs(onnx_path, stacked, role="parity inputs")
 
 
+def _takes_by_name(model: nn.Module, names: Sequence[str]) -> bool:
+    """True when every name is a parameter of ``model.forward`` (so the inputs can be passed by name)."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return all(n in params for n in names)
+
+
 def check_parity(
     model: nn.Module,
     onnx_path: Path,
@@ -134,7 +144,9 @@ def check_parity(
       (``{"ids": int64[K, T], "offsets": int64[K, B]}``), and each request is one run.
 
     The model runs in eval mode under ``torch.no_grad()`` (its mode is restored
-    afterwards) and is given the inputs positionally, in the ONNX graph's input order.
+    afterwards). It is given the inputs by name when every graph input is named after one of
+    its ``forward``'s parameters (how :func:`~toolkit.export.torch2onnx.export_onnx` binds
+    them), otherwise positionally in the ONNX graph's input order.
 
     Args:
         model: the PyTorch model the file was exported from.
@@ -208,6 +220,7 @@ def check_parity(
         ) from exc
 
     model_name = type(model).__name__
+    by_name = _takes_by_name(model, expected)
     worst = 0.0
     worst_output = out_names[compared[0]] if compared else ""
     was_training = model.training
@@ -229,7 +242,8 @@ def check_parity(
                 ) from exc
             with torch.no_grad():
                 try:
-                    torch_result = model(*(torch.from_numpy(np.array(feeds[n], copy=True)) for n in expected))
+                    tensors = {n: torch.from_numpy(np.array(feeds[n], copy=True)) for n in expected}
+                    torch_result = model(**tensors) if by_name else model(*tensors.values())
                 except Exception as exc:
                     raise ExportError(
                         f"{model_name}.forward failed on {where} of the parity inputs: {type(exc).__name__}: {str(exc)[:500]}",

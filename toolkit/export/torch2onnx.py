@@ -1,8 +1,10 @@
 """Export a PyTorch model to ONNX with torch's dynamo exporter, atomically.
 
-Works for any ``nn.Module`` whose ``forward`` takes tensors positionally. The exported
-graph's inputs are named after the keys of ``example_inputs`` (in ``forward``'s positional
-order), its outputs after ``output_names``. With ``dynamic_batch`` the first dimension of
+Works for any ``nn.Module`` whose ``forward`` takes tensors as arguments. The exported
+graph's inputs are named after the keys of ``example_inputs``, its outputs after
+``output_names``. When every key is the name of one of ``forward``'s parameters, each
+tensor is bound to its parameter by name (whatever the dict's order); otherwise they are
+bound by position, in the dict's order. With ``dynamic_batch`` the first dimension of
 every input and output is one symbolic dimension named ``batch`` (what Triton's
 ``max_batch_size > 0`` needs).
 
@@ -143,6 +145,24 @@ def _check_signature(model: nn.Module, input_names: Sequence[str]) -> None:
         )
 
 
+def _bind_by_name(model: nn.Module, names: list[str], tensors: tuple[torch.Tensor, ...]) -> tuple[list[str], tuple[torch.Tensor, ...]]:
+    """``names`` and ``tensors`` put in the order of forward's parameters when every name is one of
+    them (each tensor then reaches its own parameter); unchanged otherwise (bound by position)."""
+    try:
+        params = [
+            p.name for p in inspect.signature(model.forward).parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+    except (TypeError, ValueError):
+        return names, tensors
+    if not set(names) <= set(params):
+        return names, tensors
+    position = {n: params.index(n) for n in names}
+    if sorted(position.values()) != list(range(len(names))):
+        return names, tensors  # a parameter left out in the middle: positional binding cannot skip it
+    order = sorted(range(len(names)), key=lambda i: position[names[i]])
+    return [names[i] for i in order], tuple(tensors[i] for i in order)
+
+
 def _prepare_inputs(
     example_inputs: Mapping[str, torch.Tensor], output_names: Sequence[str], dynamic_batch: bool
 ) -> tuple[list[str], tuple[torch.Tensor, ...]]:
@@ -260,11 +280,12 @@ def export_onnx(
     ``torch.no_grad()``; its training/eval mode is restored afterwards.
 
     Args:
-        model: any ``nn.Module`` whose ``forward`` takes tensors positionally and returns a
+        model: any ``nn.Module`` whose ``forward`` takes tensors as arguments and returns a
             tensor or a tuple of tensors.
-        example_inputs: ``{graph input name: example tensor}`` in the order of ``forward``'s
-            positional arguments (the names need not match forward's parameter names), e.g.
-            ``{"dense": float32[B, 13], "sparse_ids": int64[B, 26]}``. With ``dynamic_batch``
+        example_inputs: ``{graph input name: example tensor}``, e.g.
+            ``{"dense": float32[B, 13], "sparse_ids": int64[B, 26]}``. When every name is a
+            parameter of ``forward`` the tensors are bound by name and the graph's inputs follow
+            forward's order; otherwise they are bound by position in the dict's order. With ``dynamic_batch``
             all tensors must have the same number of rows ``B >= 1``; one row is repeated to
             two for tracing, since torch.export fixes a size-1 dimension to 1.
         output_names: graph output names, one per tensor ``forward`` returns.
@@ -292,6 +313,7 @@ def export_onnx(
             hint="pass the path of the .onnx file to write",
         )
     input_names, args = _prepare_inputs(example_inputs, output_names, dynamic_batch)
+    input_names, args = _bind_by_name(model, input_names, args)
     output_names = list(output_names)
     _check_signature(model, input_names)
 

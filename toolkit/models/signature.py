@@ -1,20 +1,39 @@
-"""The served signature of each architecture: input and output tensors as :class:`TensorSpec`."""
+"""The served signature of the architectures fed the encoded feature tensors: inputs and outputs as :class:`TensorSpec`.
+
+DLRM, DCN-v2 and DeepFM all take the three tensors the feature encoder (and the raw-feature
+ensemble's preprocess model) produce: ``dense_features``, ``sparse_ids`` and, when the data
+has multi-valued features, ``multi_hot_ids``. Any config with the four size fields of
+:class:`~toolkit.models.protocol.FeatureSizes` (``num_dense``, ``sparse_cardinalities``,
+``multi_hot_cardinalities``, ``multi_hot_lengths``) has this signature.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from toolkit.models.dlrm import DLRMConfig
+from toolkit.models.protocol import PROBABILITY_OUTPUT
 from toolkit.tensors import TensorSpec
 
-__all__ = ["DLRM_INPUTS", "DLRM_OUTPUT", "dlrm_signature", "dlrm_example_inputs"]
+__all__ = [
+    "DLRM_INPUTS",
+    "DLRM_OUTPUT",
+    "FEATURE_INPUTS",
+    "feature_signature",
+    "feature_example_inputs",
+    "dlrm_signature",
+    "dlrm_example_inputs",
+]
 
-DLRM_INPUTS = ("dense_features", "sparse_ids", "multi_hot_ids")
-DLRM_OUTPUT = "probability"
+#: The input names, in the order the encoder and the preprocess model produce them.
+FEATURE_INPUTS = ("dense_features", "sparse_ids", "multi_hot_ids")
+DLRM_INPUTS = FEATURE_INPUTS
+DLRM_OUTPUT = PROBABILITY_OUTPUT
 
 
-def dlrm_signature(config: DLRMConfig) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Inputs and outputs of a :class:`~toolkit.models.dlrm.DLRM` with a dynamic batch dimension B.
+def feature_signature(config: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Inputs and outputs of a model fed the encoded features, with a dynamic batch dimension B.
 
     Returns:
         ``[dense_features float32 (B, D), sparse_ids int64 (B, S), multi_hot_ids int64 (B, sum L)]``
@@ -27,10 +46,10 @@ def dlrm_signature(config: DLRMConfig) -> tuple[list[TensorSpec], list[TensorSpe
     ]
     if config.multi_hot_cardinalities:
         inputs.append(TensorSpec("multi_hot_ids", "int64", (None, sum(config.multi_hot_lengths))))
-    return inputs, [TensorSpec(DLRM_OUTPUT, "float32", (None, 1))]
+    return inputs, [TensorSpec(PROBABILITY_OUTPUT, "float32", (None, 1))]
 
 
-def dlrm_example_inputs(config: DLRMConfig, batch_size: int = 4, *, seed: int = 0) -> dict[str, torch.Tensor]:
+def feature_example_inputs(config: Any, batch_size: int = 4, *, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random in-range inputs of ``batch_size`` rows, by name (for export tracing and smoke tests)."""
     g = torch.Generator().manual_seed(seed)
     sparse = torch.stack([torch.randint(0, n, (batch_size,), generator=g) for n in config.sparse_cardinalities], dim=1)
@@ -42,3 +61,8 @@ def dlrm_example_inputs(config: DLRMConfig, batch_size: int = 4, *, seed: int = 
     if multi:
         inputs["multi_hot_ids"] = torch.cat(multi, dim=1)
     return inputs
+
+
+#: The DLRM's signature and example inputs (the names predate the other architectures).
+dlrm_signature = feature_signature
+dlrm_example_inputs = feature_example_inputs

@@ -1,4 +1,4 @@
-"""Build a Triton model repository with every serving variant of one trained DLRM.
+"""Build a Triton model repository with every serving variant of one trained model (any registered architecture).
 
 A build takes a checkpoint and its ONNX export and writes, for a placement *target*:
 
@@ -56,7 +56,6 @@ import onnx
 from toolkit.cpu import resolve_cpu_target
 from toolkit.errors import ExportError, RepositoryError
 from toolkit.export import check_batch_dimension, read_io_specs
-from toolkit.models.signature import dlrm_signature
 from toolkit.repository.config import BatchingOptions, build_model_config, check_config_against, config_to_text, read_config
 from toolkit.repository.ensemble import write_ensembles
 from toolkit.repository.metadata import ModelMetadata, write_metadata
@@ -138,8 +137,9 @@ def _check_onnx_matches(
     hint = "export the ONNX file from this checkpoint with `tritonrec export`"
     onnx_in, onnx_out = read_io_specs(onnx_path)
     for kind, want, have in (("inputs", inputs, onnx_in), ("outputs", outputs, onnx_out)):
-        w = [(s.name, s.dtype, len(s.shape)) for s in want]
-        h = [(s.name, s.dtype, len(s.shape)) for s in have]
+        # compared by name: Triton and every runner feed tensors by name, in whatever order the graph lists them
+        w = sorted((s.name, s.dtype, len(s.shape)) for s in want)
+        h = sorted((s.name, s.dtype, len(s.shape)) for s in have)
         if w != h:
             raise RepositoryError(
                 f"{onnx_path}: ONNX {kind} {[s.describe() for s in have]} do not match the checkpoint's {[s.describe() for s in want]}",
@@ -305,7 +305,7 @@ def build_repository(
         options_for = options
     repository = Path(repository)
     ckpt = load_checkpoint(checkpoint)
-    inputs, outputs = dlrm_signature(ckpt.config)
+    inputs, outputs = ckpt.architecture.signature(ckpt.config)
     result = BuildResult(repository)
 
     buildable = []

@@ -1,9 +1,10 @@
-"""The serving variants of one DLRM: what each is, where it runs, and the model files it needs.
+"""The serving variants of one trained model (any registered architecture): what each is, where it runs, and the model files it needs.
 
 ==================== ========= ==================== =========== ==============================================
 variant              precision runs as              device      version folder
 ==================== ========= ==================== =========== ==============================================
-``pytorch``          fp32      backend: python      any         ``model.py`` (torch runner), ``dlrm.py``,
+``pytorch``          fp32      backend: python      any         ``model.py`` (torch runner), the architecture's
+                                                                source files (``dlrm.py``), ``architecture.json``,
                                                                 ``model.pt``, ``model_config.json``
 ``onnx``             fp32      onnxruntime_onnx     any         ``model.onnx`` (+ its external data)
 ``onnx_int8``        int8      onnxruntime_onnx     any         ``model.onnx``: the given file when it is already
@@ -45,8 +46,6 @@ from toolkit.cpu import int8_settings
 from toolkit.errors import CompressError, RepositoryError
 from toolkit.export import copy_onnx_model, read_io_specs
 from toolkit.export.tensorrt import BUILD_INFO_FILE, PLAN_FILE, build_engine, tensorrt_unavailable
-from toolkit.models import dlrm as dlrm_module
-from toolkit.models.signature import dlrm_example_inputs, dlrm_signature
 from toolkit.repository.config import thread_parameter_keys
 from toolkit.repository.ensemble import python_model_source
 from toolkit.tensors import TensorSpec
@@ -151,7 +150,7 @@ class PreparedVariant:
     Attributes:
         spec: the variant.
         inputs, outputs: the model's tensors (batch dimension first, ``None`` = dynamic), read
-            from the files written (the ONNX graph, the TensorRT engine) or the DLRM signature.
+            from the files written (the ONNX graph, the TensorRT engine) or the architecture's signature.
         parameters: backend ``parameters`` (string values): ONNX Runtime thread counts, the
             Python runner's ``execution_provider``.
         precision: detected from the files written: ``fp32``, ``fp16``, ``int8`` or ``mixed``
@@ -268,10 +267,10 @@ def resolve_sample_inputs(
     checkpoint: Checkpoint, sample_inputs: Mapping[str, np.ndarray] | None, rows: int = _CHECK_ROWS
 ) -> dict[str, np.ndarray]:
     """``sample_inputs`` as numpy arrays, or, when ``None``, ``rows`` random in-range rows of the
-    checkpoint's model (:func:`toolkit.models.signature.dlrm_example_inputs`, seed 0)."""
+    checkpoint's model (its architecture's ``example_inputs``, seed 0)."""
     if sample_inputs is not None:
         return {k: np.asarray(v) for k, v in sample_inputs.items()}
-    return {k: v.numpy() for k, v in dlrm_example_inputs(checkpoint.config, rows, seed=0).items()}
+    return {k: v.numpy() for k, v in checkpoint.architecture.example_inputs(checkpoint.config, rows, seed=0).items()}
 
 
 def _write_pytorch(version_dir: Path, checkpoint: Checkpoint) -> list[str]:
@@ -283,9 +282,14 @@ def _write_pytorch(version_dir: Path, checkpoint: Checkpoint) -> list[str]:
 
         torch.save(checkpoint.model.state_dict(), version_dir / "model.pt")
         (version_dir / "model_config.json").write_text(json.dumps(checkpoint.config.to_dict(), indent=2) + "\n")
-    shutil.copyfile(dlrm_module.__file__, version_dir / "dlrm.py")
+    arch = checkpoint.architecture
+    sources = []
+    for source in arch.source_files:
+        shutil.copyfile(source, version_dir / Path(source).name)
+        sources.append(Path(source).name)
+    (version_dir / "architecture.json").write_text(json.dumps(arch.runner_manifest(), indent=2) + "\n")
     (version_dir / "model.py").write_bytes(python_model_source("torch_runner.py"))
-    return ["model.pt", "model_config.json", "dlrm.py", "model.py"]
+    return ["model.pt", "model_config.json", *sources, "architecture.json", "model.py"]
 
 
 def _onnx_file(onnx_model: Path | None, variant: str) -> Path:
@@ -532,7 +536,7 @@ def prepare_variant(
 
     if name == "pytorch":
         files = _write_pytorch(version_dir, checkpoint)
-        inputs, outputs = dlrm_signature(checkpoint.config)
+        inputs, outputs = checkpoint.architecture.signature(checkpoint.config)
         return PreparedVariant(spec, inputs, outputs, {intra: "1"}, "fp32", {"runtime": "PyTorch eager FP32"}, files)
 
     onnx_model = _onnx_file(onnx_model, name)

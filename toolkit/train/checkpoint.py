@@ -4,7 +4,7 @@
 
     checkpoint/
       model.pt            state dict (torch.save), loaded with weights_only=True
-      model_config.json   DLRMConfig.to_dict()
+      model_config.json   the model's config.to_dict(), with its "architecture" key
       vocabularies.json   FeatureEncoder.to_dict(): what turns raw features into ids
       metrics.json        offline test metrics, baselines, training history
 
@@ -20,13 +20,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
 from toolkit._io import atomic_directory
 from toolkit.data.features import FeatureEncoder
 from toolkit.errors import CheckpointError, DataError
-from toolkit.models.dlrm import DLRM, DLRMConfig
+from toolkit.models.protocol import Architecture
+from toolkit.models.registry import architecture_of, config_from_dict
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "CHECKPOINT_FILES"]
 
@@ -35,20 +38,36 @@ CHECKPOINT_FILES = ("model.pt", "model_config.json", "vocabularies.json", "metri
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint: the model in eval mode, its config, its encoder and its metrics."""
+    """A loaded checkpoint: the model in eval mode, its config, its encoder and its metrics.
 
-    model: DLRM
-    config: DLRMConfig
+    ``model`` is a registered architecture's module (:mod:`toolkit.models.registry`);
+    ``architecture`` gives its entry (signature, example inputs, source files, ...).
+    """
+
+    model: nn.Module
+    config: Any
     encoder: FeatureEncoder | None
     metrics: dict = field(default_factory=dict)
     path: Path | None = None
 
+    @property
+    def architecture(self) -> Architecture:
+        """The registry entry of :attr:`config`'s architecture."""
+        return architecture_of(self.config)
 
-def save_checkpoint(path: Path, model: DLRM, encoder: FeatureEncoder | None, metrics: dict) -> Path:
+
+def save_checkpoint(path: Path, model: nn.Module, encoder: FeatureEncoder | None, metrics: dict) -> Path:
     """Write ``model``, its config, ``encoder`` and ``metrics`` to the folder ``path`` atomically.
 
     ``encoder=None`` is for models fed pre-encoded ids (see the module docstring).
+
+    Raises:
+        CheckpointError: ``model`` is not a registered architecture's model (it would not load back).
     """
+    try:
+        architecture_of(model)
+    except ValueError as exc:
+        raise CheckpointError(f"cannot save {type(model).__name__} as a checkpoint: {exc}", hint="register its architecture first") from exc
     if encoder is None:
         metrics = {**metrics, "pre_encoded_ids": True}
     path = Path(path)
@@ -85,8 +104,8 @@ def load_checkpoint(path: Path) -> Checkpoint:
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}", hint=hint)
     try:
-        config = DLRMConfig.from_dict(_read_json(path / "model_config.json"))
-    except (TypeError, ValueError) as exc:
+        config = config_from_dict(_read_json(path / "model_config.json"))
+    except (TypeError, ValueError) as exc:  # an unknown architecture lists the registered ones
         raise CheckpointError(f"{path / 'model_config.json'}: {exc}", hint=hint) from exc
     encoder = None
     if not pre_encoded:
@@ -94,7 +113,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
             encoder = FeatureEncoder.from_dict(_read_json(path / "vocabularies.json"))
         except DataError as exc:
             raise CheckpointError(f"{path / 'vocabularies.json'}: {exc}", hint=hint) from exc
-        if encoder.cardinalities != [*config.sparse_cardinalities, *config.multi_hot_cardinalities]:
+        if encoder.cardinalities != architecture_of(config).cardinalities(config):
             raise CheckpointError(
                 f"{path}: vocabularies.json table sizes {encoder.cardinalities} disagree with model_config.json", hint=hint
             )
@@ -102,7 +121,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
         state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt pickle fails in many ways: UnpicklingError, EOFError, IndexError, struct.error, ...
         raise CheckpointError(f"{path / 'model.pt'}: corrupt or truncated state dict ({exc})", hint=hint) from exc
-    model = DLRM(config)
+    model = architecture_of(config).build(config)
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:

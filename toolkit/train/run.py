@@ -10,14 +10,14 @@ from toolkit.data.dataset import load_splits
 from toolkit.metrics import evaluate
 from toolkit.train.baselines import BaselineResult, item_popularity, logistic_regression
 from toolkit.train.checkpoint import save_checkpoint
-from toolkit.train.loop import EpochStats, TrainConfig, TrainResult, predict, train_dlrm
+from toolkit.train.loop import EpochStats, TrainConfig, TrainResult, predict, train_model
 
 __all__ = ["TrainReport", "train_checkpoint"]
 
 
 @dataclass
 class TrainReport:
-    """Test metrics of the trained DLRM and of the baselines on the same split."""
+    """Test metrics of the trained model and of the baselines on the same split."""
 
     checkpoint: Path
     test_auc: float
@@ -27,7 +27,7 @@ class TrainReport:
 
     @property
     def beats_baselines(self) -> bool:
-        """True when the DLRM's test AUC is above every baseline's."""
+        """True when the model's test AUC is above every baseline's."""
         return all(self.test_auc > b.test_auc for b in self.baselines)
 
 
@@ -41,19 +41,20 @@ def train_checkpoint(
     on_step: Callable[[int, int], None] | None = None,
     on_epoch: Callable[[EpochStats], None] | None = None,
 ) -> TrainReport:
-    """Train a DLRM on MovieLens-100K in ``data_dir`` and save it with its metrics to ``out``.
+    """Train a model of ``config.architecture`` (a DLRM by default) on MovieLens-100K in
+    ``data_dir`` and save it with its metrics to ``out``.
 
     The split is random 80/10/10 with ``split_seed``; vocabularies are fitted on the
-    training split. ``metrics.json`` records the test AUC and log loss of the DLRM and
+    training split. ``metrics.json`` records the test AUC and log loss of the model and
     (with ``baselines``) of item popularity and logistic regression on the same split,
     the training history and the split seed (so later stages rebuild the same test split).
 
     Raises:
-        DataError: see :func:`toolkit.data.load_splits`. TrainError: see :func:`train_dlrm`.
+        DataError: see :func:`toolkit.data.load_splits`. TrainError: see :func:`~toolkit.train.loop.train_model`.
     """
     config = config or TrainConfig()
     splits = load_splits(data_dir, seed=split_seed)
-    result = train_dlrm(splits.train, splits.val, splits.encoder, config, on_step=on_step, on_epoch=on_epoch)
+    result = train_model(splits.train, splits.val, splits.encoder, config, on_step=on_step, on_epoch=on_epoch)
     test = evaluate(splits.test.labels, predict(result.model, splits.test))
     found: list[BaselineResult] = []
     if baselines:
@@ -68,6 +69,7 @@ def train_checkpoint(
             "n_val": len(splits.val),
             "n_test": len(splits.test),
         },
+        "architecture": config.architecture,
         "test": {"auc": test["auc"], "log_loss": test["log_loss"]},
         "baselines": [asdict(b) for b in found],
         "best_epoch": result.best_epoch,

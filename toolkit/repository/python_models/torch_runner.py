@@ -1,14 +1,20 @@
-"""Triton Python-backend model: a DLRM state dict run by PyTorch in FP32 eager mode.
+"""Triton Python-backend model: a registered architecture's state dict run by PyTorch in FP32 eager mode.
 
-Copied by ``tritonrec build`` as ``<model>/1/model.py`` next to ``dlrm.py`` (the
-architecture), ``model.pt`` (state dict) and ``model_config.json``. Needs only torch
-and numpy in the Python-backend environment. Requests that Triton's dynamic batcher
-hands over together are concatenated and run as one batch.
+Copied by ``tritonrec build`` as ``<model>/1/model.py`` next to the architecture's source
+files (e.g. ``dlrm.py``), ``architecture.json`` (which module and classes to import: written
+by ``toolkit.models.protocol.Architecture.runner_manifest``), ``model.pt`` (state dict) and
+``model_config.json``. Needs only torch and numpy in the Python-backend environment.
+Requests that Triton's dynamic batcher hands over together are concatenated and run as one
+batch. Inputs are passed to ``forward`` by name (the config's input names are forward's
+parameter names), so the order of forward's parameters does not matter.
+
+A version folder written before ``architecture.json`` existed holds ``dlrm.py``: it is read as a DLRM.
 
 Model parameters (``config.pbtxt`` ``parameters``): ``intra_op_threads`` (torch threads, default 1).
 An instance placed on a GPU (``instance_group { kind: KIND_GPU }``) runs on that CUDA device.
 """
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -22,13 +28,20 @@ class TritonPythonModel:
     def initialize(self, args):
         version_dir = Path(args["model_repository"]) / args["model_version"]
         sys.path.insert(0, str(version_dir))
-        from dlrm import DLRM, DLRMConfig  # noqa: PLC0415 (the copy next to this file)
+        manifest_file = version_dir / "architecture.json"
+        if manifest_file.is_file():
+            manifest = json.loads(manifest_file.read_text())
+        else:
+            manifest = {"module": "dlrm", "config_class": "DLRMConfig", "model_class": "DLRM"}
+        module = importlib.import_module(manifest["module"])  # the copy next to this file
+        config_class = getattr(module, manifest["config_class"])
+        model_class = getattr(module, manifest["model_class"])
 
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         torch.set_num_threads(int(params.get("intra_op_threads", "1")))
-        model_config = DLRMConfig.from_dict(json.loads((version_dir / "model_config.json").read_text()))
-        self.model = DLRM(model_config)
+        model_config = config_class.from_dict(json.loads((version_dir / "model_config.json").read_text()))
+        self.model = model_class(model_config)
         state = torch.load(version_dir / "model.pt", map_location="cpu", weights_only=True)
         self.model.load_state_dict(state)
         self.model.eval()
@@ -41,9 +54,9 @@ class TritonPythonModel:
     def execute(self, requests):
         arrays = [[pb_utils.get_input_tensor_by_name(r, n).as_numpy() for n in self.input_names] for r in requests]
         sizes = [a[0].shape[0] for a in arrays]
-        batch = [torch.from_numpy(np.concatenate([a[i] for a in arrays])).to(self.device) for i in range(len(self.input_names))]
+        batch = {name: torch.from_numpy(np.concatenate([a[i] for a in arrays])).to(self.device) for i, name in enumerate(self.input_names)}
         with torch.inference_mode():
-            out = self.model(*batch).cpu().numpy()
+            out = self.model(**batch).cpu().numpy()
         responses = []
         for chunk in np.split(out, np.cumsum(sizes)[:-1]):
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, np.ascontiguousarray(chunk))]))

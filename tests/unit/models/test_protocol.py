@@ -1,0 +1,222 @@
+"""The model protocol and registry: every registered architecture round-trips its config, matches
+its signature, lists its tables and blocks, ships self-contained source files and exports with
+parity; inputs go by name, so a forward with its arguments in another order is fed correctly."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from toolkit.errors import CheckpointError, TrainError
+from toolkit.models import architecture_names, architecture_of, call_by_name, config_from_dict, get_architecture
+from toolkit.models.protocol import check_input_names
+
+BUILT_IN = ["dcnv2", "deepfm", "dlrm"]
+SIZES = dict(num_dense=2, sparse_cardinalities=[11, 13, 5], multi_hot_cardinalities=[9], multi_hot_lengths=[4])
+
+
+def _model(name: str, **options) -> nn.Module:
+    arch = get_architecture(name)
+    torch.manual_seed(0)
+    return arch.build(arch.config_class(**SIZES, embedding_dim=8, **options)).eval()
+
+
+def test_the_toolkit_registers_dlrm_dcnv2_and_deepfm() -> None:
+    assert set(BUILT_IN) <= set(architecture_names())
+
+
+def test_an_unknown_architecture_lists_the_registered_ones() -> None:
+    with pytest.raises(ValueError, match=r"unknown architecture 'wide_and_deep'; registered: dcnv2, deepfm, dlrm"):
+        get_architecture("wide_and_deep")
+    with pytest.raises(ValueError, match="no 'architecture' key; registered: dcnv2, deepfm, dlrm"):
+        config_from_dict({"format_version": 1, "num_dense": 2})
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_config_round_trips_through_json_by_its_architecture_key(name: str) -> None:
+    config = _model(name).config
+    d = json.loads(json.dumps(config.to_dict()))
+
+    assert d["architecture"] == name and d["format_version"] == 1
+    assert config_from_dict(d) == config
+    assert architecture_of(config).name == name
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_signature_example_inputs_and_forward_agree(name: str) -> None:
+    model = _model(name)
+    arch = architecture_of(model)
+    inputs, outputs = arch.signature(model.config)
+    example = arch.example_inputs(model.config, 5, seed=1)
+
+    assert [s.name for s in inputs] == list(example) == ["dense_features", "sparse_ids", "multi_hot_ids"]
+    for spec in inputs:
+        assert str(example[spec.name].dtype).removeprefix("torch.") == spec.dtype
+        assert example[spec.name].shape[1:] == spec.shape[1:] and spec.has_dynamic_batch
+    check_input_names(model, example)  # the input names are forward's parameter names
+    with torch.no_grad():
+        out = call_by_name(model, example)
+        torch.testing.assert_close(out, torch.sigmoid(call_by_name(model.logits, example)))
+    assert [s.name for s in outputs] == ["probability"] and out.shape == (5, 1) and out.dtype == torch.float32
+    assert bool(((out > 0) & (out < 1)).all())
+
+
+@pytest.mark.parametrize(
+    ("name", "tables", "blocks"),
+    [
+        ("dlrm", 4, ["bottom_mlp", "top_mlp"]),
+        ("dcnv2", 4, ["deep_mlp"]),
+        ("deepfm", 8, ["deep_mlp"]),  # E-wide field tables and 1-wide first-order tables
+    ],
+)
+def test_embedding_tables_and_prunable_blocks_are_the_model_s_own_modules(name: str, tables: int, blocks: list[str]) -> None:
+    model = _model(name)
+    arch = architecture_of(model)
+    modules = dict(model.named_modules())
+    found = arch.embedding_tables(model)
+    pruned = arch.prunable_blocks(model)
+
+    assert len(found) == tables and all(modules[q] is m and isinstance(m, nn.Embedding) for q, m in found.items())
+    rows_per_set = sum(SIZES["sparse_cardinalities"] + SIZES["multi_hot_cardinalities"])
+    assert sum(m.num_embeddings for m in found.values()) == (tables // 4) * rows_per_set
+    assert list(pruned) == blocks
+    assert all(modules[q] is m and any(isinstance(layer, nn.Linear) for layer in m) for q, m in pruned.items())
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_source_files_import_only_torch_and_the_standard_library(name: str) -> None:
+    arch = get_architecture(name)
+    assert arch.source_files[0].stem == arch.runner_manifest()["module"]
+    for source in arch.source_files:
+        tree = ast.parse(Path(source).read_text())
+        imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert imported <= {"torch", "__future__", *sys.stdlib_module_names}, (source, imported)
+    # imported alone, under its own module name, as the Python backend imports it from the version folder
+    module_name = f"shipped_{arch.module_name}"
+    spec = importlib.util.spec_from_file_location(module_name, arch.source_files[0])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses look their module up while the class is made
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[module_name]
+    namespace = vars(module)
+    manifest = arch.runner_manifest()
+    assert namespace[manifest["config_class"]].__name__ == arch.config_class.__name__
+    assert namespace[manifest["model_class"]].__name__ == arch.model_class.__name__
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_each_architecture_exports_to_onnx_with_parity_within_1e_5(name: str, tmp_path: Path) -> None:
+    from toolkit.export import check_parity, export_onnx
+
+    model = _model(name)
+    arch = architecture_of(model)
+    path = export_onnx(model, arch.example_inputs(model.config, 8), ["probability"], tmp_path / "model.onnx")
+    rows = {k: v.numpy() for k, v in arch.example_inputs(model.config, 512, seed=7).items()}
+    # 1e-5 in probability: FP32 kernels of ONNX Runtime and PyTorch differ by a few ulps per op
+    report = check_parity(model, path, rows, atol=1e-5)
+    assert report.passed and report.n_rows == 512
+
+
+def test_a_checkpoint_of_an_unknown_architecture_lists_the_registered_ones(tmp_path: Path, synthetic_splits) -> None:
+    from toolkit.train import TrainConfig, load_checkpoint, model_config_for, save_checkpoint
+
+    model = get_architecture("dcnv2").build(model_config_for(synthetic_splits.encoder, TrainConfig(architecture="dcnv2")))
+    checkpoint = save_checkpoint(tmp_path / "ckpt", model, synthetic_splits.encoder, {})
+    assert isinstance(load_checkpoint(checkpoint).model, type(model))
+    d = json.loads((checkpoint / "model_config.json").read_text())
+    (checkpoint / "model_config.json").write_text(json.dumps({**d, "architecture": "autoint"}))
+
+    with pytest.raises(CheckpointError, match=r"model_config.json: unknown architecture 'autoint'; registered: dcnv2, deepfm, dlrm"):
+        load_checkpoint(checkpoint)
+
+
+def test_a_module_that_is_no_registered_architecture_is_not_saved_as_a_checkpoint(tmp_path: Path) -> None:
+    from toolkit.train import save_checkpoint
+
+    with pytest.raises(CheckpointError, match=r"cannot save Linear .*not a registered architecture"):
+        save_checkpoint(tmp_path / "ckpt", nn.Linear(2, 1), None, {})
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_call_by_name_names_the_inputs_a_forward_cannot_take() -> None:
+    model = _model("dlrm")
+    example = get_architecture("dlrm").example_inputs(model.config, 2)
+
+    with pytest.raises(TypeError, match=r"no parameter for \['dense'\]"):
+        call_by_name(model, {**example, "dense": example["dense_features"]})
+    with pytest.raises(TypeError, match=r"nothing for \['sparse_ids'\]"):
+        call_by_name(model, {"dense_features": example["dense_features"]})
+
+
+@pytest.mark.parametrize("name", ["dcnv2", "deepfm"])
+def test_training_builds_the_configured_architecture_with_its_options(name: str, synthetic_splits) -> None:
+    from toolkit.train import TrainConfig, train_model
+
+    s = synthetic_splits
+    options = {"cross_rank": 4, "structure": "parallel"} if name == "dcnv2" else {"deep_mlp": [16]}
+    config = TrainConfig(architecture=name, embedding_dim=4, max_epochs=1, model_options=options)
+    result = train_model(s.train, s.val, s.encoder, config)
+
+    assert architecture_of(result.model).name == name and result.model.config.embedding_dim == 4
+    assert all(getattr(result.model.config, k) == v for k, v in options.items())
+    assert "top_mlp" not in result.model.config.to_dict()  # the DLRM-only fields of TrainConfig do not leak in
+
+
+def test_training_refuses_an_unknown_architecture_or_option(synthetic_splits) -> None:
+    from toolkit.train import TrainConfig, model_config_for
+
+    with pytest.raises(TrainError, match="unknown architecture 'fm'; registered: dcnv2, deepfm, dlrm"):
+        model_config_for(synthetic_splits.encoder, TrainConfig(architecture="fm"))
+    with pytest.raises(TrainError, match=r"DCNv2Config has no option\(s\) \['cross_layers'\]; it takes .*'num_cross_layers'"):
+        model_config_for(synthetic_splits.encoder, TrainConfig(architecture="dcnv2", model_options={"cross_layers": 2}))
+    with pytest.raises(TrainError, match="structure must be one of"):
+        model_config_for(synthetic_splits.encoder, TrainConfig(architecture="dcnv2", model_options={"structure": "mixed"}))
+
+
+# -- a forward whose arguments are in another order than the signature's --------------------------
+
+
+def test_a_reordered_forward_is_trained_predicted_exported_and_benchmarked_by_name(reordered_toy, synthetic_splits, tmp_path: Path) -> None:
+    from toolkit.compress.bench import Variant
+    from toolkit.export import check_parity, export_onnx, read_io_specs
+    from toolkit.train import TrainConfig, fit_model, load_checkpoint, predict, save_checkpoint
+
+    s = synthetic_splits
+    arch = reordered_toy.architecture
+    torch.manual_seed(0)
+    model = arch.build(arch.config_for(_sizes(s.encoder), {}))
+    # positional, in the signature's order, this model cannot even run (floats reach its id tables)
+    with pytest.raises((IndexError, RuntimeError)):
+        model(*(torch.from_numpy(v) for v in s.test.take(slice(0, 4)).inputs().values()))
+
+    fit_model(model, s.train, s.val, TrainConfig(max_epochs=1))
+    rows = s.test.inputs()
+    want = model(**{k: torch.from_numpy(v) for k, v in rows.items()}).detach().numpy().reshape(-1)
+    np.testing.assert_array_equal(predict(model, s.test), want)
+
+    path = export_onnx(model, arch.example_inputs(model.config, 8), ["probability"], tmp_path / "model.onnx")
+    assert {spec.name for spec in read_io_specs(path)[0]} == set(rows)
+    assert check_parity(model, path, rows, atol=1e-5).passed  # 1e-5: FP32 kernels differ by ulps
+    for variant in (Variant("torch", 0, 0, 0, model=model), Variant("onnx", 0, 0, 0, onnx_path=path)):
+        np.testing.assert_allclose(variant.runner()(rows), want, atol=1e-5)
+
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "ckpt", model, s.encoder, {}))
+    np.testing.assert_array_equal(predict(loaded.model, s.test), want)
+    assert loaded.architecture is arch
+
+
+def _sizes(encoder):
+    from toolkit.train import feature_sizes
+
+    return feature_sizes(encoder)

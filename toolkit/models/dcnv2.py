@@ -1,0 +1,207 @@
+"""DCN-v2 (Wang, Shivanna, Cheng, Jain, Lin, Hong and Chi, "DCN V2: Improved Deep & Cross
+Network and Practical Lessons for Web-scale Learning to Rank Systems", WWW 2021,
+arXiv:2008.13535), written to export to ONNX and TensorRT.
+
+This file imports only torch and the standard library: the Triton repository builder
+copies it next to the PyTorch baseline's ``model.py``.
+
+Model (the paper's Figure 1 and equations 1–2):
+
+* ``x0 = [e_1; ...; e_F; x_dense]``, the F = S + M field embeddings (width E each) and the D
+  dense features, of width d = F·E + D.
+* Cross layer l (full rank): ``x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l`` with W_l (d, d).
+  Low rank (``cross_rank = r``): ``x_{l+1} = x0 ⊙ (U_l (V_lᵀ x_l) + b_l) + x_l`` with
+  U_l, V_l (d, r), the paper's equation 2 (its mixture of low-rank experts is not built).
+* ``structure = "stacked"``: the deep network (ReLU MLP) runs on the cross network's
+  output; ``"parallel"``: both run on x0 and their outputs are concatenated. A last
+  linear layer gives the logit.
+
+Export-friendly: multi-valued features are padded ids with a masked sum over
+``nn.Embedding`` lookups (no ``nn.EmbeddingBag``, which TensorRT lacks), as in the DLRM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+__all__ = ["DCNv2Config", "DCNv2", "CrossLayer", "STRUCTURES"]
+
+CONFIG_FORMAT_VERSION = 1
+ARCHITECTURE = "dcnv2"
+
+#: Values of :attr:`DCNv2Config.structure`.
+STRUCTURES = ("stacked", "parallel")
+
+
+@dataclass
+class DCNv2Config:
+    """Hyper-parameters of a :class:`DCNv2`.
+
+    Attributes:
+        num_dense: D, the number of dense features.
+        sparse_cardinalities: table sizes of the S single-valued categorical features.
+        multi_hot_cardinalities: table sizes of the M multi-valued features (padded ids).
+        multi_hot_lengths: padded length L_m of each multi-valued feature.
+        embedding_dim: E, the width of every field embedding.
+        num_cross_layers: L_c >= 1 cross layers.
+        cross_rank: ``None`` for full-rank cross layers (W_l is d×d), or r >= 1 for the
+            low-rank form U_l V_lᵀ (the paper finds r ≈ d/4 keeps the accuracy of full rank).
+        structure: ``"stacked"`` (deep network after the cross network) or ``"parallel"``.
+        deep_mlp: hidden widths of the deep network (ReLU after each); may be empty with
+            ``"stacked"`` (cross network only).
+        dropout: dropout probability after each deep hidden layer (training only).
+        padding_id: the id that marks padding in multi-valued features.
+    """
+
+    num_dense: int
+    sparse_cardinalities: list[int]
+    multi_hot_cardinalities: list[int] = field(default_factory=list)
+    multi_hot_lengths: list[int] = field(default_factory=list)
+    embedding_dim: int = 16
+    num_cross_layers: int = 3
+    cross_rank: int | None = None
+    structure: str = "stacked"
+    deep_mlp: list[int] = field(default_factory=lambda: [128, 64])
+    dropout: float = 0.0
+    padding_id: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_dense < 1:
+            raise ValueError(f"num_dense must be >= 1, got {self.num_dense}")
+        if not self.sparse_cardinalities:
+            raise ValueError("sparse_cardinalities must name at least one table")
+        if len(self.multi_hot_cardinalities) != len(self.multi_hot_lengths):
+            raise ValueError(
+                f"multi_hot_cardinalities has {len(self.multi_hot_cardinalities)} tables but "
+                f"multi_hot_lengths has {len(self.multi_hot_lengths)} lengths"
+            )
+        for name in ("sparse_cardinalities", "multi_hot_cardinalities", "multi_hot_lengths", "deep_mlp"):
+            bad = [v for v in getattr(self, name) if not isinstance(v, int) or v < 1]
+            if bad:
+                raise ValueError(f"{name} must hold positive integers, got {bad}")
+        if self.embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be >= 1, got {self.embedding_dim}")
+        if self.num_cross_layers < 1:
+            raise ValueError(f"num_cross_layers must be >= 1, got {self.num_cross_layers}")
+        if self.cross_rank is not None and (not isinstance(self.cross_rank, int) or self.cross_rank < 1):
+            raise ValueError(f"cross_rank must be None (full rank) or a positive integer, got {self.cross_rank!r}")
+        if self.structure not in STRUCTURES:
+            raise ValueError(f"structure must be one of {list(STRUCTURES)}, got {self.structure!r}")
+        if self.structure == "parallel" and not self.deep_mlp:
+            raise ValueError("structure 'parallel' needs a deep network: deep_mlp must not be empty")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+
+    @property
+    def input_width(self) -> int:
+        """d = (S + M)·E + D, the width of x0 and of every cross layer."""
+        return (len(self.sparse_cardinalities) + len(self.multi_hot_cardinalities)) * self.embedding_dim + self.num_dense
+
+    def to_dict(self) -> dict:
+        """JSON-safe form with a format version (saved as ``model_config.json``)."""
+        return {"format_version": CONFIG_FORMAT_VERSION, "architecture": ARCHITECTURE, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DCNv2Config:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ValueError: unknown format version or architecture, missing or invalid fields.
+        """
+        d = dict(d)
+        version = d.pop("format_version", None)
+        arch = d.pop("architecture", None)
+        if version != CONFIG_FORMAT_VERSION or arch != ARCHITECTURE:
+            raise ValueError(f"expected a {ARCHITECTURE} config of format_version {CONFIG_FORMAT_VERSION}, got {arch!r} v{version!r}")
+        try:
+            return cls(**d)
+        except TypeError as exc:  # missing or unknown fields
+            raise ValueError(f"invalid {ARCHITECTURE} config: {exc}") from exc
+
+
+def _mlp(widths: list[int], dropout: float) -> nn.Sequential:
+    """Linear + ReLU (+ Dropout) for each consecutive pair of ``widths``."""
+    layers: list[nn.Module] = []
+    for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
+        layers += [nn.Linear(w_in, w_out), nn.ReLU()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class CrossLayer(nn.Module):
+    """One DCN-v2 cross layer on (B, d) float32: ``x0 ⊙ (W x + b) + x``.
+
+    Args:
+        width: d.
+        rank: ``None`` for W = a full d×d ``nn.Linear``; r for W = U Vᵀ (``down``: d→r without
+            bias, then ``up``: r→d with the bias b).
+    """
+
+    def __init__(self, width: int, rank: int | None = None) -> None:
+        super().__init__()
+        if rank is None:
+            self.down: nn.Module = nn.Identity()
+            self.up = nn.Linear(width, width)
+        else:
+            self.down = nn.Linear(width, rank, bias=False)
+            self.up = nn.Linear(rank, width)
+
+    def forward(self, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """(B, d), (B, d) -> (B, d)."""
+        return x0 * self.up(self.down(x)) + x
+
+
+class DCNv2(nn.Module):
+    """DCN-v2 returning click/like probabilities (see the module docstring for the layout).
+
+    Inputs (B is the batch size, D the dense features, S the single-valued sparse features,
+    sum L the padded multi-valued ids side by side):
+
+    * ``dense_features``: (B, D) float32, standardized.
+    * ``sparse_ids``: (B, S) int64, column s indexes table s.
+    * ``multi_hot_ids``: (B, sum L_m) int64, ``padding_id`` masked out of each feature's sum;
+      only when M > 0.
+
+    Output: (B, 1) float32 probabilities in (0, 1).
+    """
+
+    def __init__(self, config: DCNv2Config) -> None:
+        super().__init__()
+        self.config = config
+        e, d = config.embedding_dim, config.input_width
+        self.sparse_embeddings = nn.ModuleList(nn.Embedding(n, e) for n in config.sparse_cardinalities)
+        self.multi_hot_embeddings = nn.ModuleList(nn.Embedding(n, e) for n in config.multi_hot_cardinalities)
+        self.cross_layers = nn.ModuleList(CrossLayer(d, config.cross_rank) for _ in range(config.num_cross_layers))
+        self.deep_mlp = _mlp([d, *config.deep_mlp], config.dropout)
+        deep_out = config.deep_mlp[-1] if config.deep_mlp else d
+        self.output_layer = nn.Linear(deep_out + d if config.structure == "parallel" else deep_out, 1)
+        for emb in self.modules():
+            if isinstance(emb, nn.Embedding):
+                nn.init.normal_(emb.weight, std=0.01)
+
+    def forward(self, dense_features: torch.Tensor, sparse_ids: torch.Tensor, multi_hot_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """See the class docstring for shapes and dtypes."""
+        return torch.sigmoid(self.logits(dense_features, sparse_ids, multi_hot_ids))
+
+    def logits(self, dense_features: torch.Tensor, sparse_ids: torch.Tensor, multi_hot_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 1) float32 logits (the pre-sigmoid scores used by the training loss)."""
+        fields = [emb(sparse_ids[:, s]) for s, emb in enumerate(self.sparse_embeddings)]  # (B, E) each
+        start = 0
+        for length, emb in zip(self.config.multi_hot_lengths, self.multi_hot_embeddings, strict=True):
+            if multi_hot_ids is None:
+                raise ValueError("this DCNv2 has multi-valued features: pass multi_hot_ids")
+            ids = multi_hot_ids[:, start : start + length]
+            mask = (ids != self.config.padding_id).unsqueeze(-1).to(torch.float32)
+            fields.append((emb(ids) * mask).sum(dim=1))
+            start += length
+        x0 = torch.cat([*fields, dense_features], dim=1)  # (B, d)
+        x = x0
+        for layer in self.cross_layers:
+            x = layer(x0, x)
+        if self.config.structure == "stacked":
+            return self.output_layer(self.deep_mlp(x))
+        return self.output_layer(torch.cat([x, self.deep_mlp(x0)], dim=1))
