@@ -231,10 +231,15 @@ def kube_api():
     """kmock's Kubernetes API emulator over HTTP on loopback, for the autoscaler's tests (see
     ``tests/k8s_fixtures.py``, loaded by path: ``tests/`` is not a package)."""
     import importlib.util
+    import sys
 
-    spec = importlib.util.spec_from_file_location("tritonrec_tests_k8s_fixtures", Path(__file__).with_name("k8s_fixtures.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    name = "tritonrec_tests_k8s_fixtures"
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("k8s_fixtures.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
     api = module.KubeApi().start()
     try:
         yield api

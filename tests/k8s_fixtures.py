@@ -6,7 +6,11 @@ code under test talks to it over HTTP with the official ``kubernetes`` client, a
 server. It stores what it is sent (Deployments, Pods, Leases, Events, custom objects of resources
 never declared, their ``status``), serves list and watch, and merges patches; it has no
 controllers, applies no label selectors and never answers 409 on its own, so faults are injected
-with reactions on a request's method and path (:meth:`KubeApi.fail`, :meth:`KubeApi.delay`).
+on a request's method and path (:meth:`KubeApi.fail`, :meth:`KubeApi.delay`).
+
+kmock keeps every request and re-scans that log for each new request to match its reactions
+(O(n) per request): :class:`_Emulator` keeps only the last few hundred, and looks faults up in
+its own table, so a test of a minute with thousands of requests stays fast.
 
 kmock's own pytest plugin (async, needs pytest-asyncio) is disabled in pyproject.toml.
 """
@@ -15,10 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import aiohttp.web
 import kmock
 
 T = TypeVar("T")
@@ -27,10 +34,48 @@ T = TypeVar("T")
 RESOURCES = {
     "v1/pods": "Pod",
     "v1/events": "Event",
+    "discovery.k8s.io/v1/endpointslices": "EndpointSlice",
     "apps/v1/deployments": "Deployment",
     "coordination.k8s.io/v1/leases": "Lease",
     "tritonrec.io/v1alpha1/tritonautoscalers": "TritonAutoscaler",
 }
+
+
+@dataclass
+class Fault:
+    """An injected fault: the next ``times`` requests ``method path`` get ``status`` (or wait ``delay_s`` first)."""
+
+    method: str
+    path: str
+    times: int
+    status: int | None = None
+    delay_s: float = 0.0
+    hits: int = 0
+
+
+class _Emulator(kmock.KubernetesEmulator):
+    """kmock's emulator with a bounded request log, a per-(method, path) request count, and faults."""
+
+    KEEP_REQUESTS = 200
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self.faults: list[Fault] = []
+        self.counts: Counter[tuple[str, str]] = Counter()
+
+    async def _handle(self, request: Any) -> aiohttp.web.StreamResponse:
+        method, path = request.method.value.upper(), request.url.path
+        self.counts[(method, path)] += 1
+        del self._requests[: -self.KEEP_REQUESTS]
+        fault = next((f for f in self.faults if f.method == method and f.path == path and f.hits < f.times), None)
+        if fault is not None:
+            fault.hits += 1
+            if fault.delay_s:
+                await asyncio.sleep(fault.delay_s)
+            if fault.status is not None:  # refused before anything is stored, as an API server does
+                body = {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": fault.status, "reason": "Injected"}
+                return aiohttp.web.json_response({**body, "message": "injected by the test"}, status=fault.status)
+        return await super()._handle(request)
 
 
 class KubeApi:
@@ -62,7 +107,7 @@ class KubeApi:
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
-        async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator, host="127.0.0.1") as server:
+        async with _Emulator() as emulator, kmock.Server(emulator, host="127.0.0.1") as server:
             # Declared, so that listing one with no objects yet answers an empty list, as an API
             # server does (kmock answers 404 for a resource it has never seen).
             for key, kind in RESOURCES.items():
@@ -86,31 +131,26 @@ class KubeApi:
 
         return asyncio.run_coroutine_threadsafe(call(), self._loop).result(timeout=10)
 
-    def fail(self, method: str, path: str, status: int, times: int = 1) -> Any:
+    def fail(self, method: str, path: str, status: int, times: int = 1) -> Fault:
         """Answer the next ``times`` requests ``method path`` with HTTP ``status`` (a Kubernetes Status body).
 
-        The emulator still applies a write it answers with an error (kmock stores every write
-        before its reactions run), as an API server may have done before a timeout or proxy error.
-        Returns the reaction; ``api.count(reaction)`` is how many requests it answered.
+        The write is not stored (an API server refuses before it writes). Returns the fault;
+        ``api.count(fault)`` is how many requests it answered.
         """
-        body = {
-            "apiVersion": "v1",
-            "kind": "Status",
-            "status": "Failure",
-            "code": status,
-            "reason": "Injected",
-            "message": "injected by the test",
-        }
-        return self.react(lambda e: e[method, path][:times] << status << body)
+        fault = Fault(method.upper(), path, times, status=status)
+        self.react(lambda e: e.faults.append(fault))
+        return fault
 
-    def delay(self, method: str, path: str, seconds: float, times: int = 1) -> Any:
+    def delay(self, method: str, path: str, seconds: float, times: int = 1) -> Fault:
         """Hold the next ``times`` requests ``method path`` for ``seconds`` before answering them normally."""
-        return self.react(lambda e: e[method, path][:times] << (lambda: asyncio.sleep(seconds)))
+        fault = Fault(method.upper(), path, times, delay_s=seconds)
+        self.react(lambda e: e.faults.append(fault))
+        return fault
 
-    def count(self, view: Any) -> int:
-        """How many requests a reaction or view has seen."""
-        return self.react(lambda e: len(view))
+    def count(self, fault: Fault) -> int:
+        """How many requests ``fault`` has answered."""
+        return self.react(lambda e: fault.hits)
 
     def requests(self, method: str, path: str) -> int:
         """How many ``method path`` requests the emulator has received."""
-        return self.react(lambda e: len(e[method, path]))
+        return self.react(lambda e: e.counts[(method.upper(), path)])

@@ -238,6 +238,7 @@ class KubeClient:
                 f"cannot configure the Kubernetes client from {where}: {exc}",
                 hint="pass --kubeconfig PATH, or run inside a pod with a service account",
             ) from exc
+        configuration.retries = False  # one retry layer: ours (urllib3 would retry 3 times per attempt)
         return cls(client.ApiClient(configuration), retry)
 
     @classmethod
@@ -247,6 +248,7 @@ class KubeClient:
 
         configuration = client.Configuration()
         configuration.host = url.rstrip("/")
+        configuration.retries = False  # one retry layer: ours (urllib3 would retry 3 times per attempt)
         return cls(client.ApiClient(configuration), retry)
 
     def close(self) -> None:

@@ -103,8 +103,8 @@ class LeaderElector:
 
     Args:
         kube: the API access; the elector makes its own client on the same connection with one
-            attempt per call, bounded by the retry period (it retries itself, every retry period,
-            as client-go does).
+            attempt per call, bounded by half the renew deadline (it retries itself, every retry
+            period, as client-go does).
         config: see :class:`LeaderElectionConfig`.
         clock: monotonic seconds (``observedTime`` and the deadlines); tests may pass a fake one.
         wall: the wall clock written into ``acquireTime``/``renewTime``.
@@ -118,7 +118,8 @@ class LeaderElector:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
-        timeout = max(0.2, min(config.retry_period_s, config.renew_deadline_s / 2))
+        # client-go bounds each try by the renew deadline's context; half of it leaves time for a second try
+        timeout = max(0.2, config.renew_deadline_s / 2)
         self.kube = KubeClient(kube.api_client, RetryPolicy(attempts=1, request_timeout_s=timeout))
         self.config = config
         self.clock = clock
