@@ -1,5 +1,6 @@
-"""The process in which Helm's library runs (``python -m toolkit.deploy._helm_child``): reads a JSON
-list of jobs on stdin, writes a JSON list of results on stdout.
+"""The process in which Helm's library runs (``python -m toolkit.deploy._helm_child``): each line
+of stdin is a batch of jobs (a JSON list), answered by one line of stdout (the JSON list of their
+results), until stdin closes.
 
 Why a process of its own: Helm keeps its releases in Secrets unless ``HELM_DRIVER`` says otherwise,
 client-go writes those Secrets as protobuf, and kmock's emulator reads JSON only. ``HELM_DRIVER=memory``
@@ -76,9 +77,12 @@ async def _run(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    """Read the jobs from stdin, run them one after another, print their results as JSON."""
-    jobs = json.load(sys.stdin)
-    json.dump(asyncio.run(_run(jobs)), sys.stdout)
+    """Serve batches until stdin closes: each line of stdin is a JSON list of jobs, answered by one
+    line of stdout, the JSON list of their results."""
+    for line in sys.stdin:
+        if line.strip():
+            sys.stdout.write(json.dumps(asyncio.run(_run(json.loads(line)))) + "\n")
+            sys.stdout.flush()
 
 
 if __name__ == "__main__":

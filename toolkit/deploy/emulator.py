@@ -18,6 +18,7 @@ gets them.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -45,7 +46,9 @@ class HelmEmulator(kmock.KubernetesEmulator):
         if match is None:
             raise ValueError(f"kube_version {kube_version!r} is not a Kubernetes version like v1.37.1")
         self._kube_version = (match.group(1), match.group(2), "v" + kube_version.lstrip("v"))
-        self.resources.load_bundled()
+        with warnings.catch_warnings():  # kmock 0.8 reads its bundled file with importlib.resources.read_binary
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.resources.load_bundled()
 
     async def _serve_version(self, request: kmock.Request) -> kmock.Payload:  # type: ignore[override]
         payload = await super()._serve_version(request)
