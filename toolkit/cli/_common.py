@@ -34,6 +34,14 @@ CheckpointDir = Annotated[
 ]
 OnnxPath = Annotated[Path, typer.Option("--onnx", help="ONNX model file (its .data file lies next to it).")]
 RepositoryDir = Annotated[Path, typer.Option("--repository", help="Triton model repository folder.")]
+ModelOption = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        help="Architecture to train: dlrm, dcnv2 or deepfm (any registered in toolkit.models.registry); "
+        "each with its own default widths, --embedding-dim where the command has it.",
+    ),
+]
 CpuTarget = Annotated[
     str,
     typer.Option(

@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from toolkit._io import atomic_write_json, atomic_write_text
-from toolkit.cli._common import DEFAULT_DATA_DIR, DEFAULT_REPOSITORY, DataDir, RepositoryDir, console, progress
+from toolkit.cli._common import DEFAULT_DATA_DIR, DEFAULT_REPOSITORY, DataDir, ModelOption, RepositoryDir, console, progress
 from toolkit.cli.build import sample_rows
 from toolkit.cli.infer import AUC_TOLERANCE, measure_variant, offline_reference
 from toolkit.cli.train import report_table
@@ -40,10 +40,12 @@ def demo(
     repository: RepositoryDir = DEFAULT_REPOSITORY,
     latency_requests: Annotated[int, typer.Option(help="Single-row requests timed per variant and protocol.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the split and of training.")] = 42,
+    model: ModelOption = "dlrm",
 ) -> None:
-    """Run the main job on MovieLens-100K: train a DLRM, export it, build a Triton repository
-    (CPU target: PyTorch, ONNX FP32/INT8 and the raw-feature ensembles), serve it on a real
-    Triton server, check the served answers over HTTP and gRPC and verify every variant."""
+    """Run the main job on MovieLens-100K: train a model (a DLRM unless --model dcnv2/deepfm),
+    export it, build a Triton repository (CPU target: PyTorch, ONNX FP32/INT8 and the raw-feature
+    ensembles, named <model>_<variant>), serve it on a real Triton server, check the served answers
+    over HTTP and gRPC and verify every variant."""
     from toolkit.export.checkpoint import export_checkpoint
     from toolkit.repository import BatchingOptions, build_repository
     from toolkit.serving import TritonServer, explain_load_failure, free_ports
@@ -59,7 +61,7 @@ def demo(
 
     console.rule("[bold]2/6 train")
     with progress() as bar:
-        task = bar.add_task("training DLRM", total=None)
+        task = bar.add_task(f"training {model}", total=None)
 
         def on_epoch(stats: EpochStats) -> None:
             bar.console.print(f"epoch {stats.epoch}: validation AUC {stats.val_auc:.4f} ({stats.seconds:.1f} s)")
@@ -67,7 +69,7 @@ def demo(
         report = train_checkpoint(
             data_dir,
             checkpoint,
-            TrainConfig(seed=seed),
+            TrainConfig(seed=seed, architecture=model),
             split_seed=seed,
             on_step=lambda d, t: bar.update(task, completed=d, total=t),
             on_epoch=on_epoch,
@@ -85,6 +87,7 @@ def demo(
             repository,
             checkpoint=checkpoint,
             onnx_model=onnx_path,
+            model_name=model,
             options=BatchingOptions(warmup_batch_sizes=[1]),
             target="cpu",
             ensembles=True,

@@ -1,4 +1,4 @@
-"""``tritonrec train``: train a DLRM on MovieLens-100K and compare it with baselines."""
+"""``tritonrec train``: train a recommender (DLRM, DCN-v2, DeepFM) on MovieLens-100K and compare it with baselines."""
 
 from __future__ import annotations
 
@@ -8,18 +8,26 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from toolkit.cli._common import DEFAULT_CHECKPOINT, DEFAULT_DATA_DIR, DataDir, console, progress
+from toolkit.cli._common import DEFAULT_CHECKPOINT, DEFAULT_DATA_DIR, DataDir, ModelOption, console, progress
+
+#: How the tables name the registered architectures (others appear under their registry name).
+ARCHITECTURE_TITLES = {"dlrm": "DLRM", "dcnv2": "DCN-v2", "deepfm": "DeepFM"}
 
 if TYPE_CHECKING:
     from toolkit.train import EpochStats, TrainReport
 
 
 def report_table(report: TrainReport) -> Table:
-    """Test AUC and log loss of the DLRM and its baselines."""
+    """Test AUC and log loss of the trained model and its baselines."""
     table = Table(title="Test split (random 80/10/10)")
     for column in ("model", "test AUC", "test log loss"):
         table.add_column(column, justify="right" if column != "model" else "left")
-    table.add_row("DLRM", f"{report.test_auc:.4f}", f"{report.test_log_loss:.4f}", style="bold")
+    table.add_row(
+        ARCHITECTURE_TITLES.get(report.architecture, report.architecture),
+        f"{report.test_auc:.4f}",
+        f"{report.test_log_loss:.4f}",
+        style="bold",
+    )
     for b in report.baselines:
         table.add_row(f"{b.name} ({b.detail})", f"{b.test_auc:.4f}", f"{b.test_log_loss:.4f}")
     return table
@@ -27,6 +35,7 @@ def report_table(report: TrainReport) -> Table:
 
 def train(
     data_dir: DataDir = DEFAULT_DATA_DIR,
+    model: ModelOption = "dlrm",
     out: Annotated[Path, typer.Option(help="Checkpoint folder to write (replaced atomically).")] = DEFAULT_CHECKPOINT,
     max_epochs: Annotated[int, typer.Option(help="Upper bound on epochs; early stopping usually ends sooner.")] = 20,
     patience: Annotated[int, typer.Option(help="Epochs without a better validation AUC before stopping.")] = 2,
@@ -36,15 +45,22 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed of the 80/10/10 split and of training.")] = 42,
     baselines: Annotated[bool, typer.Option(help="Also fit item-popularity and logistic-regression baselines.")] = True,
 ) -> None:
-    """Train a DLRM (Naumov et al., 2019) on MovieLens-100K with early stopping on validation AUC.
+    """Train a DLRM (Naumov et al., 2019), DCN-v2 (Wang et al., 2021) or DeepFM (Guo et al., 2017)
+    on MovieLens-100K with early stopping on validation AUC.
 
     Prints and saves (in the checkpoint's metrics.json) the test AUC and log loss of the
-    DLRM and of two baselines on the same split: item popularity and logistic regression.
+    model and of two baselines on the same split: item popularity and logistic regression.
     """
     from toolkit.train import TrainConfig, train_checkpoint
 
     config = TrainConfig(
-        max_epochs=max_epochs, patience=patience, batch_size=batch_size, learning_rate=learning_rate, embedding_dim=embedding_dim, seed=seed
+        max_epochs=max_epochs,
+        patience=patience,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        embedding_dim=embedding_dim,
+        seed=seed,
+        architecture=model,
     )
     with progress() as bar:
         task = bar.add_task("epoch 1", total=None)
@@ -62,5 +78,5 @@ def train(
         bar.update(task, description=f"done (best epoch {report.result.best_epoch})")
     console.print(report_table(report))
     if baselines and not report.beats_baselines:
-        console.print("[yellow]warning: the DLRM does not beat every baseline on test AUC[/yellow]")
+        console.print(f"[yellow]warning: the {model} model does not beat every baseline on test AUC[/yellow]")
     console.print(f"checkpoint written to [bold]{out}[/bold]")

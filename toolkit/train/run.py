@@ -26,6 +26,11 @@ class TrainReport:
     result: TrainResult
 
     @property
+    def architecture(self) -> str:
+        """The trained model's registered architecture (``dlrm``, ``dcnv2``, ...)."""
+        return self.result.model.config.to_dict()["architecture"]
+
+    @property
     def beats_baselines(self) -> bool:
         """True when the model's test AUC is above every baseline's."""
         return all(self.test_auc > b.test_auc for b in self.baselines)

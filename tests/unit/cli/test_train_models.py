@@ -1,0 +1,31 @@
+"""`tritonrec train --model NAME` trains the registered architecture NAME; an unknown one is one clear line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def tritonrec(*args: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "toolkit", *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def test_train_with_model_deepfm_writes_a_deepfm_checkpoint_and_names_it_in_the_table(tmp_path: Path, synthetic_data_dir: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    done = tritonrec("train", "--model", "deepfm", "--data-dir", synthetic_data_dir, "--out", ckpt, "--max-epochs", "1", "--no-baselines")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "DeepFM" in done.stdout
+    assert json.loads((ckpt / "model_config.json").read_text())["architecture"] == "deepfm"
+    assert json.loads((ckpt / "metrics.json").read_text())["architecture"] == "deepfm"
+
+
+def test_train_with_an_unknown_model_lists_the_registered_ones(tmp_path: Path, synthetic_data_dir: Path) -> None:
+    done = tritonrec("train", "--model", "xdeepfm", "--data-dir", synthetic_data_dir, "--out", tmp_path / "ckpt")
+    out = done.stdout + done.stderr
+
+    assert done.returncode == 1 and "Traceback" not in out, out
+    assert "unknown architecture 'xdeepfm'; registered: dcnv2, deepfm, dlrm" in out
+    assert not (tmp_path / "ckpt").exists()
