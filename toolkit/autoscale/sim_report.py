@@ -62,12 +62,15 @@ class SimulationSettings:
         start_delay_s: pod start + model load, seconds.
         step_s: simulation time step, seconds.
         seed: seed of the arrivals.
+        queue_timeout_s: requests that would queue longer are rejected (Triton's queue policy with
+            REJECT); None: unbounded queues, Triton's default.
     """
 
     slo_ms: float = 10.0
     start_delay_s: float = 30.0
     step_s: float = 0.02
     seed: int = 0
+    queue_timeout_s: float | None = None
 
 
 def make_spec(model: ReplicaModel, max_replicas: int):
@@ -160,11 +163,13 @@ def compare(
             initial_replicas=start,
             start_delay_s=settings.start_delay_s,
             step_s=settings.step_s,
+            queue_timeout_s=settings.queue_timeout_s,
             arrivals=arrivals,
             progress=None if progress is None else (lambda f, n=name: progress(n, f)),
         )
         result.name = name
         used[name] = {
+            "timed_out_share": round(result.timed_out / result.requests, 6) if result.requests else 0.0,
             "sync_period_s": sync_s,
             "initial_replicas": start,
             "elapsed_s": round(time.perf_counter() - began, 2),
@@ -353,6 +358,7 @@ def write_report(
             "start_delay_s": settings.start_delay_s,
             "step_s": settings.step_s,
             "seed": settings.seed,
+            "queue_timeout_s": settings.queue_timeout_s,
             "replica_model": {
                 "source": model.curve.source,
                 "saturated_rps": round(model.capacity_rps, 3),

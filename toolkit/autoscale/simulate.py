@@ -24,6 +24,12 @@ When arrivals exceed ``mu * step_s``, the excess is a fluid backlog ``B`` carrie
 steps and served at ``mu`` first-come first-served: a request arriving then waits ``B / mu`` (the
 step's mean) plus the saturated service latency.
 
+**Queue timeout** (optional, ``queue_timeout_s``): Triton's ``dynamic_batching.default_queue_policy``
+with ``timeout_action: REJECT``: a request that would wait longer than the timeout in a pod's queue
+is rejected unserved, so a queue never holds more than ``mu * timeout``; rejected requests count as
+out of the SLO with the timeout as their latency. Without it (Triton's default) queues are unbounded
+and clients wait.
+
 **The Deployment** (:class:`SimulatedDeployment`). Pods are ``starting`` for ``start_delay_s``
 (scheduling, image, Triton start and model load) and then ``ready``; each ready pod has its own
 queue. Arrivals are routed by least outstanding requests (the router's rule,
@@ -416,14 +422,23 @@ class SimulatedDeployment:
         step_s: the time step in seconds.
         start_delay_s: seconds from a pod's creation to ready (scheduling + Triton start + model load).
         initial_replicas: pods ready at time 0.
+        queue_timeout_s: reject requests that would queue longer than this (None: unbounded queues).
     """
 
-    def __init__(self, model: ReplicaModel, *, step_s: float, start_delay_s: float, initial_replicas: int) -> None:
+    def __init__(
+        self, model: ReplicaModel, *, step_s: float, start_delay_s: float, initial_replicas: int, queue_timeout_s: float | None = None
+    ) -> None:
         if not step_s > 0 or start_delay_s < 0 or initial_replicas < 0:
             raise AutoscaleError(
                 f"need step_s > 0, start_delay_s >= 0, initial_replicas >= 0; got {step_s}, {start_delay_s}, {initial_replicas}"
             )
+        if queue_timeout_s is not None and not queue_timeout_s > 0:
+            raise AutoscaleError(f"queue_timeout_s must be > 0 or None, got {queue_timeout_s}")
         self.model, self.step_s, self.start_delay_s = model, step_s, start_delay_s
+        self.queue_timeout_s = queue_timeout_s
+        #: most requests a pod's queue holds before the oldest would wait longer than the timeout
+        self._queue_cap = math.inf if queue_timeout_s is None else model.capacity_rps * queue_timeout_s
+        self.timed_out = 0.0
         self._cap = 64
         self.state = np.zeros(self._cap, np.int8)
         self.ready_at = np.zeros(self._cap)
@@ -583,6 +598,13 @@ class SimulatedDeployment:
             total = b0 + x
             served = np.minimum(total, per_step)
             b1 = total - served
+            kept = x  # this step's arrivals that are served (all, unless the queue timeout rejects some)
+            if self.queue_timeout_s is not None:
+                over = np.maximum(b1 - self._queue_cap, 0.0)
+                if over.any():  # rejected at the timeout, never computed (Triton's queue policy, REJECT)
+                    self.timed_out += float(over.sum())
+                    b1 = b1 - over
+                    kept = np.maximum(x - over, 0.0)
             self.backlog[serving] = b1
             c = self.counters
             c.success[serving] += served
@@ -610,10 +632,10 @@ class SimulatedDeployment:
                 c.queue_us[serving] += served * q * 1000.0
                 c.compute_us[serving] += served * comp * 1000.0
                 self.pending[serving] = np.where(queued, m.c_max + b1, m.pending[rows])
-                got = queued & (x > 0)
+                got = queued & (kept > 0)
                 if got.any():
                     self.backlog_waits.append(wait_ms[got])
-                    self.backlog_weights.append(x[got])
+                    self.backlog_weights.append(kept[got])
                 sat_p99 = m.saturated_median_ms * math.exp(_Z99 * m.saturated_sigma)
                 step_p99 = np.where(queued, wait_ms + sat_p99, m.p99_ms[rows])
                 if (x > 0).any():
@@ -688,7 +710,8 @@ class SimulatedDeployment:
 
     # -- results ------------------------------------------------------------------------------------------------------
     def latency_cdf(self) -> np.ndarray:
-        """(E,) P(latency <= edge) over every request that arrived (failed ones never within)."""
+        """(E,) P(latency <= edge) over every request that arrived: failed ones never within, timed-out
+        ones at the timeout (the client's wait for the rejection)."""
         m = self.model
         if self.arrived <= 0:
             return np.ones(m.edges_ms.size)
@@ -702,6 +725,8 @@ class SimulatedDeployment:
             weights = np.bincount(idx, weights=x, minlength=grid.size)
             used = np.nonzero(weights)[0]
             cdf = cdf + weights[used] @ m.backlog_cdf(grid[used])
+        if self.timed_out > 0:
+            cdf = cdf + self.timed_out * (m.edges_ms >= self.queue_timeout_s * 1000.0)
         return np.clip(cdf / self.arrived, 0.0, 1.0)
 
 
@@ -720,7 +745,8 @@ class SimulationResult:
         p99_ms: 99th percentile latency over all requests (inf when more than 1% failed).
         replica_seconds: sum over time of the pods that existed (starting, ready or draining), pod-seconds.
         scaling_actions: decisions that changed the replica count.
-        requests: requests that arrived; failed: those that found no ready pod.
+        requests: requests that arrived; failed: those that found no ready pod; timed_out: those
+            rejected by the queue timeout.
         timeline: per second: ``t_s``, ``arrival_rps``, ``ready``, ``pods``, ``desired``, ``p99_ms``
             (the highest p99 over the pods that got requests in that second), each (T,) float64.
         decisions: (time, desired replicas, reason) of every decision that changed the count.
@@ -735,6 +761,7 @@ class SimulationResult:
     requests: float
     failed: float
     timeline: dict[str, np.ndarray] = field(repr=False)
+    timed_out: float = 0.0
     decisions: list[tuple[float, int, str]] = field(default_factory=list, repr=False)
 
     def summary(self) -> dict:
@@ -759,6 +786,7 @@ def simulate(
     step_s: float = 0.02,
     seed: int = 0,
     max_replicas: int = 1000,
+    queue_timeout_s: float | None = None,
     arrivals: np.ndarray | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> SimulationResult:
@@ -774,6 +802,7 @@ def simulate(
         step_s: time step, seconds.
         seed: seed of the arrivals (:meth:`Trace.arrivals`); ignored when ``arrivals`` is given.
         max_replicas: a decision above this is cut to it (a safety bound of the simulation).
+        queue_timeout_s: see :class:`SimulatedDeployment` (None: unbounded queues, Triton's default).
         arrivals: per-step arrival counts to use instead of drawing them ((ceil(duration / step_s),)).
         progress: called with the fraction done, about every 2% of the steps.
 
@@ -789,7 +818,9 @@ def simulate(
     n_steps = int(math.ceil(trace.duration_s / step_s - 1e-9))
     if counts.shape != (n_steps,):
         raise AutoscaleError(f"arrivals must have one count per step: shape ({n_steps},), got {counts.shape}")
-    dep = SimulatedDeployment(model, step_s=step_s, start_delay_s=start_delay_s, initial_replicas=initial_replicas)
+    dep = SimulatedDeployment(
+        model, step_s=step_s, start_delay_s=start_delay_s, initial_replicas=initial_replicas, queue_timeout_s=queue_timeout_s
+    )
     counts_f = counts.astype(np.float64)
     per_second = max(1, int(round(1.0 / step_s)))
     ready_ts, pods_ts, desired_ts, worst_ts = (np.zeros(n_steps) for _ in range(4))
@@ -845,6 +876,7 @@ def simulate(
         scaling_actions=actions,
         requests=dep.arrived,
         failed=dep.failed,
+        timed_out=dep.timed_out,
         timeline=timeline,
         decisions=decisions,
     )

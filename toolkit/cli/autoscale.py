@@ -124,6 +124,14 @@ def simulate(
     ] = 30.0,
     step: Annotated[float, typer.Option("--step", help="Simulation time step in seconds.")] = 0.02,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the Poisson arrivals (the same arrivals for every policy).")] = 0,
+    queue_timeout_ms: Annotated[
+        float | None,
+        typer.Option(
+            "--queue-timeout-ms",
+            help="Reject a request that would wait longer than this in a pod's queue (Triton's default_queue_policy with "
+            "timeout_action REJECT; it counts as out of the SLO). Default: unbounded queues, Triton's default.",
+        ),
+    ] = None,
     policies: Annotated[
         str, typer.Option("--policies", help="Comma-separated: static_peak, hpa_cpu, hpa_queue_time, keda_threshold, tritonrec.")
     ] = "static_peak,hpa_cpu,hpa_queue_time,keda_threshold,tritonrec",
@@ -161,7 +169,13 @@ def simulate(
     unknown = [p for p in chosen if p not in POLICIES]
     if unknown:
         raise typer.BadParameter(f"unknown policies {unknown}; use some of {', '.join(POLICIES)}", param_hint="--policies")
-    settings = SimulationSettings(slo_ms=slo_ms, start_delay_s=start_delay, step_s=step, seed=seed)
+    settings = SimulationSettings(
+        slo_ms=slo_ms,
+        start_delay_s=start_delay,
+        step_s=step,
+        seed=seed,
+        queue_timeout_s=None if queue_timeout_ms is None else queue_timeout_ms / 1000.0,
+    )
     curve = load_service_curve(perf_report, model=model, protocol=protocol)
     replica = ReplicaModel.from_curve(curve, slo_ms)
     params: dict[str, float] = {}

@@ -121,6 +121,26 @@ def test_one_replica_above_capacity_builds_a_queue_at_the_excess_rate(sharp):
     assert dep.signals({}).pods[0].pending_requests == pytest.approx(sharp.c_max + 2000)
 
 
+def test_a_queue_timeout_caps_the_queue_and_rejects_the_excess(sharp):
+    # as above, with a 0.5 s queue timeout: the queue stops at 400 req/s x 0.5 s = 200 requests (after
+    # 50 steps of +4); from then on the 200 req/s excess is rejected: 200 x (10 - 1) = 1,800 requests
+    trace, arrivals = constant(600.0, 10)
+    dep = SimulatedDeployment(sharp, step_s=STEP, start_delay_s=30, initial_replicas=1, queue_timeout_s=0.5)
+    for a in arrivals:
+        dep.advance(a)
+    assert dep.backlog[0] == pytest.approx(200.0)
+    assert dep.timed_out == pytest.approx(1800.0)
+    assert dep.counters.success[0] == pytest.approx(4000.0)  # the pod never idles
+    result = simulate(trace, StaticReplicas(1), sharp, sync_period_s=5, initial_replicas=1, arrivals=arrivals, queue_timeout_s=0.5)
+    assert result.timed_out == pytest.approx(1800.0)
+    assert result.slo_attainment == pytest.approx(1 / 500, rel=1e-3)  # still only the first step within 20 ms
+    # 30% are rejected after 0.5 s; most served ones wait the full 0.5 s and take 10 ms: p99 = 510 ms,
+    # within the 3.5% spacing of the latency edges (600 log-spaced edges over 9 decades)
+    assert result.p99_ms == pytest.approx(510.0, rel=0.035)
+    with pytest.raises(AutoscaleError, match="queue_timeout_s must be > 0"):
+        SimulatedDeployment(sharp, step_s=STEP, start_delay_s=30, initial_replicas=1, queue_timeout_s=0)
+
+
 def test_signals_are_counter_deltas_between_scrapes_and_none_on_the_first(toy):
     dep = SimulatedDeployment(toy, step_s=STEP, start_delay_s=30, initial_replicas=1)
     scrapes: dict = {}
