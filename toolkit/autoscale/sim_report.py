@@ -320,6 +320,7 @@ def write_report(
     perf_report: str,
     settings: SimulationSettings,
     stem: str = "autoscale_sim",
+    provenance: dict | None = None,
 ) -> list[Path]:
     """Write ``<stem>.json``, ``<stem>.md`` and ``<stem>.png`` into ``out_dir``.
 
@@ -329,6 +330,8 @@ def write_report(
 
     Args:
         runs: trace name -> (trace, results, missing policies, policy settings) from :func:`compare`.
+        stem: the file names' stem.
+        provenance: more entries for ``parameters`` (e.g. the git commit of the code that ran).
 
     Returns:
         The paths written.
@@ -367,6 +370,7 @@ def write_report(
             },
             "traces": params_traces,
             "targets": targets,
+            **(provenance or {}),
         },
     }
     json_path, md_path, png_path = (out_dir / f"{stem}.{ext}" for ext in ("json", "md", "png"))

@@ -147,7 +147,8 @@ def simulate(
             "on_s, off_s, rise_s, off_fraction (on_off); trough_fraction, periods (diurnal); base_fraction (step, ramp).",
         ),
     ] = None,
-    out: Annotated[Path, typer.Option("--out", help="Folder for autoscale_sim.json, .md and .png.")] = Path("perf/results"),
+    out: Annotated[Path, typer.Option("--out", help="Folder for the report: STEM.json, STEM.md and STEM.png.")] = Path("perf/results"),
+    stem: Annotated[str, typer.Option("--stem", help="File name stem of the report.")] = "autoscale_sim",
 ) -> None:
     """Replay load traces against a simulated Triton Deployment under each scaling policy, side by side.
 
@@ -158,6 +159,7 @@ def simulate(
     """
     import inspect
     import shlex
+    import subprocess
     import sys
 
     from toolkit.autoscale.sim_report import POLICIES, SimulationSettings, compare, write_report
@@ -210,7 +212,20 @@ def simulate(
             bar.update(task, completed=len(chosen) * 100, description=tr.name)
             runs[tr.name] = (tr, results, missing, used)
     command = shlex.join(["tritonrec", *sys.argv[1:]]) if sys.argv[1:2] == ["autoscale"] else shlex.join(sys.argv)
-    paths = write_report(out, runs, command=command, model=replica, perf_report=str(perf_report), settings=settings)
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        head = None
+    paths = write_report(
+        out,
+        runs,
+        command=command,
+        model=replica,
+        perf_report=str(perf_report),
+        settings=settings,
+        stem=stem,
+        provenance={"git_commit": head},
+    )
     for name, (_, results, missing, _) in runs.items():
         console.print(f"[bold]{name}[/bold]")
         for r in results:

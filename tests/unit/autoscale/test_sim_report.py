@@ -94,6 +94,7 @@ def test_simulate_command_writes_the_report(tmp_path):
     report = json.loads((out / "autoscale_sim.json").read_text())
     assert [e["name"] for e in report["traces"]["spike"]["policies"]] == ["static_peak", "hpa_cpu"]
     assert report["parameters"]["traces"]["spike"]["duration_s"] == 120
+    assert "git_commit" in report["parameters"] and report["parameters"]["queue_timeout_s"] is None
 
 
 def test_simulate_command_refuses_unknown_policies_and_bad_reports(tmp_path):
