@@ -75,7 +75,30 @@ class _Emulator(kmock.KubernetesEmulator):
             if fault.status is not None:  # refused before anything is stored, as an API server does
                 body = {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": fault.status, "reason": "Injected"}
                 return aiohttp.web.json_response({**body, "message": "injected by the test"}, status=fault.status)
+        if method == "PUT" and request.resource is not None and request.name is not None:
+            return await self._replace(request)
         return await super()._handle(request)
+
+    async def _replace(self, request: Any) -> aiohttp.web.StreamResponse:
+        """A PUT (kmock 0.8 serves only PATCH): the stored object becomes the body, as a merge
+        patch that also removes every key the body lacks."""
+        key = (request.resource, request.namespace, request.name)
+        async with self._lock:
+            if key not in self._objects or self._objects[key].deleted:
+                return aiohttp.web.json_response({"kind": "Status", "code": 404, "reason": "NotFound"}, status=404)
+            self._objects[key].patch(_replacing(self._objects[key].raw, request.data))
+            raw = self._objects[key].raw
+            await self._buses[request.resource].put({"type": "MODIFIED", "object": raw})
+        return aiohttp.web.json_response(raw)
+
+
+def _replacing(old: Any, new: Any) -> Any:
+    """The merge patch that turns ``old`` into ``new`` (keys of ``old`` missing from ``new`` set to None)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    patch = {k: None for k in old if k not in new}
+    patch.update({k: _replacing(old.get(k), v) for k, v in new.items()})
+    return patch
 
 
 class KubeApi:

@@ -39,7 +39,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from toolkit.autoscale import controller as ctl
-from toolkit.autoscale.kube import DELETION_COST_ANNOTATION, DRAINING_ANNOTATION, KubeClient, RetryPolicy, rfc3339
+from toolkit.autoscale.kube import DELETION_COST_ANNOTATION, DRAINING_ANNOTATION, KubeClient, RetryPolicy, TargetInfo, rfc3339
 from toolkit.autoscale.leader import LeaderElectionConfig
 from toolkit.serving import TritonServer, free_ports
 
@@ -51,6 +51,7 @@ NS = "recs"
 APP = "ranker"
 MODEL = "slow"
 SERVICE_TIME_S = 0.04  # per request, one instance, no batching: ~25 requests/s per replica
+SELECTOR = TargetInfo(APP, 0, f"app={APP}")
 IPS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 POLICY = None  # the controller's default: toolkit.autoscale.policy.TritonrecAutoscaler
 # short, for the test; generous enough for two cores shared by three servers, the load and the emulator
@@ -153,7 +154,7 @@ class Kubelet(threading.Thread):
         self._write_endpoints()
 
     def _remove_pod(self) -> None:
-        listed = {p.name: p for p in self.kube.list_pods(NS, {"app": APP})}
+        listed = {p.name: p for p in self.kube.list_pods(NS, SELECTOR)}
 
         def rank(pod: FakePod) -> tuple:  # the ReplicaSet's order: not ready first, lowest cost, newest
             info = listed.get(pod.name)
@@ -260,14 +261,14 @@ class Load:
 
 
 # -- the scenario ----------------------------------------------------------------------------------
-def _wait_for(predicate, timeout_s: float, what: str, every_s: float = 0.1):
+def _wait_for(predicate, timeout_s: float, what: str, every_s: float = 0.1, explain=None):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(every_s)
-    raise AssertionError(f"not within {timeout_s} s: {what}")
+    raise AssertionError(f"not within {timeout_s} s: {what}" + (f"; {explain()}" if explain else ""))
 
 
 class Candidate:
@@ -386,7 +387,7 @@ def test_controller_scales_real_triton_pods_up_and_gracefully_down_with_a_standb
     try:
         # 2. scale up under load (8 closed-loop clients against one ~25 req/s replica), through the 409
         load = Load(router, threads=8).start()
-        _wait_for(lambda: _replicas(kube) >= 2, 25, "scale-up under load")
+        _wait_for(lambda: _replicas(kube) >= 2, 25, "scale-up under load", explain=lambda: _status(kube))
         assert api.count(conflict) == 1, "the injected 409 was met"
         _wait_for(lambda: kubelet.ready_count() == _replicas(kube) >= 2, 30, "the new pods are ready")
         scaled_up_to = _replicas(kube)
@@ -420,8 +421,8 @@ def test_controller_scales_real_triton_pods_up_and_gracefully_down_with_a_standb
         # 6. the server answers again, light load: the new leader scales down gracefully
         kubelet.thaw(frozen)
         light = Load(router, threads=1).start()
-        _wait_for(lambda: _replicas(kube) < peak, 30, "scale-down after the stabilization window")
-        drained = [p for p in kube.list_pods(NS, {"app": APP}) if p.annotations.get(DRAINING_ANNOTATION) == "true"]
+        _wait_for(lambda: _replicas(kube) < peak, 45, "scale-down after the stabilization window", explain=lambda: _status(kube))
+        drained = [p for p in kube.list_pods(NS, SELECTOR) if p.annotations.get(DRAINING_ANNOTATION) == "true"]
         events = {e.reason for e in kube.core.list_namespaced_event(NS).items}
         assert "Draining" in events and "SuccessfulRescale" in events
         _wait_for(lambda: kubelet.ready_count() == _replicas(kube), 20, "the drained pod is gone")

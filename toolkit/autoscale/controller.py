@@ -296,7 +296,7 @@ class Controller:
             log.info("%s: accepted after being refused", key)
 
         try:
-            pods = self.kube.list_pods(namespace, target.match_labels)
+            pods = self.kube.list_pods(namespace, target)
         except AutoscaleError as exc:
             self._write_condition_only(obj, state, "ScalingActive", "False", "FailedGetPods", f"cannot list the target's pods: {exc}")
             return None

@@ -132,14 +132,26 @@ class TargetInfo:
     """The scale target (a Deployment) as the controller needs it.
 
     Attributes:
-        name: the Deployment's name.
+        name: the workload's name.
         replicas: ``spec.replicas`` (what its ``scale`` subresource reports).
-        match_labels: ``spec.selector.matchLabels``, which selects its pods.
+        selector: the label selector of its pods, as a string (``"app=ranker"``; the scale
+            subresource's ``status.selector``).
     """
 
     name: str
     replicas: int
-    match_labels: Mapping[str, str]
+    selector: str
+
+    @property
+    def match_labels(self) -> dict[str, str] | None:
+        """The selector as ``{label: value}`` when it is only ``k=v`` terms (None for set-based ones)."""
+        labels = {}
+        for term in filter(None, (t.strip() for t in self.selector.split(","))):
+            if "!" in term or "(" in term or "=" not in term:  # !=, in (...), notin (...), exists
+                return None
+            key, _, value = term.partition("=")
+            labels[key.strip()] = value.lstrip("=").strip()  # k=v or k==v
+        return labels
 
 
 def rfc3339(moment: dt.datetime | None = None) -> str:
@@ -325,19 +337,26 @@ class KubeClient:
         raise AutoscaleError(f"`spec.scaleTargetRef.kind` {kind!r} is not supported; expected Deployment or StatefulSet")
 
     def read_target(self, namespace: str, name: str, kind: str = "Deployment") -> TargetInfo:
-        """The workload ``name`` (a Deployment or StatefulSet) in ``namespace``: its replicas (from
-        the ``scale`` subresource) and its selector.
+        """The workload ``name`` (a Deployment or StatefulSet) in ``namespace``: its replicas and pod
+        selector, from its ``scale`` subresource (``spec.replicas``, ``status.selector``), as the HPA
+        reads them; only the ``scale`` subresource needs RBAC (``get``).
+
+        A scale without ``status.selector`` (kmock serves the whole object there) falls back to the
+        workload's own ``spec.selector.matchLabels`` (``get`` on the workload).
 
         Raises:
             ApiCallError: as :meth:`call`; ``status`` 404 when there is no such workload.
             AutoscaleError: ``kind`` is neither Deployment nor StatefulSet.
         """
         plural, read, read_scale, _ = self._workload_calls(kind)
-        workload = self.call(f"GET {plural}/{name} in {namespace}", read, name, namespace)
         scale = self.call(f"GET {plural}/{name}/scale in {namespace}", read_scale, name, namespace)
-        selector = (workload.spec.selector.match_labels or {}) if workload.spec and workload.spec.selector else {}
         replicas = scale.spec.replicas if scale.spec and scale.spec.replicas is not None else 0
-        return TargetInfo(name=name, replicas=int(replicas), match_labels=dict(selector))
+        selector = scale.status.selector if scale.status is not None and scale.status.selector else None
+        if selector is None:
+            workload = self.call(f"GET {plural}/{name} in {namespace}", read, name, namespace)
+            labels = (workload.spec.selector.match_labels or {}) if workload.spec and workload.spec.selector else {}
+            selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        return TargetInfo(name=name, replicas=int(replicas), selector=selector)
 
     def patch_scale(self, namespace: str, name: str, replicas: int, kind: str = "Deployment") -> int:
         """Set the workload's ``spec.replicas`` through its ``scale`` subresource; returns what the server took.
@@ -351,21 +370,20 @@ class KubeClient:
         return int(scale.spec.replicas) if scale.spec and scale.spec.replicas is not None else int(replicas)
 
     # -- pods --------------------------------------------------------------------------------
-    def list_pods(self, namespace: str, match_labels: Mapping[str, str]) -> list[PodInfo]:
-        """The pods in ``namespace`` whose labels include ``match_labels``, sorted by name.
+    def list_pods(self, namespace: str, target: TargetInfo) -> list[PodInfo]:
+        """The pods of ``target`` in ``namespace`` (its label selector), sorted by name.
 
-        The label selector goes to the server, and is applied here again (an API server applies it;
-        the emulator in the tests does not).
+        The selector goes to the server, and ``k=v`` selectors are applied here again (an API
+        server applies them; the emulator in the tests does not).
         """
-        selector = ",".join(f"{k}={v}" for k, v in sorted(match_labels.items()))
+        selector, labels = target.selector, target.match_labels or {}
         pods = self.call(
             f"LIST pods -l {selector or '<all>'} in {namespace}", self.core.list_namespaced_pod, namespace, label_selector=selector or None
         )
         out = []
         for pod in pods.items:
             meta = pod.metadata
-            labels = meta.labels or {}
-            if any(labels.get(k) != v for k, v in match_labels.items()):
+            if any((meta.labels or {}).get(k) != v for k, v in labels.items()):
                 continue
             status = pod.status
             ready = any(c.type == "Ready" and c.status == "True" for c in ((status.conditions if status else None) or []))
@@ -478,16 +496,18 @@ class KubeClient:
         return lease.metadata.resource_version if lease.metadata else None
 
     def update_lease(self, namespace: str, name: str, spec: Mapping[str, Any], resource_version: str | None) -> str | None:
-        """Write ``spec`` to the Lease ``name``, guarded by ``resource_version`` (a 409 is raised at once);
-        returns the new resourceVersion (None when the server gives none).
+        """Replace the Lease ``name`` with one holding ``spec`` (a PUT: client-go's ``Update``, the verb
+        the chart's Role grants), guarded by ``resource_version``; returns the new resourceVersion
+        (None when the server gives none).
 
-        A merge patch that carries ``metadata.resourceVersion`` is checked against the stored
-        object's by the API server (optimistic concurrency, like client-go's Update): a writer that
-        read an older Lease gets 409 instead of overwriting a newer holder.
+        The API server refuses with 409 a PUT whose ``metadata.resourceVersion`` is not the stored
+        one (optimistic concurrency): a writer that read an older Lease cannot overwrite a newer
+        holder. The 409 is raised at once, never retried.
         """
-        body: dict[str, Any] = {"spec": dict(spec)}
+        metadata: dict[str, Any] = {"name": name, "namespace": namespace}
         if resource_version:
-            body["metadata"] = {"resourceVersion": resource_version}
-        what = f"PATCH leases/{name} in {namespace}"
-        lease = self.call(what, self.coordination.patch_namespaced_lease, name, namespace, body, retry_conflicts=False)
+            metadata["resourceVersion"] = resource_version
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata, "spec": dict(spec)}
+        what = f"PUT leases/{name} in {namespace}"
+        lease = self.call(what, self.coordination.replace_namespaced_lease, name, namespace, body, retry_conflicts=False)
         return lease.metadata.resource_version if lease.metadata else None

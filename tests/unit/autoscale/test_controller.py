@@ -153,7 +153,27 @@ def test_a_404_is_not_retried(kube: KubeClient, kube_api) -> None:
     with pytest.raises(ApiCallError, match="404") as info:
         kube.read_target(NS, "missing")
     assert info.value.status == 404
-    assert kube_api.requests("get", f"/apis/apps/v1/namespaces/{NS}/deployments/missing") == 1
+    assert kube_api.requests("get", f"/apis/apps/v1/namespaces/{NS}/deployments/missing/scale") == 1
+
+
+def test_the_pod_selector_comes_from_the_scale_subresource(kube: KubeClient, kube_api) -> None:
+    # kmock serves the whole Deployment at /scale: a status.selector there is what an API server's
+    # scale subresource reports, and then the Deployment itself is never read (RBAC: scale only)
+    kube.apps.patch_namespaced_deployment_status("ranker", NS, {"status": {"selector": "app=ranker,tier=gpu"}})
+    target = kube.read_target(NS, "ranker")
+    assert target.selector == "app=ranker,tier=gpu"
+    assert target.match_labels == {"app": "ranker", "tier": "gpu"}
+    assert kube_api.requests("get", f"/apis/apps/v1/namespaces/{NS}/deployments/ranker") == 0
+
+
+@pytest.mark.parametrize(
+    ("selector", "labels"),
+    [("app=a", {"app": "a"}), ("app==a, tier=b", {"app": "a", "tier": "b"}), ("app!=a", None), ("tier in (a,b)", None), ("gpu", None)],
+)
+def test_only_equality_selectors_are_applied_client_side(selector: str, labels: dict | None) -> None:
+    from toolkit.autoscale.kube import TargetInfo
+
+    assert TargetInfo("t", 1, selector).match_labels == labels
 
 
 @pytest.mark.parametrize(

@@ -122,7 +122,7 @@ def test_leader_steps_down_when_renewals_fail_past_the_renew_deadline(kube_api) 
     a = Candidate(kube, "a", release_on_cancel=False).start()
     try:
         assert a.leading.wait(5)
-        kube_api.fail("patch", f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/tritonrec-autoscaler", 500, times=1000)
+        kube_api.fail("put", f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/tritonrec-autoscaler", 500, times=1000)
         kube_api.fail("get", f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/tritonrec-autoscaler", 500, times=1000)
         failing_since = time.monotonic()
         assert a.lost is not None
@@ -150,3 +150,14 @@ def test_config_refuses_timings_client_go_refuses(kw: dict, field: str) -> None:
     base = {"namespace": NS, "lease_name": "l", "identity": "a", **SHORT}
     with pytest.raises(AutoscaleError, match=field):
         LeaderElectionConfig(**{**base, **kw})
+
+
+def test_a_conflict_on_the_lease_is_a_lost_try_not_retried(kube_api) -> None:
+    kube = KubeClient.for_url(kube_api.url)
+    elector = LeaderElector(kube, _config("a"))
+    assert elector.try_acquire_or_renew()  # creates the Lease
+    path = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/tritonrec-autoscaler"
+    kube_api.fail("put", path, 409, times=2)
+    assert not elector.try_acquire_or_renew()  # the optimistic renewal and the one after a re-read both lost
+    assert kube_api.requests("put", path) == 2  # one PUT each: a 409 means re-read, never re-send
+    assert elector.try_acquire_or_renew()
