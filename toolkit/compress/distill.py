@@ -9,20 +9,19 @@ embedding dim and MLP widths. It learns from the teacher's softened probability
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import math
 from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from toolkit.compress.prune import _check_labels, _check_model, _check_rows, _tensors, _train_epoch, _val_auc
+from toolkit.compress.prune import _check_labels, _check_model, _check_rows, _tensors
 from toolkit.compress.recipe import DistillConfig
 from toolkit.data.features import EncodedRows
-from toolkit.errors import CompressError
+from toolkit.errors import CompressError, TrainError
 from toolkit.models.dlrm import DLRM, DLRMConfig
+from toolkit.train.loop import EpochStats, train_epochs
 
 __all__ = ["distill", "student_config"]
 
@@ -121,24 +120,28 @@ def distill(
         hard_loss = F.binary_cross_entropy_with_logits(logits, y[idx])
         return alpha * soft_loss + (1.0 - alpha) * hard_loss
 
+    def on_epoch(stats: EpochStats) -> None:
+        log(f"distill epoch {stats.epoch}/{config.max_epochs}: train loss {stats.train_loss:.4f}, val AUC {stats.val_auc:.4f}")
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         student = DLRM(cfg)
         log(f"distill: student embedding_dim={cfg.embedding_dim}, bottom_mlp={cfg.bottom_mlp}, top_mlp={cfg.top_mlp}")
-        optimizer = torch.optim.Adam(student.parameters(), lr=config.learning_rate)
-        best: tuple[float, int, dict] | None = None
-        for epoch in range(1, config.max_epochs + 1):
-            train_loss = _train_epoch(student, xs, y, optimizer, loss_of, batch_size)
-            if not math.isfinite(train_loss):
-                raise CompressError(f"distill: training loss became {train_loss} in epoch {epoch}; try a lower learning_rate")
-            val_auc = _val_auc(student, val, "distill")
-            log(f"distill epoch {epoch}/{config.max_epochs}: train loss {train_loss:.4f}, val AUC {val_auc:.4f}")
-            if best is None or val_auc > best[0]:
-                best = (val_auc, epoch, copy.deepcopy(student.state_dict()))
-            elif epoch - best[1] >= config.patience:
-                break
-    assert best is not None  # max_epochs >= 1
-    student.load_state_dict(best[2])
-    student.eval()
-    log(f"distill: best epoch {best[1]}, val AUC {best[0]:.4f}")
+        try:
+            history, best_epoch = train_epochs(  # the one training loop, with the distillation loss
+                student,
+                xs,
+                y,
+                val,
+                max_epochs=config.max_epochs,
+                patience=config.patience,
+                learning_rate=config.learning_rate,
+                batch_size=batch_size,
+                loss_of=loss_of,
+                on_epoch=on_epoch,
+            )
+        except TrainError as exc:
+            raise CompressError(f"distill: {exc}; try a lower learning_rate") from exc
+    best_auc = next(h.val_auc for h in history if h.epoch == best_epoch)
+    log(f"distill: best epoch {best_epoch}, val AUC {best_auc:.4f}")
     return student

@@ -44,11 +44,10 @@ from torch import nn
 
 from toolkit.compress.recipe import PruneConfig
 from toolkit.data.features import EncodedRows
-from toolkit.errors import CompressError
-from toolkit.metrics import auc
+from toolkit.errors import CompressError, TrainError
 from toolkit.models.dlrm import DLRM
 from toolkit.models.signature import dlrm_example_inputs
-from toolkit.train.loop import predict
+from toolkit.train.loop import EpochStats, train_epochs
 
 __all__ = ["prune", "hidden_widths", "kept_width"]
 
@@ -304,48 +303,29 @@ def _accumulate_gradients(model: DLRM, xs: dict[str, torch.Tensor], y: torch.Ten
         loss_fn(model.logits(**{n: x[idx] for n, x in xs.items()}).squeeze(1), y[idx]).backward()
 
 
-def _val_auc(model: nn.Module, val: EncodedRows, what: str) -> float:
-    p = predict(model, val)
-    if not np.all(np.isfinite(p)):
-        raise CompressError(f"{what}: the model gives {int(np.sum(~np.isfinite(p)))} NaN/Inf validation outputs; try a lower learning_rate")
-    return auc(val.labels, p)
-
-
-def _train_epoch(
-    model: DLRM, xs: dict[str, torch.Tensor], y: torch.Tensor, optimizer: torch.optim.Optimizer, loss_of, batch_size: int
-) -> float:
-    """One shuffled pass; ``loss_of(logits, idx)`` gives the batch loss. Returns the mean loss."""
-    model.train()
-    order = torch.randperm(len(y))
-    total = 0.0
-    for i in range(0, len(y), batch_size):
-        idx = order[i : i + batch_size]
-        loss = loss_of(model.logits(**{n: x[idx] for n, x in xs.items()}).squeeze(1), idx)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        total += loss.item() * len(idx)
-    return total / len(y)
-
-
 def _finetune(model: DLRM, xs, y, val: EncodedRows, config: PruneConfig, *, batch_size: int, log, step: int) -> None:
-    """Fine-tune in place; leave the weights of the best validation AUC (epoch 0 = no fine-tuning)."""
-    best_auc = _val_auc(model, val, "prune")
-    log(f"  fine-tune epoch 0/{config.finetune_epochs}: val AUC {best_auc:.4f}")
-    if config.finetune_epochs == 0:
-        return
-    best_state = copy.deepcopy(model.state_dict())
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    loss_fn = nn.BCEWithLogitsLoss()
-    for epoch in range(1, config.finetune_epochs + 1):
-        train_loss = _train_epoch(model, xs, y, optimizer, lambda logits, idx: loss_fn(logits, y[idx]), batch_size)
-        if not math.isfinite(train_loss):
-            raise CompressError(f"prune: fine-tuning loss became {train_loss} in step {step}, epoch {epoch}; try a lower learning_rate")
-        val_auc = _val_auc(model, val, "prune")
-        log(f"  fine-tune epoch {epoch}/{config.finetune_epochs}: train loss {train_loss:.4f}, val AUC {val_auc:.4f}")
-        if val_auc > best_auc:
-            best_auc, best_state = val_auc, copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
+    """Fine-tune in place with the one training loop (:func:`toolkit.train.loop.train_epochs`); leave the
+    weights of the best validation AUC, where epoch 0 (no fine-tuning at all) competes too."""
+
+    def on_epoch(stats: EpochStats) -> None:
+        loss = "" if stats.epoch == 0 else f"train loss {stats.train_loss:.4f}, "
+        log(f"  fine-tune epoch {stats.epoch}/{config.finetune_epochs}: {loss}val AUC {stats.val_auc:.4f}")
+
+    try:
+        train_epochs(
+            model,
+            xs,
+            y,
+            val,
+            max_epochs=config.finetune_epochs,
+            patience=None,
+            learning_rate=config.learning_rate,
+            batch_size=batch_size,
+            score_before=True,
+            on_epoch=on_epoch,
+        )
+    except TrainError as exc:
+        raise CompressError(f"prune: fine-tuning after step {step}: {exc}; try a lower learning_rate") from exc
 
 
 # --- rebuild -----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -28,6 +29,7 @@ __all__ = [
     "model_config_for",
     "predict",
     "train_dlrm",
+    "train_epochs",
     "train_model",
 ]
 
@@ -215,41 +217,124 @@ def fit_model(
         train = train.take(slice(0, config.max_train_rows))
     if len(train) == 0 or len(val) == 0:
         raise TrainError(f"need non-empty training and validation splits, got {len(train)} and {len(val)} rows")
-    shuffle = torch.Generator().manual_seed(config.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    xs, y = _tensors(train), torch.from_numpy(train.labels)
+    history, best_epoch = train_epochs(
+        model,
+        _tensors(train),
+        torch.from_numpy(train.labels),
+        val,
+        max_epochs=config.max_epochs,
+        patience=config.patience,
+        learning_rate=config.learning_rate,
+        batch_size=config.batch_size,
+        generator=torch.Generator().manual_seed(config.seed),
+        on_step=on_step,
+        on_epoch=on_epoch,
+    )
+    return TrainResult(model, history, best_epoch)
+
+
+#: ``loss_of(logits, idx)``: the batch loss from the batch's (B,) logits and its (B,) int64 row indices.
+LossOf = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def train_epochs(
+    model: torch.nn.Module,
+    inputs: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    val: EncodedRows,
+    *,
+    max_epochs: int,
+    patience: int | None,
+    learning_rate: float,
+    batch_size: int,
+    loss_of: LossOf | None = None,
+    generator: torch.Generator | None = None,
+    score_before: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> tuple[list[EpochStats], int]:
+    """The one training loop: training, fine-tuning after pruning and distillation all run it.
+
+    Each epoch shuffles the N training rows, takes Adam steps on ``loss_of`` over batches of
+    ``batch_size`` rows (inputs passed to ``model.logits`` by name) and scores validation AUC;
+    the weights of the best epoch are loaded back at the end and the model left in eval mode
+    (early stopping: stop after ``patience`` epochs without a better validation AUC).
+
+    Args:
+        model: trained in place; ``logits(**inputs) -> (B, 1)``.
+        inputs: training inputs by name, each (N, ...) (``dense_features`` float32, ids int64).
+        labels: (N,) float32 in {0, 1}.
+        val: validation rows with labels (AUC, log loss).
+        max_epochs: epochs at most (>= 1, or 0 with ``score_before``: only score the model).
+        patience: epochs without a better validation AUC before stopping; ``None`` runs every epoch.
+        learning_rate: Adam's step size.
+        batch_size: rows per step (>= 1).
+        loss_of: the batch loss; default binary cross-entropy of the logits against ``labels``.
+        generator: the shuffling generator; ``None`` draws from torch's global generator.
+        score_before: score the weights as given as epoch 0, so that no training at all can be
+            the best (fine-tuning that must not make a pruned model worse).
+        on_step: called with (rows done, rows per epoch) after every step.
+        on_epoch: called with each epoch's :class:`EpochStats` (epoch 0's train loss is NaN).
+
+    Returns:
+        The epochs' :class:`EpochStats` and the best epoch's number.
+
+    Raises:
+        TrainError: the inputs' names do not fit ``model.logits``; ``batch_size`` < 1 or
+            ``max_epochs`` < 1 without ``score_before``; the training loss or the validation
+            outputs became NaN/Inf (naming the epoch).
+    """
+    if batch_size < 1:
+        raise TrainError(f"batch_size={batch_size}, expected an integer >= 1")
+    if max_epochs < (0 if score_before else 1):
+        raise TrainError(f"max_epochs={max_epochs}, expected at least {0 if score_before else 1}")
     try:
-        check_input_names(model.logits, xs)  # once, before the loop; then plain keyword calls
+        check_input_names(model.logits, inputs)  # once, before the loop; then plain keyword calls
     except (AttributeError, TypeError) as exc:
         raise TrainError(f"cannot train {type(model).__name__}: {exc}") from exc
-    n = len(train)
+    if loss_of is None:
+        bce = torch.nn.BCEWithLogitsLoss()
+        loss_of = lambda logits, idx: bce(logits, labels[idx])  # noqa: E731
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    n = len(labels)
     history: list[EpochStats] = []
     best: tuple[float, int, dict] | None = None
-    for epoch in range(1, config.max_epochs + 1):
-        start = time.perf_counter()
-        model.train()
-        order = torch.randperm(n, generator=shuffle)
-        total = 0.0
-        for i in range(0, n, config.batch_size):
-            idx = order[i : i + config.batch_size]
-            loss = loss_fn(model.logits(**{name: x[idx] for name, x in xs.items()}).squeeze(1), y[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(idx)
-            if on_step is not None:
-                on_step(min(i + config.batch_size, n), n)
-        metrics = evaluate(val.labels, predict(model, val))
-        stats = EpochStats(epoch, total / n, metrics["auc"], metrics["log_loss"], time.perf_counter() - start)
+
+    def score(epoch: int, train_loss: float, started: float) -> EpochStats:
+        nonlocal best
+        p = predict(model, val)
+        if not np.all(np.isfinite(p)):
+            raise TrainError(f"epoch {epoch}: the model gives {int(np.sum(~np.isfinite(p)))} NaN/Inf validation outputs")
+        metrics = evaluate(val.labels, p)
+        stats = EpochStats(epoch, train_loss, metrics["auc"], metrics["log_loss"], time.perf_counter() - started)
         history.append(stats)
         if on_epoch is not None:
             on_epoch(stats)
         if best is None or stats.val_auc > best[0]:
             best = (stats.val_auc, epoch, copy.deepcopy(model.state_dict()))
-        elif epoch - best[1] >= config.patience:
+        return stats
+
+    if score_before:
+        score(0, float("nan"), time.perf_counter())
+    for epoch in range(1, max_epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        order = torch.randperm(n, generator=generator)
+        total = 0.0
+        for i in range(0, n, batch_size):
+            idx = order[i : i + batch_size]
+            loss = loss_of(model.logits(**{name: x[idx] for name, x in inputs.items()}).squeeze(1), idx)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx)
+            if on_step is not None:
+                on_step(min(i + batch_size, n), n)
+        if not math.isfinite(total):
+            raise TrainError(f"the training loss became {total / n} in epoch {epoch}")
+        score(epoch, total / n, started)
+        if patience is not None and epoch - best[1] >= patience:
             break
-    assert best is not None  # max_epochs >= 1
     model.load_state_dict(best[2])
     model.eval()
-    return TrainResult(model, history, best[1])
+    return history, best[1]
