@@ -318,6 +318,7 @@ class Controller:
         reason = decision.reason
         current = target.replicas
         desired = decision.desired_replicas
+        self._stale_drains(obj, state, pods, current, desired, reason, acting=not (paused or spec.shadow))
 
         if paused or spec.shadow:
             if state.drain is not None:
@@ -426,7 +427,8 @@ class Controller:
             # ordering), then the lowest pod-deletion-cost: only ready pods beyond those need draining.
             not_ready = [p for p in live if not p.ready and not p.draining]
             ready = [p for p in live if p.ready and not p.draining]
-            to_drain = max(0, len(live) - desired - len(not_ready))
+            leaving = [p for p in live if p.draining]  # drained before, on their way out
+            to_drain = max(0, len(live) - len(leaving) - desired - len(not_ready))
             if to_drain == 0 or not ready:
                 return (*self._rescale(obj, state, target, desired, reason, conditions, last_scale_time, lost), reason)
             pending = {p.pod: p.pending_requests for p in signals.pods}
@@ -472,6 +474,34 @@ class Controller:
         state.drain = None
         why = f"{reason}; {note}"
         return (*self._rescale(obj, state, target, replicas, why, conditions, last_scale_time, lost), why)
+
+    def _stale_drains(
+        self, obj: Mapping[str, Any], state: _State, pods: Sequence[PodInfo], current: int, desired: int, reason: str, *, acting: bool
+    ) -> None:
+        """Pods annotated as draining that no drain of ours covers (a previous leader's, or one whose
+        pod the ReplicaSet did not take): adopted when a scale-down is still wanted, else put back.
+
+        A draining pod beyond ``spec.replicas`` (more live pods than replicas) is on its way out
+        after a finished drain, and is left alone.
+        """
+        live = [p for p in pods if not p.deleting]
+        ours = set(state.drain.pods) if state.drain else set()
+        stale = [p.name for p in live if p.draining and p.name not in ours]
+        if not stale or len(live) > current or state.drain is not None:
+            return
+        namespace = obj.get("metadata", {}).get("namespace")
+        if acting and desired < current:
+            state.drain = _Drain(
+                pods=tuple(stale), target_replicas=max(desired, current - len(stale)), started_at=self.clock(), reason=reason
+            )
+            log.info("%s: adopted the drain of %s", _key(obj), ", ".join(stale))
+            return
+        for pod_name in stale:
+            try:
+                self.kube.annotate_pod(namespace, pod_name, {DRAINING_ANNOTATION: None, DELETION_COST_ANNOTATION: None})
+            except AutoscaleError as exc:
+                log.warning("cannot un-drain pod %s/%s: %s", namespace, pod_name, exc)
+        log.info("%s: %s no longer draining (no scale-down wanted)", _key(obj), ", ".join(stale))
 
     def _cancel_drain(self, namespace: str, state: _State, pods: Sequence[PodInfo]) -> None:
         names = {p.name for p in pods}

@@ -263,3 +263,81 @@ def test_run_command_refuses_kubeconfig_with_in_cluster(tmp_path) -> None:
     result = CliRunner().invoke(app, ["autoscale", "run", "-n", NS, "--kubeconfig", str(tmp_path / "k"), "--in-cluster"])
     assert result.exit_code == 2
     assert "not both" in result.output
+
+
+def test_written_status_is_what_the_crd_schema_describes_and_keeps_transition_times(kube: KubeClient) -> None:
+    from toolkit.autoscale.spec import AutoscalerStatus
+
+    _create(kube, _autoscaler({"shadow": True}))
+    controller = _controller(kube, Scripted(1))
+    controller.sync_due()
+    first = _status(kube)
+    AutoscalerStatus.model_validate(first)  # camelCase fields of the CRD's status schema, nothing else
+    controller._states[f"{NS}/ranker"].next_sync_at = 0.0
+    time.sleep(0.01)
+    controller.sync_due()
+    second = _status(kube)
+    times = {c["type"]: c["lastTransitionTime"] for c in first["conditions"]}
+    assert {c["type"]: c["lastTransitionTime"] for c in second["conditions"]} == times  # no status changed
+
+
+def _pod(kube: KubeClient, name: str, ip: str, *, ready: bool = True, annotations: dict | None = None) -> None:
+    meta = {"name": name, "namespace": NS, "labels": {"app": "ranker"}, "uid": f"uid-{name}", "annotations": annotations or {}}
+    status = {"podIP": ip, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+    kube.core.create_namespaced_pod(NS, {"metadata": meta, "spec": {"containers": [{"name": "c", "image": "x"}]}, "status": status})
+
+
+def _annotations(kube: KubeClient, name: str) -> dict:
+    return kube.core.read_namespaced_pod(name, NS).metadata.annotations or {}
+
+
+DRAINING = {"tritonrec.io/draining": "true", "controller.kubernetes.io/pod-deletion-cost": "-2147483648"}
+
+
+def test_scale_down_drains_the_pod_first_and_shrinks_after_the_bounded_wait(kube: KubeClient, kube_api) -> None:
+    # no Triton here: the pods' pending counts are unknown, so the drain ends at its timeout
+    kube.apps.patch_namespaced_deployment_scale("ranker", NS, {"spec": {"replicas": 2}})
+    _pod(kube, "ranker-a", "127.0.0.9")
+    _pod(kube, "ranker-b", "127.0.0.10")
+    _create(kube, _autoscaler({"syncPeriodSeconds": 0.05}))
+    controller = _controller(kube, Scripted(1), drain_grace_s=0.0, drain_timeout_s=0.6)
+    controller.sync_due()
+    assert _replicas(kube) == 2  # not yet: draining first
+    drained = [n for n in ("ranker-a", "ranker-b") if _annotations(kube, n).get("tritonrec.io/draining") == "true"]
+    assert len(drained) == 1
+    assert _annotations(kube, drained[0])["controller.kubernetes.io/pod-deletion-cost"] == "-2147483648"
+    assert {c["type"]: c for c in _status(kube)["conditions"]}["AbleToScale"]["reason"] == "Draining"
+    deadline = time.monotonic() + 5
+    while _replicas(kube) != 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        controller.sync_due()
+    assert _replicas(kube) == 1
+    events = {e.reason: e.message for e in _events(kube)}
+    assert drained[0] in events["Draining"]
+    assert "timed out" in events["SuccessfulRescale"] and drained[0] in events["SuccessfulRescale"]
+
+
+def test_a_drain_left_by_another_leader_is_put_back_when_no_scale_down_is_wanted(kube: KubeClient) -> None:
+    kube.apps.patch_namespaced_deployment_scale("ranker", NS, {"spec": {"replicas": 2}})
+    _pod(kube, "ranker-a", "127.0.0.9", annotations=DRAINING)
+    _pod(kube, "ranker-b", "127.0.0.10")
+    _create(kube, _autoscaler())
+    _controller(kube, Scripted(2)).sync_due()
+    assert "tritonrec.io/draining" not in _annotations(kube, "ranker-a")
+    assert "controller.kubernetes.io/pod-deletion-cost" not in _annotations(kube, "ranker-a")
+    assert _replicas(kube) == 2
+
+
+def test_a_drain_left_by_another_leader_is_adopted_when_a_scale_down_is_still_wanted(kube: KubeClient) -> None:
+    kube.apps.patch_namespaced_deployment_scale("ranker", NS, {"spec": {"replicas": 2}})
+    _pod(kube, "ranker-a", "127.0.0.9", annotations=DRAINING)
+    _pod(kube, "ranker-b", "127.0.0.10")
+    _create(kube, _autoscaler())
+    controller = _controller(kube, Scripted(1), drain_grace_s=0.0, drain_timeout_s=0.3)
+    controller.sync_due()
+    assert controller._states[f"{NS}/ranker"].drain.pods == ("ranker-a",)  # the same pod, not a second one
+    assert "tritonrec.io/draining" not in _annotations(kube, "ranker-b")
+    time.sleep(0.35)
+    controller._states[f"{NS}/ranker"].next_sync_at = 0.0
+    controller.sync_due()
+    assert _replicas(kube) == 1
