@@ -16,7 +16,7 @@ VARIANTS: dict[str, dict] = {
     "gs": {"repository": {"source": "objectStore", "objectStore": {"url": "gs://bucket/path", "credentialsSecret": "gcs-key"}}},
     "as": {"repository": {"source": "objectStore", "objectStore": {"url": "as://account/container/path", "credentialsSecret": "azure"}}},
     "image": {"repository": {"source": "image", "image": {"repository": "registry.example/models", "tag": "v3"}}},
-    "all-namespaces": {"autoscaler": {"watchAllNamespaces": True}},
+    "more-namespaces": {"autoscaler": {"namespaces": ["recs-a", "recs-b"]}},
     "router-clients": {"routerClients": {"serviceAccounts": ["recommender-api"]}},
     "poll": {"triton": {"modelControlMode": "poll", "restrictedApis": {"enabled": False}}},
     "no-autoscaler": {"autoscaler": {"enabled": False}},

@@ -28,7 +28,7 @@ ALL_VARIANTS = [
     "gs",
     "as",
     "image",
-    "all-namespaces",
+    "more-namespaces",
     "router-clients",
     "poll",
     "no-autoscaler",
@@ -301,6 +301,7 @@ AUTOSCALER_RULES = [
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]},
     {"apiGroups": [""], "resources": ["endpoints"], "verbs": ["list", "watch"]},
     {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["get", "patch"]},
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 LEASE_RULES = [
@@ -320,17 +321,19 @@ def test_the_autoscaler_gets_a_namespaced_role_with_exactly_what_it_does(renderi
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "tritonrec-autoscaler", "namespace": "serving"}]
 
 
-def test_watching_all_namespaces_takes_a_cluster_role_and_keeps_the_lease_namespaced(renderings):
-    rendering = renderings["all-namespaces"]
-    assert not rendering.find("Role", "tritonrec-autoscaler")
-    (role,) = rendering.find("ClusterRole", "tritonrec-autoscaler")
-    assert role["rules"] == AUTOSCALER_RULES
-    (binding,) = rendering.find("ClusterRoleBinding", "tritonrec-autoscaler")
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "tritonrec-autoscaler"}
+def test_each_watched_namespace_gets_its_own_role_and_the_lease_stays_in_the_release_namespace(renderings):
+    rendering = renderings["more-namespaces"]
+    assert not rendering.find("ClusterRole") and not rendering.find("ClusterRoleBinding")
+    roles = {r["metadata"]["namespace"]: r for r in rendering.find("Role", "tritonrec-autoscaler")}
+    assert sorted(roles) == ["recs-a", "recs-b", "serving"]
+    assert all(role["rules"] == AUTOSCALER_RULES for role in roles.values())
+    for binding in rendering.find("RoleBinding", "tritonrec-autoscaler"):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "tritonrec-autoscaler", "namespace": "serving"}]
     (lease,) = rendering.find("Role", "tritonrec-autoscaler-leader-election")
     assert lease["metadata"]["namespace"] == "serving"
     (autoscaler,) = rendering.find("Deployment", "tritonrec-autoscaler")
-    assert "--all-namespaces" in autoscaler["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = autoscaler["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in args if a.startswith("--namespace=")] == ["--namespace=serving", "--namespace=recs-a", "--namespace=recs-b"]
 
 
 def test_the_autoscaler_runs_two_replicas_with_leader_election(renderings):

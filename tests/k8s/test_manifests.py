@@ -11,6 +11,8 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
+import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -137,3 +139,117 @@ def test_the_rendered_objects_apply_to_the_kubernetes_api(chart_renders):
         custom = kubernetes.client.CustomObjectsApi(kubernetes.client.ApiClient(config))
         autoscalers = custom.list_namespaced_custom_object("tritonrec.io", "v1alpha1", "tritonrec", "tritonautoscalers")
         assert [a["metadata"]["name"] for a in autoscalers["items"]] == ["tritonrec-triton"]
+
+
+# -- the controller against the applied objects, its every API call checked against its Role ----
+
+
+def _verb_and_resource(method: str, url: str) -> tuple[str, str, str, str]:
+    """(verb, API group, resource[/subresource], namespace) of one REST call, as RBAC sees it
+    (Kubernetes docs, "Authorization: request verbs": GET on a collection is list, with
+    ``watch=true`` watch; POST create, PUT update, PATCH patch, DELETE delete)."""
+    parsed = urllib.parse.urlsplit(url)
+    parts = parsed.path.strip("/").split("/")
+    group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
+    namespace = ""
+    if rest[:1] == ["namespaces"] and len(rest) >= 3:
+        namespace, rest = rest[1], rest[2:]
+    resource, name, sub = rest[0], rest[1] if len(rest) > 1 else None, rest[2] if len(rest) > 2 else None
+    query = urllib.parse.parse_qs(parsed.query)
+    verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method)
+    if verb is None:
+        verb = "get" if name else ("watch" if query.get("watch") == ["true"] else "list")
+    return verb, group, f"{resource}/{sub}" if sub else resource, namespace
+
+
+def _allowed(roles: list[dict], verb: str, group: str, resource: str, name: str | None) -> bool:
+    return any(
+        verb in rule["verbs"]
+        and group in rule["apiGroups"]
+        and resource in rule["resources"]
+        and ("resourceNames" not in rule or verb == "create" or name in rule["resourceNames"])
+        for role in roles
+        for rule in role["rules"]
+    )
+
+
+def test_the_controller_reconciles_the_example_and_its_role_allows_every_call_it_makes():
+    from toolkit.autoscale import controller as ctl
+    from toolkit.autoscale.kube import KubeClient, RetryPolicy
+    from toolkit.autoscale.leader import LeaderElectionConfig
+
+    objects = _kustomize(MANIFESTS / "overlays" / "cpu")
+    crds = [o for o in objects if o["kind"] == "CustomResourceDefinition"]
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "tritonrec-triton"]
+    (autoscaler_pod,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "tritonrec-autoscaler"]
+    args = autoscaler_pod["spec"]["template"]["spec"]["containers"][0]["args"]
+    lease_name = next(a.split("=", 1)[1] for a in args if a.startswith("--lease-name="))
+    namespaces = tuple(a.split("=", 1)[1] for a in args if a.startswith("--namespace="))
+    emulator = HelmEmulator()
+    declare_crds(emulator, crds)
+    calls: list[tuple[str, str]] = []
+
+    class RecordingApiClient(kubernetes.client.ApiClient):
+        def call_api(self, method, url, *args, **kwargs):
+            calls.append((method, url))
+            return super().call_api(method, url, *args, **kwargs)
+
+    with _serving(emulator) as url:
+        config = kubernetes.client.Configuration()
+        config.host = url
+        client = DynamicClient(kubernetes.client.ApiClient(config))
+        for obj in objects:
+            resource = client.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+            resource.create(body=obj, namespace=obj["metadata"].get("namespace") if resource.namespaced else None)
+        # The kubelet's part: the Deployment's two pods, scheduled, not ready yet (no pod IP).
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        core = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(config))
+        for i in range(deployment["spec"]["replicas"]):
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"tritonrec-triton-{i}", "namespace": "tritonrec", "labels": labels},
+            }
+            core.create_namespaced_pod("tritonrec", {**pod, "spec": {"containers": [{"name": "triton", "image": "x"}]}})
+
+        recording = kubernetes.client.Configuration()
+        recording.host = url
+        recording.retries = False
+        kube = KubeClient(RecordingApiClient(recording), RetryPolicy(attempts=1))
+        stop = threading.Event()
+        election = LeaderElectionConfig(namespace="tritonrec", lease_name=lease_name, identity="tritonrec-autoscaler-0_test")
+        thread = threading.Thread(target=ctl.run, args=(kube, ctl.ControllerConfig(namespaces=namespaces), election, stop), daemon=True)
+        thread.start()
+        custom = kubernetes.client.CustomObjectsApi(kubernetes.client.ApiClient(config))
+        deadline = time.monotonic() + 20
+        status: dict = {}
+        while time.monotonic() < deadline and "currentReplicas" not in status:
+            time.sleep(0.2)
+            status = (
+                custom.get_namespaced_custom_object("tritonrec.io", "v1alpha1", "tritonrec", "tritonautoscalers", "tritonrec-triton").get(
+                    "status"
+                )
+                or {}
+            )
+        stop.set()
+        thread.join(timeout=20)
+        kube.close()
+    assert not thread.is_alive()
+    assert status.get("currentReplicas") == 2, status  # it read the chart's Deployment through its scale
+    assert status.get("conditions"), status
+
+    roles = [o for o in objects if o["kind"] == "Role"]
+    seen = set()
+    for method, call_url in calls:
+        verb, group, resource, namespace = _verb_and_resource(method, call_url)
+        name = urllib.parse.urlsplit(call_url).path.rstrip("/").split("/")[-1]
+        in_namespace = [r for r in roles if r["metadata"]["namespace"] == namespace]
+        assert _allowed(in_namespace, verb, group, resource, name), f"{method} {call_url}: {verb} {group}/{resource} is not granted"
+        seen.add((verb, resource))
+    # it did campaign, read the target and write the status: the check above saw those calls
+    assert {
+        ("list", "tritonautoscalers"),
+        ("patch", "tritonautoscalers/status"),
+        ("get", "deployments/scale"),
+        ("create", "leases"),
+    } <= seen

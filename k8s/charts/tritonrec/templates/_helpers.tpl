@@ -71,3 +71,8 @@ seccompProfile:
 /models
 {{- end -}}
 {{- end -}}
+
+{{/* The namespaces the autoscaler reconciles, as a JSON list: the release's, then autoscaler.namespaces. */}}
+{{- define "tritonrec.autoscaler.namespaces" -}}
+{{- prepend (.Values.autoscaler.namespaces | default list) .Release.Namespace | uniq | toJson -}}
+{{- end -}}
