@@ -285,7 +285,26 @@ def _markdown(report: dict, targets: dict[str, list[str]], plot_name: str) -> st
         f"Replica model: {report['perf_report']}; SLO: p99 <= {p['slo_ms']:g} ms (attainment = share of requests within it); "
         f"pod start + model load {p['start_delay_s']:g} s; step {p['step_s'] * 1000:g} ms; seed {p['seed']}. "
         "Model and assumptions: `toolkit/autoscale/simulate.py` (module docstring); policies and their settings: "
-        "`toolkit/autoscale/sim_report.py` and `parameters.policies` in the JSON.",
+        "`toolkit/autoscale/sim_report.py` and `parameters.traces.<trace>.policies` in the JSON.",
+        "",
+        "Reading it:",
+        "",
+        f"- A new pod serves {p['start_delay_s']:g} s after the decision that creates it. Where the load rises faster than "
+        "that (spike, on_off, the real traces' jumps), every reactive policy is short of capacity for about the start delay "
+        "plus one sync period, whatever it decides.",
+        "- Requests already queued on a pod stay there (one FIFO queue per pod, as in Triton); new pods get the new requests "
+        "(least outstanding), so a queue built during a shortfall drains at one pod's rate. "
+        + (
+            "Queues are unbounded (Triton's default queue policy), so after a shortfall they hold seconds to minutes of "
+            "requests, which dominates p99 and SLO attainment."
+            if p.get("queue_timeout_s") is None
+            else f"Requests that would queue longer than {p['queue_timeout_s'] * 1000:g} ms are rejected (they count as out of "
+            "the SLO, at the timeout)."
+        ),
+        f"- One replica serves {p['replica_model']['saturated_rps']:g} req/s saturated, "
+        f"{p['replica_model']['capacity_at_slo_rps']:g} req/s within the SLO under Poisson arrivals (open loop); the perf "
+        f"report's closed-loop sweep reaches {p['replica_model']['measured_best_within_slo_rps']:g} req/s within it, the "
+        "capacity seed the policies get. static_peak runs at its SLO capacity at the peak.",
         "",
     ]
     for name, entry in report["traces"].items():
