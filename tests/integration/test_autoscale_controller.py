@@ -439,3 +439,40 @@ def test_controller_scales_real_triton_pods_up_and_gracefully_down_with_a_standb
         standby.kill()
         leader.kill() if leader.thread.is_alive() else None
     assert kubelet.error is None, kubelet.error
+
+
+def test_run_command_leads_through_a_kubeconfig_and_releases_the_lease_on_sigterm(kube_api, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import yaml
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "kmock", "cluster": {"server": kube_api.url}}],
+                "users": [{"name": "test", "user": {}}],
+                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}],
+                "current-context": "kmock",
+            }
+        )
+    )
+    kube = KubeClient.for_url(kube_api.url)
+    command = [sys.executable, "-m", "toolkit", "autoscale", "run", "-n", NS, "--kubeconfig", str(kubeconfig), "--identity", "cli-1"]
+    command += ["--lease-duration", "3", "--renew-deadline", "2", "--retry-period", "0.5"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: _holder(kube) == "cli-1", 20, "the command takes the Lease")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            output, _ = process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+    assert process.returncode == 0, output
+    assert "cli-1 watching recs" in output
+    assert _holder(kube) == ""  # released on a clean stop, so a standby takes over at once
