@@ -44,7 +44,6 @@ from toolkit.autoscale.leader import LeaderElectionConfig
 from toolkit.serving import TritonServer, free_ports
 
 pytestmark = pytest.mark.integration
-pytest.importorskip("toolkit.autoscale.policy", reason="the controller's default policy (TritonrecAutoscaler) is not installed")
 log = logging.getLogger(__name__)
 
 NS = "recs"
@@ -387,10 +386,12 @@ def test_controller_scales_real_triton_pods_up_and_gracefully_down_with_a_standb
     try:
         # 2. scale up under load (8 closed-loop clients against one ~25 req/s replica), through the 409
         load = Load(router, threads=8).start()
+        load_started = time.monotonic()
         _wait_for(lambda: _replicas(kube) >= 2, 25, "scale-up under load", explain=lambda: _status(kube))
         assert api.count(conflict) == 1, "the injected 409 was met"
         _wait_for(lambda: kubelet.ready_count() == _replicas(kube) >= 2, 30, "the new pods are ready")
         scaled_up_to = _replicas(kube)
+        scale_up_s = time.monotonic() - load_started
 
         # 3. steady load: no flapping for 6 s (the count may still rise, never fall)
         steady_from = time.monotonic()
@@ -421,7 +422,9 @@ def test_controller_scales_real_triton_pods_up_and_gracefully_down_with_a_standb
         # 6. the server answers again, light load: the new leader scales down gracefully
         kubelet.thaw(frozen)
         light = Load(router, threads=1).start()
+        light_started = time.monotonic()
         _wait_for(lambda: _replicas(kube) < peak, 45, "scale-down after the stabilization window", explain=lambda: _status(kube))
+        scale_down_s = time.monotonic() - light_started
         drained = [p for p in kube.list_pods(NS, SELECTOR) if p.annotations.get(DRAINING_ANNOTATION) == "true"]
         events = {e.reason for e in kube.core.list_namespaced_event(NS).items}
         assert "Draining" in events and "SuccessfulRescale" in events
@@ -433,7 +436,17 @@ def test_controller_scales_real_triton_pods_up_and_gracefully_down_with_a_standb
         assert not drained or all(p.name not in kubelet.pods for p in drained)
         status = _status(kube)
         assert status["currentReplicas"] <= peak and status["lastScaleTime"]
-        log.info("scenario took %.1f s; take-over after %.2f s", time.monotonic() - started, took_over_s)
+        log.info(
+            "scenario %.1f s: 1 -> %d replicas %.1f s after the load began (all ready), peak %d, take-over %.2f s after the kill, "
+            "first scale-down %.1f s into the light load, %d light-load requests, 0 failed",
+            time.monotonic() - started,
+            scaled_up_to,
+            scale_up_s,
+            peak,
+            took_over_s,
+            scale_down_s,
+            light.ok,
+        )
     finally:
         router.close()
         standby.kill()
