@@ -28,10 +28,7 @@ import helm_sdkpy
 import kmock
 import yaml
 
-from toolkit.deploy.emulator import PROMETHEUS_OPERATOR_KINDS, HelmEmulator, declare, declare_crds
-
-# The API versions a render may assume present, and the kinds they bring into discovery.
-KNOWN_API_VERSIONS = {"monitoring.coreos.com/v1": PROMETHEUS_OPERATOR_KINDS}
+from toolkit.deploy.emulator import OPTIONAL_API_VERSIONS, HelmEmulator, declare, declare_crds
 
 
 def _kubeconfig(server: str, namespace: str) -> str:
@@ -48,9 +45,9 @@ def _kubeconfig(server: str, namespace: str) -> str:
 
 
 async def _install(job: dict[str, Any]) -> dict[str, Any]:
-    emulator = HelmEmulator(kube_version=job.get("kube_version", "v1.37.1"))
+    emulator = HelmEmulator(kube_version=job.get("kube_version", "v1.37.1"), builtins="chart")
     for group_version in job.get("api_versions", []):
-        declare(emulator, group_version, KNOWN_API_VERSIONS[group_version])
+        declare(emulator, group_version, OPTIONAL_API_VERSIONS[group_version])
     declare_crds(emulator, job.get("crds", []))
     async with emulator as api, kmock.Server(api, host="127.0.0.1") as server:
         config = helm_sdkpy.Configuration(namespace=job["namespace"], kubeconfig=_kubeconfig(str(server.url).rstrip("/"), job["namespace"]))

@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from toolkit.deploy.emulator import KUBE_VERSION, OPTIONAL_API_VERSIONS
 from toolkit.errors import DeployError, MissingDependencyError
 
 __all__ = ["CHART_DIR", "Rendering", "LintMessage", "lint", "render", "render_many", "DEFAULT_KUBE_VERSION", "HELM_SDKPY_PIN"]
@@ -213,11 +214,33 @@ def render_many(
 ) -> list[Rendering | DeployError]:
     """Render ``chart`` once for each values mapping in one Helm process.
 
+    Args:
+        values_list: the values of each render (merged over the chart's ``values.yaml`` by Helm).
+        chart: the chart folder.
+        release: the release name (``.Release.Name``).
+        namespace: the release's namespace (``.Release.Namespace``).
+        kube_version: the Kubernetes version rendered for (``.Capabilities.KubeVersion``).
+        api_versions: optional APIs to assume present (``.Capabilities.APIVersions``), from
+            :data:`~toolkit.deploy.emulator.OPTIONAL_API_VERSIONS`.
+
     Returns:
         one :class:`Rendering` per values mapping, or the :class:`DeployError` that mapping gave
-        (a value ``values.schema.json`` rejects: Helm's message names it, e.g. ``at '/gpuCount'``).
+        (a value ``values.schema.json`` rejects: Helm's message names it, e.g. ``at '/gpuCount'``;
+        a Kubernetes older than the chart's ``kubeVersion``).
+
+    Raises:
+        DeployError: no chart there, a malformed ``kube_version``, an unknown API version, or Helm
+            could not run.
     """
     chart = _check_chart(chart)
+    if not KUBE_VERSION.fullmatch(kube_version):
+        raise DeployError(f"kube version {kube_version!r} is not a Kubernetes version like v1.37.1")
+    unknown = [v for v in api_versions if v not in OPTIONAL_API_VERSIONS]
+    if unknown:
+        raise DeployError(
+            f"API version {unknown[0]!r} is not one a render can assume present: known are {', '.join(sorted(OPTIONAL_API_VERSIONS))}",
+            hint="the built-in Kubernetes APIs are always present",
+        )
     crds = _crds(chart)
     jobs = [
         {

@@ -67,3 +67,20 @@ def test_without_helm_sdkpy_the_error_says_how_to_install_it(monkeypatch):
 def test_a_folder_without_chart_yaml_is_refused(tmp_path):
     with pytest.raises(DeployError, match="is not a Helm chart"):
         helm.render({}, chart=tmp_path)
+
+
+def test_a_kubernetes_older_than_the_charts_kube_version_is_refused():
+    with pytest.raises(DeployError, match=r"chart requires kubeVersion: >=1.27.0-0 which is incompatible with Kubernetes v1.26.3"):
+        helm.render({}, kube_version="v1.26.3")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"kube_version": "latest"}, "kube version 'latest' is not a Kubernetes version"),
+        ({"api_versions": ["monitoring.coreos.com/v2"]}, "API version 'monitoring.coreos.com/v2' is not one a render can assume"),
+    ],
+)
+def test_render_options_are_checked_before_helm_runs(kwargs, message):
+    with pytest.raises(DeployError, match=message):
+        helm.render({}, **kwargs)
