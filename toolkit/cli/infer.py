@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -16,6 +17,7 @@ from toolkit.data import EncodedRows, load_splits
 if TYPE_CHECKING:
     from toolkit.serving import LatencyStats
     from toolkit.serving.quality import ServedQuality
+    from toolkit.serving.router import ReplicaStatus
 
 #: Served AUC must equal the offline AUC to this tolerance (the main job's acceptance bar).
 AUC_TOLERANCE = 1e-4
@@ -44,13 +46,32 @@ def offline_reference(checkpoint: Path, data_dir: Path, n_rows: int | None = Non
 
 
 def measure_variant(
-    url: str, protocol: Literal["http", "grpc"], model: str, ref: OfflineReference, *, batch_size: int, latency_requests: int
+    url: str | Sequence[str],
+    protocol: Literal["http", "grpc"],
+    model: str,
+    ref: OfflineReference,
+    *,
+    batch_size: int,
+    latency_requests: int,
+    routing: str = "least_outstanding",
+    replicas: list[ReplicaStatus] | None = None,
 ) -> tuple[ServedQuality, LatencyStats | None]:
-    """Served quality on every reference row and, if ``latency_requests``, single-row latency."""
+    """Served quality on every reference row and, if ``latency_requests``, single-row latency.
+
+    ``url``: one server, or several replicas of it, whose requests a
+    :class:`~toolkit.serving.router.Router` spreads with ``routing``; then ``replicas``, when
+    given, receives what the router counted per replica.
+    """
     from toolkit.serving import InferenceClient, measure_latency
     from toolkit.serving.quality import served_quality
+    from toolkit.serving.router import RoutedInferenceClient, Router
 
-    with InferenceClient(url, protocol=protocol, model_name=model) as client, progress() as bar:
+    urls = [url] if isinstance(url, str) else list(url)
+    if len(urls) == 1:
+        client: InferenceClient = InferenceClient(urls[0], protocol=protocol, model_name=model)
+    else:
+        client = RoutedInferenceClient(Router(urls, protocol=protocol, policy=routing, model_name=model), model_name=model)
+    with client, progress() as bar:
         task = bar.add_task(f"{model} over {protocol}: test rows", total=len(ref.rows))
         quality = served_quality(
             client,
@@ -61,13 +82,21 @@ def measure_variant(
             progress=lambda n: bar.advance(task, n),
         )
         latency = measure_latency(client, ref.rows.inputs(), latency_requests) if latency_requests else None
+        if replicas is not None and isinstance(client, RoutedInferenceClient):
+            replicas.extend(client.router.replicas())
     return quality, latency
 
 
 def infer(
     model: Annotated[str, typer.Option(help="Served model name, e.g. dlrm_onnx_python.")],
-    url: Annotated[str, typer.Option(help="Server address host:port (8000 is HTTP, 8001 gRPC by default).")] = "127.0.0.1:8000",
+    url: Annotated[
+        list[str] | None,
+        typer.Option(help="Server address host:port (8000 is HTTP, 8001 gRPC by default); repeat it for replicas of one model."),
+    ] = None,
     protocol: Annotated[str, typer.Option(help="http or grpc.")] = "http",
+    routing: Annotated[
+        str, typer.Option(help="With several --url: least_outstanding, round_robin or pinned (one replica per connection).")
+    ] = "least_outstanding",
     checkpoint: CheckpointDir = DEFAULT_CHECKPOINT,
     data_dir: DataDir = DEFAULT_DATA_DIR,
     rows: Annotated[int | None, typer.Option(help="Send only the first N test rows (default: all 10,000).")] = None,
@@ -81,9 +110,25 @@ def infer(
     """
     if protocol not in ("http", "grpc"):
         raise typer.BadParameter(f"--protocol must be http or grpc, got {protocol!r}")
+    from toolkit.serving.router import POLICIES
+
+    if routing not in POLICIES:
+        raise typer.BadParameter(f"--routing must be one of {', '.join(POLICIES)}, got {routing!r}")
+    urls = url or ["127.0.0.1:8000"]
     ref = offline_reference(checkpoint, data_dir, rows)
-    quality, latency = measure_variant(url, protocol, model, ref, batch_size=batch_size, latency_requests=latency_requests)  # type: ignore[arg-type]
-    table = Table(title=f"{model} at {url} ({protocol}), {quality.n_rows:,} test rows")
+    replicas: list[ReplicaStatus] = []
+    quality, latency = measure_variant(
+        urls,
+        protocol,  # type: ignore[arg-type]
+        model,
+        ref,
+        batch_size=batch_size,
+        latency_requests=latency_requests,
+        routing=routing,
+        replicas=replicas,
+    )
+    where = urls[0] if len(urls) == 1 else f"{len(urls)} replicas ({routing})"
+    table = Table(title=f"{model} at {where} ({protocol}), {quality.n_rows:,} test rows")
     for column in ("offline AUC", "served AUC", "|ΔAUC|", "max |Δp|", "p50 ms", "p99 ms"):
         table.add_column(column, justify="right")
     delta = abs(quality.auc - ref.auc)
@@ -96,6 +141,12 @@ def infer(
         f"{latency.p99_ms:.2f}" if latency else "-",
     )
     console.print(table)
+    if replicas:
+        total = sum(r.requests for r in replicas) or 1
+        console.print(
+            "requests per replica: "
+            + ", ".join(f"{r.address} {r.requests} ({r.requests / total:.0%}, {r.failures} failed)" for r in replicas)
+        )
     if delta > AUC_TOLERANCE:
         console.print(f"[red]served AUC differs from offline AUC by {delta:.2e} (> {AUC_TOLERANCE:g})[/red]")
         raise typer.Exit(1)
