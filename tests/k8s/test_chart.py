@@ -214,7 +214,7 @@ def test_pdb_and_topology_spread_cover_the_triton_pods(renderings):
 
 
 def test_the_network_policy_admits_only_the_autoscaler_and_labelled_clients(renderings):
-    (policy,) = renderings["default"].find("NetworkPolicy")
+    (policy,) = renderings["default"].find("NetworkPolicy", "tritonrec-triton")
     assert policy["spec"]["podSelector"]["matchLabels"] == _triton(renderings["default"])["spec"]["selector"]["matchLabels"]
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     rules = [(r["from"], sorted(p["port"] for p in r["ports"])) for r in policy["spec"]["ingress"]]
@@ -235,6 +235,12 @@ def test_the_network_policy_admits_only_the_autoscaler_and_labelled_clients(rend
             ["metrics"],
         ),
     ]
+
+
+def test_nothing_may_connect_to_the_autoscaler(renderings):
+    (policy,) = renderings["default"].find("NetworkPolicy", "tritonrec-autoscaler")
+    (deployment,) = renderings["default"].find("Deployment", "tritonrec-autoscaler")
+    assert policy["spec"] == {"podSelector": deployment["spec"]["selector"], "policyTypes": ["Ingress"], "ingress": []}
 
 
 # -- the security checks, on every variant ---------------------------------------------------
