@@ -42,9 +42,11 @@ leaves only then (graceful, as the controller does). Requests that arrive while 
 
 **Signals**. Every replica keeps Triton's counters (requests, queue and compute microseconds, busy
 time); every sync period the policy gets a :class:`~toolkit.autoscale.signals.DeploymentSignals`
-whose per-pod rates are counter deltas since the previous decision, as the scraper gives them
-(a pod's first scrape has no rates), its ``pending_requests`` the gauge at that moment and
-``cpu_utilization`` the busy fraction (served / ``mu``). Then :meth:`Autoscaler.step` decides.
+whose per-pod signals come from the counters' increases since the previous decision through the
+controller's scraper arithmetic (``toolkit.autoscale.scrape.signals_from_increases``: a pod's first
+scrape has no rates, an idle pod's queue time is 0), its ``pending_requests`` the gauge at that
+moment and ``cpu_utilization`` the busy fraction (served / ``mu``; metrics-server's view of a pod
+whose CPU request is what it needs at saturation). Then :meth:`Autoscaler.step` decides.
 
 Assumptions that bound what the numbers mean: latencies are perf_analyzer's client-side latencies
 (server queue + compute plus the client and loopback, slightly more than Triton's own); the
@@ -58,12 +60,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from scipy.special import ndtr
 
+from toolkit.autoscale.scrape import ScrapeTarget, signals_from_increases
 from toolkit.autoscale.signals import Autoscaler, DeploymentSignals, PodSignals, ScaleDecision
 from toolkit.autoscale.traces import Trace
 from toolkit.errors import AutoscaleError
@@ -454,6 +457,7 @@ class SimulatedDeployment:
         self._calm = False
         self._calm_acc = [0.0, 0.0, 0.0, 0.0]
         self._calm_pending = 0.0
+        self._calm_steps = 0  # calm steps not yet added to the pods' counters
         self._next_ready = math.inf
         # request accounting: weights per stationary row, and (wait, weight) of backlogged steps
         self.row_weight = np.zeros(model.rho.size)
@@ -573,6 +577,7 @@ class SimulatedDeployment:
                 acc[2] += x * m.compute_ms[g] * 1000.0
                 acc[3] += x / m.capacity_rps
                 self._calm_pending = m.pending[g]
+                self._calm_steps += 1
                 self._steps += 1
                 self.now = self._steps * dt
                 return float(m.p99_ms[g]) if arrivals > 0 else 0.0
@@ -653,7 +658,8 @@ class SimulatedDeployment:
     def _flush(self) -> None:
         """Add the scalar per-pod increments of the calm steps to every ready pod's counters."""
         acc = self._calm_acc
-        if acc[0] or acc[3]:
+        if self._calm_steps:
+            self._calm_steps = 0
             ready, c = self._ready_idx, self.counters
             c.success[ready] += acc[0]
             c.queue_us[ready] += acc[1]
@@ -685,27 +691,24 @@ class SimulatedDeployment:
             if busy_window > 0:
                 base_busy = last[1][3] if last else 0.0
                 cpu = float((snap[3] - base_busy) / busy_window)
-            rate = queue = compute = None
-            if last is not None and self.now > last[0]:
-                d = snap - last[1]
-                rate = float(d[0] / (self.now - last[0]))
-                if d[0] > 1e-9:
-                    queue = float(d[1] / d[0])
-                    compute = float(d[2] / d[0])
-            pods.append(
-                PodSignals(
-                    pod=name,
-                    phase=phase,
-                    address=f"10.0.{i // 250}.{i % 250 + 1}:8002",
-                    scraped_at=self.now,
-                    request_rate=rate,
-                    inference_rate=rate,
-                    queue_us_per_request=queue,
-                    compute_us_per_inference=compute,
-                    pending_requests=float(self.pending[i]),  # includes its queue (c_max + backlog) when it has one
-                    cpu_utilization=cpu,
-                )
+            d = snap - last[1] if last is not None else np.zeros(4)
+            # Triton's counters over the interval (client batch 1: one inference per request; the compute
+            # time is all booked as compute_infer), turned into signals by the scraper's own arithmetic
+            increases = {
+                "nv_inference_request_success": float(d[0]),
+                "nv_inference_count": float(d[0]),
+                "nv_inference_queue_duration_us": float(d[1]),
+                "nv_inference_compute_infer_duration_us": float(d[2]),
+            }
+            pod = signals_from_increases(
+                ScrapeTarget(pod=name, address=f"10.0.{i // 250}.{i % 250 + 1}:8002", phase=phase),
+                increases,
+                elapsed_s=None if last is None else self.now - last[0],
+                pending_requests=float(self.pending[i]),  # includes its queue (c_max + backlog) when it has one
+                missing=(),
+                scraped_at=self.now,
             )
+            pods.append(replace(pod, cpu_utilization=cpu))
         return DeploymentSignals(now=self.now, current_replicas=self.spec_replicas, pods=tuple(pods))
 
     # -- results ------------------------------------------------------------------------------------------------------

@@ -162,10 +162,13 @@ def simulate(
     import subprocess
     import sys
 
-    from toolkit.autoscale.sim_report import POLICIES, SimulationSettings, compare, write_report
-    from toolkit.autoscale.simulate import ReplicaModel, load_service_curve
-    from toolkit.autoscale.traces import GENERATED, load_trace
     from toolkit.cli._common import console, progress
+    from toolkit.errors import optional_dependencies
+
+    with optional_dependencies("tritonrec autoscale simulate"):
+        from toolkit.autoscale.sim_report import POLICIES, SimulationSettings, compare, write_report
+        from toolkit.autoscale.simulate import ReplicaModel, load_service_curve
+        from toolkit.autoscale.traces import GENERATED, load_trace
 
     chosen = [p.strip() for p in policies.split(",") if p.strip()]
     unknown = [p for p in chosen if p not in POLICIES]

@@ -157,6 +157,10 @@ def test_signals_are_counter_deltas_between_scrapes_and_none_on_the_first(toy):
     assert second.queue_us_per_request == pytest.approx(toy.queue_ms[row] * 1000)
     assert second.compute_us_per_inference == pytest.approx(toy.compute_ms[row] * 1000)
     assert second.cpu_utilization == pytest.approx(0.25)
+    for _ in range(50):
+        dep.advance(0.0)
+    idle = dep.signals(scrapes).pods[0]  # the scraper's rule: nothing completed, nothing pending -> no queue time
+    assert (idle.request_rate, idle.queue_us_per_request, idle.compute_us_per_inference, idle.cpu_utilization) == (0.0, 0.0, None, 0.0)
 
 
 # -- the Deployment ------------------------------------------------------------------------------------------------
