@@ -95,6 +95,9 @@ def test_least_outstanding_sends_less_traffic_to_the_slow_replica_than_round_rob
         with RoutedInferenceClient(router, model_name=MODEL) as client:
             # 150 requests/s for 3 s: round-robin gives the slow replica 50/s, all it can take
             results[policy] = open_loop(_send_through(client), rate_rps=150, n_requests=450, max_duration_s=10, connections=6, seed=1)
+            # 64 threads shared the router: its counts add up and nothing is left in flight
+            statuses = router.replicas()
+            assert sum(r.requests for r in statuses) == 450 and all(r.outstanding == 0 for r in statuses), statuses
     lo, rr = results["least_outstanding"], results["round_robin"]
     assert lo.errors == rr.errors == 0
     assert rr.shares()[slow] == pytest.approx(1 / 3, abs=0.01)  # by construction
@@ -181,7 +184,8 @@ def test_endpoint_slices_give_ready_pods_that_are_not_draining(servers: dict[str
     core, discovery = client.CoreV1Api(api), client.DiscoveryV1Api(api)
     hosts = {f"triton-{i}": h for i, h in enumerate(HOSTS)}
     for name in hosts:
-        core.create_namespaced_pod(ns, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns}})
+        metadata = {"name": name, "namespace": ns, "labels": {"app": "triton"}}
+        core.create_namespaced_pod(ns, {"apiVersion": "v1", "kind": "Pod", "metadata": metadata})
     http_port = servers[HOSTS[0]].http_port
 
     def endpoint(name: str, ready: bool) -> dict:
@@ -201,7 +205,13 @@ def test_endpoint_slices_give_ready_pods_that_are_not_draining(servers: dict[str
 
     source = EndpointSliceEndpoints(service, ns, port="http", api_client=api)
     a, b = f"{HOSTS[0]}:{http_port}", f"{HOSTS[1]}:{http_port}"
-    assert sorted(source.endpoints()) == [a, b]  # triton-2 is not ready
+    assert sorted(source.endpoints()) == [a, b]  # triton-2 is not ready; no Service object yet: all pods are read
+    service_path = f"/api/v1/namespaces/{ns}/services/{service}"
+    core.create_namespaced_service(
+        ns, {"apiVersion": "v1", "kind": "Service", "metadata": {"name": service}, "spec": {"selector": {"app": "triton"}}}
+    )
+    assert sorted(source.endpoints()) == [a, b]  # the pods are listed with its selector now
+    assert kube_api.requests("get", service_path) == 2
     assert sorted(EndpointSliceEndpoints(service, ns, port=http_port, api_client=api).endpoints()) == [a, b]
     assert EndpointSliceEndpoints(service, ns, port="metrics", api_client=api).endpoints() == []  # no such port
 

@@ -223,7 +223,10 @@ class EndpointSliceEndpoints:
     Reads the slices labelled ``kubernetes.io/service-name=<service>`` (the label the
     EndpointSlice controller sets, Kubernetes docs "EndpointSlices"), keeps each endpoint whose
     ``conditions.ready`` is not false, and drops those whose ``targetRef`` pod carries
-    ``tritonrec.io/draining: "true"`` (:data:`DRAINING_ANNOTATION`). The port is taken from the
+    ``tritonrec.io/draining: "true"`` (:data:`DRAINING_ANNOTATION`; the pods are listed with the
+    Service's selector, or all pods of the namespace when there is no Service object or it has no
+    selector). Each refresh reads the Service, its slices and its pods once (RBAC: ``get``
+    services, ``list`` endpointslices and pods). The port is taken from the
     slice's ``ports`` by name when ``port`` is a string (e.g. ``"grpc"``), or used as given when
     it is a number.
 
@@ -268,11 +271,13 @@ class EndpointSliceEndpoints:
             slices = discovery.list_namespaced_endpoint_slice(
                 self.namespace, label_selector=selector, _request_timeout=self.request_timeout_s
             )
-            pods = core.list_namespaced_pod(self.namespace, _request_timeout=self.request_timeout_s)
+            pods = core.list_namespaced_pod(
+                self.namespace, label_selector=self._pod_selector(core), _request_timeout=self.request_timeout_s
+            )
         except Exception as e:  # kubernetes' ApiException, urllib3's errors
             raise ServingError(
                 f"cannot read the EndpointSlices of Service {self.namespace}/{self.service}: {e}",
-                hint="check the API server address and that the account may list endpointslices and pods",
+                hint="check the API server address and that the account may get services and list endpointslices and pods",
             ) from e
         draining = {p.metadata.name for p in pods.items if (p.metadata.annotations or {}).get(DRAINING_ANNOTATION, "").lower() == "true"}
         found: dict[str, None] = {}
@@ -291,6 +296,20 @@ class EndpointSliceEndpoints:
                 for host in ep.addresses or []:
                     found[_address(host, port)] = None
         return list(found)
+
+    def _pod_selector(self, core: Any) -> str | None:
+        """The Service's pod selector as a label selector (only its pods are listed for the draining
+        annotation), or ``None`` (every pod of the namespace) for a Service without one or not found."""
+        import kubernetes
+
+        try:
+            service = core.read_namespaced_service(self.service, self.namespace, _request_timeout=self.request_timeout_s)
+        except kubernetes.client.ApiException as e:
+            if e.status == 404:  # slices without a Service object (hand-made, or an emulator)
+                return None
+            raise
+        selector = (service.spec.selector if service.spec is not None else None) or {}
+        return ",".join(f"{k}={v}" for k, v in sorted(selector.items())) or None
 
     def _port(self, eps: Any) -> int | None:
         if isinstance(self.port, int):
