@@ -7,36 +7,46 @@ The decision, in order (:func:`decide`):
 1. **Inputs.** Only *ready* pods have load signals. A ready pod is *complete* when its last scrape
    succeeded, is fresh (at most :data:`STALE_AFTER_SYNC_PERIODS` sync periods old) and carries
    ``request_rate`` and ``pending_requests`` with no policy metric missing; otherwise it is failing
-   (its endpoint did not answer), stale, or partial, and the decision *holds*: it may scale up on what
-   the complete pods show, never down, and a ``ScalingActive=False`` condition names each such pod and
-   what it lacks. When every ready pod has failed ``spec.fallback.failedScrapes`` scrapes in a row the
-   fallback count applies (``spec.fallback.replicas``; unset: hold).
-2. **Arrival rate** λ (requests/s) = the complete pods' ``request_rate`` summed, scaled up to all ready
-   pods (the router spreads load evenly), plus the growth of their pending requests per second
-   (requests that arrived and were not served). Averaged over the short panic window
-   (``spec.panicWindowSeconds``), so a burst shows within one or two scrapes.
-3. **Capacity** c (requests/s one replica serves within the SLO) starts from ``spec.capacity``
+   (its endpoint did not answer), stale, or partial (a pod's first scrape has no rates yet), and the
+   decision *holds*: it may scale up on what the complete pods show, never down, and a
+   ``ScalingActive=False`` condition names each such pod and what it lacks. When every ready pod has
+   failed ``spec.fallback.failedScrapes`` scrapes in a row the fallback count applies
+   (``spec.fallback.replicas``; unset: hold).
+2. **Arrival rate** λ (requests/s): each complete pod's ``request_rate`` plus the growth of its own
+   pending requests since the last decision (negative while it drains a backlog), summed and scaled
+   up to all ready pods (the router spreads load evenly), averaged over the short panic window
+   (``spec.panicWindowSeconds``). While a pod is in its first scrape, load is moving to it from the
+   others, so the estimate goes on along the last trend instead.
+3. **Trend.** When every interval of the last :data:`TREND_WINDOW_SECONDS` rose, the smallest of those
+   slopes is projected over the time a new pod takes to start (learned from the pods' own starts,
+   :data:`DEFAULT_START_DELAY_SECONDS` until one is seen) plus one sync period, if that adds more than
+   :data:`TREND_TOLERANCE` of λ; after a single rising interval, at most to the panic multiple of the
+   latest rate (a step is not a ramp). While the arrivals rise, nothing is scaled down.
+4. **Capacity** c (requests/s one replica serves within the SLO) starts from ``spec.capacity``
    (``perReplicaRps``, or the best throughput within the SLO of a ``tritonrec perf`` report,
-   :func:`seed_capacity_from_perf_report`) and is learned from the ready pods' own counters: a pod
-   within the SLO serves at least its ``request_rate`` (a lower bound: c rises to it); a pod over the
-   SLO because requests queue (queue time >= compute time) serves at most about its rate (c moves
-   toward it by :data:`CAPACITY_LEARNING_RATE`). The counters give mean times, so a pod is within the
-   SLO while its mean queue + compute time per request is at most ``slo.p99LatencyMs /
-   slo.p99ToMeanRatio`` (and, if set, its queue:compute ratio at most ``slo.queueComputeRatio``).
-4. **Needed replicas** = (λ + excess backlog / τ) / c, rounded up: the excess backlog is the pending
-   requests beyond what Little's law puts in the queue at the latency budget (λ × budget), drained
-   within τ = max(the SLO, one sync period: replicas asked for now serve no sooner than that).
-   Pods that are starting or loading models are part of the Deployment's current replicas, so they
-   count as capacity on the way: the need is compared with the whole count, not with the ready pods.
-5. **Panic** (Knative's KPA, ``knative/serving`` ``pkg/autoscaler/scaling/autoscaler.go``): when the
+   :func:`seed_capacity_from_perf_report`) and is learned from the ready pods' own counters. The
+   counters give means: a pod whose mean queue + compute time per request is at most
+   ``slo.p99LatencyMs / slo.p99ToMeanRatio`` (and queue:compute at most ``slo.queueComputeRatio``) is
+   surely within the SLO, so c is at least its ``request_rate`` (c rises to it); a pod whose mean
+   exceeds the SLO itself (a p99 is never below the mean) because requests queue (queue >= compute
+   time) is surely over it, so c is at most about its rate (c moves toward it by
+   :data:`CAPACITY_LEARNING_RATE`). The policy plans for ``spec.capacity.targetUtilization`` of c.
+5. **Needed replicas** = (forecast λ + excess backlog / τ) / (c × targetUtilization), rounded up: the
+   excess backlog is the pending requests beyond what Little's law puts in the queue at the latency
+   budget (λ × budget), drained within τ = max(the SLO, one sync period, a pod's start: replicas
+   asked for now serve no sooner). Pods that are starting or loading models are part of the
+   Deployment's current replicas, so they count as capacity on the way: the need is compared with the
+   whole count, not with the ready pods.
+6. **Panic** (Knative's KPA, ``knative/serving`` ``pkg/autoscaler/scaling/autoscaler.go``): when the
    need reaches ``spec.panicThresholdPercent`` of the current replicas (200%), the policy panics: it
    scales straight to the need (no rate limit but ``maxReplicas``), and never scales down while in
    panic; panic ends :data:`PANIC_STABLE_WINDOW_SECONDS` (Knative's stable window, 60 s) after the last
    time the threshold was crossed.
-6. **Otherwise** the HPA's behavior applies (:mod:`toolkit.autoscale.hpa`, the same functions as the HPA
-   baseline): scale-down takes the highest recommendation of the ``scaleDown`` stabilization window
-   (300 s by default) and is rate-limited by its policies; scale-up by the ``scaleUp`` policies.
-7. **No ready pod** (all starting, or none at all): the policy cannot see load; it keeps the current
+7. **Otherwise** the HPA's behavior applies (:mod:`toolkit.autoscale.hpa`, the same functions as the HPA
+   baseline): scale-up by the ``scaleUp`` policies; scale-down to the highest *steady* need (λ alone,
+   no forecast, no backlog) of the ``scaleDown`` stabilization window (300 s by default), never below
+   the current need, and rate-limited by its policies (bounded steps).
+8. **No ready pod** (all starting, or none at all): the policy cannot see load; it keeps the current
    count, brings it to ``minReplicas``, and scales up to the last need it saw (within the scale-down
    window), so a Deployment whose pods all restarted, or one at zero, is sized again.
 
@@ -68,6 +78,9 @@ __all__ = [
     "STALE_AFTER_SYNC_PERIODS",
     "PANIC_STABLE_WINDOW_SECONDS",
     "CAPACITY_LEARNING_RATE",
+    "TREND_WINDOW_SECONDS",
+    "TREND_TOLERANCE",
+    "DEFAULT_START_DELAY_SECONDS",
     "History",
     "PodView",
     "decide",
@@ -84,8 +97,15 @@ PANIC_STABLE_WINDOW_SECONDS = 60.0
 #: Weight of a new over-the-SLO observation when the capacity estimate moves down toward it
 #: (an exponential moving average: a few observations move it most of the way; one outlier does not).
 CAPACITY_LEARNING_RATE = 0.3
-#: Arrival samples kept in the history (seconds): the panic window is at most this long.
-_ARRIVAL_MEMORY_SECONDS = 3600.0
+#: Seconds of arrival samples the trend is read from (inclusive, so 3 samples at a 5 s sync period):
+#: short, so that the trend stops soon after a rise does.
+TREND_WINDOW_SECONDS = 10.0
+#: The trend counts only when it would add more than this share of the arrival rate within a pod's
+#: start: below that it is noise, and following it would scale up on every upward wiggle.
+TREND_TOLERANCE = 0.1
+#: A pod's start (scheduling, image, server start, model load) until one has been seen: then the
+#: learned value (an average of the starts seen) replaces it.
+DEFAULT_START_DELAY_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -96,8 +116,8 @@ class History:
         capacity_rps: requests/s one replica serves within the SLO, or None (not known yet).
         capacity_source: where the estimate comes from (``"spec.capacity.perReplicaRps"``, a perf
             report path, ``"learned"``), for the status.
-        arrivals: ``(time, arrival rate)`` samples of the last panic window.
-        last_pending: ``(time, pending requests)`` of the previous decision, for the backlog's growth.
+        arrivals: ``(time, arrival rate)`` samples of the last panic window or trend window.
+        last_pending: ``(time, ((pod, pending requests), ...))`` of the previous decision, for the backlog's growth.
         recommendations: past needs, for the scale-down stabilization window (as the HPA keeps them).
         scale_up_events, scale_down_events: past rescales, for the rate limits.
         panic_since: when the current panic began (None: not panicking).
@@ -106,12 +126,15 @@ class History:
         last_need: ``(time, replicas)`` the last time the need could be computed (for decisions with
             no ready pod).
         last_scale_time: when the count last changed.
+        starting_since: ``(pod, first seen starting)`` of the pods starting now.
+        start_delay_s: the pods' start (first seen starting to ready) as seen so far, averaged, or None.
+        trend_rps_per_s: the arrival rate's rise per second at the last decision (0 when not rising).
     """
 
     capacity_rps: float | None = None
     capacity_source: str = ""
     arrivals: tuple[tuple[float, float], ...] = ()
-    last_pending: tuple[float, float] | None = None
+    last_pending: tuple[float, tuple[tuple[str, float], ...]] | None = None
     recommendations: tuple[TimestampedRecommendation, ...] = ()
     scale_up_events: tuple[ScaleEvent, ...] = ()
     scale_down_events: tuple[ScaleEvent, ...] = ()
@@ -120,6 +143,9 @@ class History:
     max_panic_replicas: int = 0
     last_need: tuple[float, int] | None = None
     last_scale_time: float | None = None
+    starting_since: tuple[tuple[str, float], ...] = ()
+    start_delay_s: float | None = None
+    trend_rps_per_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -130,19 +156,28 @@ class PodView:
         pod: its name.
         problem: why its signals cannot be used (``"metrics endpoint failed 2 scrapes"``, ``"lacks
             nv_inference_queue_duration_us"``, ``"last scraped 21 s ago"``), or None when complete.
+        kind: the condition reason for the problem: ``FailedScrape``, ``MetricsStale`` or ``MetricsMissing``.
+        warming: scraped now but without rates yet (a pod's first scrape): its load is unknown for one period.
         latency_ms: mean queue + compute time per request (ms), or None when no request completed.
         queue_ms, compute_ms: its two parts per request (ms), or None.
-        over_slo: the pod is over the SLO (None: cannot tell).
+        within_slo: surely within the SLO: its mean latency is at most ``p99LatencyMs / p99ToMeanRatio``
+            (and its queue:compute ratio at most ``queueComputeRatio``); None: cannot tell.
+        over_slo: surely over it: its mean latency exceeds ``p99LatencyMs`` itself (a p99 is never below
+            the mean), or its queue:compute ratio exceeds ``queueComputeRatio``, or requests wait and
+            none completed.
         queueing: its queue time per request is at least its compute time (the load, not the model,
             makes it slow).
     """
 
     pod: str
     problem: str | None
+    kind: str = ""
+    warming: bool = False
     latency_ms: float | None = None
     queue_ms: float | None = None
     compute_ms: float | None = None
-    over_slo: bool | None = None
+    within_slo: bool | None = None
+    over_slo: bool = False
     queueing: bool = False
 
 
@@ -154,17 +189,21 @@ def _latency_budget_ms(spec: AutoscalerSpec) -> float | None:
 
 def _view(pod: PodSignals, spec: AutoscalerSpec, now: float) -> PodView:
     if pod.failed_scrapes > 0:
-        return PodView(pod.pod, f"metrics endpoint failed {pod.failed_scrapes} scrape{'s' if pod.failed_scrapes > 1 else ''}")
+        return PodView(
+            pod.pod, f"metrics endpoint failed {pod.failed_scrapes} scrape{'s' if pod.failed_scrapes > 1 else ''}", "FailedScrape"
+        )
     if pod.scraped_at is None:
-        return PodView(pod.pod, "never scraped")
+        return PodView(pod.pod, "never scraped", "MetricsStale")
     age = now - pod.scraped_at
     if age > STALE_AFTER_SYNC_PERIODS * spec.sync_period_seconds:
-        return PodView(pod.pod, f"last scraped {age:.0f} s ago (stale)")
+        return PodView(pod.pod, f"last scraped {age:.0f} s ago (stale)", "MetricsStale")
     if pod.missing:
-        return PodView(pod.pod, "lacks " + ", ".join(pod.missing))
+        return PodView(pod.pod, "lacks " + ", ".join(pod.missing), "MetricsMissing")
     lacking = [name for name, value in (("request_rate", pod.request_rate), ("pending_requests", pod.pending_requests)) if value is None]
     if lacking:
-        return PodView(pod.pod, "has no " + " or ".join(lacking) + " yet (first scrape, or a counter without a previous value)")
+        return PodView(
+            pod.pod, "has no " + " or ".join(lacking) + " yet (first scrape, or a counter without a previous value)", "MetricsMissing", True
+        )
     queue_ms = None if pod.queue_us_per_request is None else pod.queue_us_per_request / 1000.0
     compute_ms = None
     if pod.compute_us_per_inference is not None:
@@ -173,24 +212,26 @@ def _view(pod: PodSignals, spec: AutoscalerSpec, now: float) -> PodView:
             per_request = pod.inference_rate / pod.request_rate
         compute_ms = pod.compute_us_per_inference * per_request / 1000.0
     latency_ms = None if queue_ms is None else queue_ms + (compute_ms or 0.0)
-    over: bool | None = None
     budget = _latency_budget_ms(spec)
+    slo = spec.slo.p99_latency_ms
     ratio = spec.slo.queue_compute_ratio
+    within: bool | None = None
+    over = False
     if latency_ms is not None:
-        over = (budget is not None and latency_ms > budget) or (
-            ratio is not None and compute_ms is not None and queue_ms > ratio * compute_ms
-        )
+        ratio_ok = ratio is None or compute_ms is None or queue_ms <= ratio * compute_ms
+        within = (budget is None or latency_ms <= budget) and ratio_ok
+        over = (slo is not None and latency_ms > slo) or not ratio_ok
     elif (pod.pending_requests or 0) > 0 and not pod.request_rate:
         over = True  # requests waiting and none completed in the interval: saturated
-    queueing = queue_ms is not None and queue_ms >= (compute_ms or 0.0) and queue_ms > 0
+    queueing = queue_ms is not None and queue_ms > 0 and queue_ms >= (compute_ms or 0.0)
     if latency_ms is None and over:
         queueing = True
-    return PodView(pod.pod, None, latency_ms, queue_ms, compute_ms, over, queueing)
+    return PodView(pod.pod, None, "", False, latency_ms, queue_ms, compute_ms, within, over, queueing)
 
 
 def _learn_capacity(capacity: float | None, pods: Sequence[tuple[PodSignals, PodView]]) -> tuple[float | None, bool]:
     """The capacity estimate after this decision's observations, and whether they changed it."""
-    lower_bounds = [p.request_rate for p, v in pods if v.over_slo is False and p.request_rate]
+    lower_bounds = [p.request_rate for p, v in pods if v.within_slo and p.request_rate]
     saturated = [p.request_rate for p, v in pods if v.over_slo and v.queueing and p.request_rate]
     new = capacity
     if lower_bounds:
@@ -202,6 +243,31 @@ def _learn_capacity(capacity: float | None, pods: Sequence[tuple[PodSignals, Pod
         elif rate < new:
             new = new + CAPACITY_LEARNING_RATE * (rate - new)
     return new, new != capacity
+
+
+def _slope(samples: Sequence[tuple[float, float]]) -> float:
+    """A conservative trend of ``(t, y)`` samples in y per second: the smallest slope between consecutive
+    samples when every one rises, else 0 (a step followed by a level, or noise, is no trend); 0 with
+    fewer than 2 samples."""
+    if len(samples) < 2:
+        return 0.0
+    slopes = [(y1 - y0) / (t1 - t0) for (t0, y0), (t1, y1) in zip(samples, samples[1:], strict=False) if t1 > t0]
+    return min(slopes) if slopes and all(k > 0 for k in slopes) else 0.0
+
+
+def _learn_start_delay(history: History, signals: DeploymentSignals, now: float) -> History:
+    """Track when each starting pod was first seen; a pod seen ready after that adds its start to the average."""
+    since = dict(history.starting_since)
+    delay = history.start_delay_s
+    for pod in signals.pods:
+        if pod.phase == "starting":
+            since.setdefault(pod.pod, now)
+        elif pod.phase == "ready" and pod.pod in since:
+            observed = now - since.pop(pod.pod)
+            delay = observed if delay is None else delay + 0.5 * (observed - delay)
+    starting = {p.pod for p in signals.pods if p.phase == "starting"}
+    kept = tuple(sorted((name, t) for name, t in since.items() if name in starting))
+    return replace(history, starting_since=kept, start_delay_s=delay)
 
 
 def initial_history(spec: AutoscalerSpec, *, capacity_rps: float | None = None, capacity_source: str = "") -> History:
@@ -264,16 +330,19 @@ def decide(signals: DeploymentSignals, history: History, spec: AutoscalerSpec, n
         ``(decision, next history)``. ``decision.desired_replicas`` is within min/max and the
         behavior's limits (panic: within max only); ``decision.hold`` is True when incomplete inputs
         kept the count from going down; ``decision.signals`` holds ``arrival_rate_rps``,
-        ``capacity_rps_per_replica``, ``needed_replicas``, ``pending_requests``, ``excess_backlog``,
-        ``ready_pods``, ``starting_pods``, ``panic`` (1/0) and the mean latency of the ready pods.
+        ``forecast_rate_rps``, ``served_rate_rps``, ``capacity_rps_per_replica``, ``needed_replicas``
+        (before rounding), ``steady_replicas``, ``pending_requests``, ``excess_backlog``, ``ready_pods``,
+        ``starting_pods``, ``start_delay_s``, ``panic`` (1/0), ``shadow`` (1/0), ``current_replicas``,
+        ``desired_replicas`` and ``mean_latency_ms`` of the ready pods (those that apply).
     """
     current = signals.current_replicas
     ready = signals.ready_pods
     starting = signals.starting_pods
+    history = _learn_start_delay(history, signals, now)
     numbers: dict[str, float] = {"ready_pods": float(len(ready)), "starting_pods": float(len(starting))}
     able_ok = Condition("AbleToScale", "True", "ReadyForNewScale", "recommended size matches current size")
 
-    # --- 7. no ready pod: no load to see ----------------------------------------------------------------------
+    # --- 8. no ready pod: no load to see ----------------------------------------------------------------------
     if not ready:
         window = spec.behavior.scale_down.stabilization_window_seconds or 0
         last = history.last_need[1] if history.last_need is not None and now - history.last_need[0] <= window else 0
@@ -297,10 +366,7 @@ def decide(signals: DeploymentSignals, history: History, spec: AutoscalerSpec, n
         f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
     )
     if problems:
-        reasons = {
-            ("FailedScrape" if p.failed_scrapes else "MetricsStale" if "stale" in v.problem or "never" in v.problem else "MetricsMissing")
-            for p, v in problems
-        }
+        reasons = {v.kind for _, v in problems}
         problem_reason = reasons.pop() if len(reasons) == 1 else "MetricsIncomplete"
     else:
         problem_reason = ""
@@ -325,25 +391,65 @@ def decide(signals: DeploymentSignals, history: History, spec: AutoscalerSpec, n
             history, spec, signals, target, f"holding at {target}: {problem_text}", (able_ok, active, limited), numbers, True, now
         )
 
-    # --- 3. capacity ------------------------------------------------------------------------------------------
+    # --- 4. capacity ------------------------------------------------------------------------------------------
     capacity, learned = _learn_capacity(history.capacity_rps, complete)
     if learned:
         history = replace(history, capacity_rps=capacity, capacity_source="learned")
 
-    # --- 2. arrival rate --------------------------------------------------------------------------------------
-    scale = len(ready) / len(complete)
-    served = sum(p.request_rate or 0.0 for p, _ in complete) * scale
-    pending = sum(p.pending_requests or 0.0 for p, _ in complete) * scale
-    growth = 0.0
+    # --- 2, 3. arrival rate, and its trend -----------------------------------------------------------------------
+    # each complete pod's arrivals = what it served + the growth of its own backlog since the last
+    # decision (negative while it drains one), scaled up to every ready pod (the router spreads load
+    # evenly); the backlog itself is each ready pod's own fresh gauge (a new pod's is not its elders')
+    limit = STALE_AFTER_SYNC_PERIODS * spec.sync_period_seconds
+    gauges = {
+        p.pod: p.pending_requests
+        for p in ready
+        if p.pending_requests is not None
+        and p.failed_scrapes == 0
+        and p.scraped_at is not None
+        and now - p.scraped_at <= limit
+        and "nv_inference_pending_request_count" not in p.missing
+    }
+    pending = sum(gauges.values())
+    before: dict[str, float] = {}
+    elapsed = 0.0
     if history.last_pending is not None and now > history.last_pending[0]:
-        growth = max(0.0, (pending - history.last_pending[1]) / (now - history.last_pending[0]))
-    arrival_now = served + growth
-    keep = max(spec.panic_window_seconds, spec.sync_period_seconds)
-    arrivals = tuple(a for a in history.arrivals if now - a[0] < min(keep, _ARRIVAL_MEMORY_SECONDS)) + ((now, arrival_now),)
-    arrival = sum(a for _, a in arrivals) / len(arrivals)
-    history = replace(history, arrivals=arrivals, last_pending=(now, pending))
+        before, elapsed = dict(history.last_pending[1]), now - history.last_pending[0]
+    served = sum(p.request_rate or 0.0 for p, _ in complete) * len(ready) / len(complete)
+    own = 0.0
+    for p, _ in complete:
+        own += p.request_rate or 0.0
+        if p.pod in before and p.pod in gauges:
+            own += (gauges[p.pod] - before[p.pod]) / elapsed
+    arrival_now = max(0.0, own) * len(ready) / len(complete)
+    warming = any(v.warming for _, v in problems)
+    if warming and history.arrivals:
+        # pods that just became ready take load from the others before their own rates are known: the
+        # others' numbers say more about the shift than about the arrivals, so the last estimate goes on
+        # along the last trend
+        last_t, last_a = history.arrivals[-1]
+        arrival_now = last_a + history.trend_rps_per_s * max(0.0, now - last_t)
+    short = max(spec.panic_window_seconds, spec.sync_period_seconds)
+    memory = max(short, TREND_WINDOW_SECONDS)
+    arrivals = tuple(a for a in history.arrivals if now - a[0] <= memory + 1e-9) + ((now, arrival_now),)
+    recent = [a for t, a in arrivals if now - t < short] or [arrival_now]
+    arrival = sum(recent) / len(recent)
+    start_delay = history.start_delay_s if history.start_delay_s is not None else DEFAULT_START_DELAY_SECONDS
+    lead = start_delay + spec.sync_period_seconds  # pods asked now serve from then until the next ones do
+    trend_samples = [a for a in arrivals if now - a[0] <= TREND_WINDOW_SECONDS + 1e-9]
+    trend = history.trend_rps_per_s if warming else max(0.0, _slope(trend_samples))
+    rise = trend * lead
+    forecast = arrival
+    if rise > TREND_TOLERANCE * arrival:
+        projected = arrival_now + rise
+        if len(trend_samples) < 3:
+            # one rising interval may be a step rather than a ramp: project at most to the panic multiple
+            projected = min(projected, arrival_now * spec.panic_threshold_percent / 100.0)
+        forecast = max(arrival, projected)
+    history = replace(history, arrivals=arrivals, trend_rps_per_s=trend, last_pending=(now, tuple(sorted(gauges.items()))))
     latencies = [v.latency_ms for _, v in complete if v.latency_ms is not None]
-    numbers.update(arrival_rate_rps=arrival, served_rate_rps=served, pending_requests=pending)
+    numbers.update(arrival_rate_rps=arrival, forecast_rate_rps=forecast, served_rate_rps=served, pending_requests=pending)
+    numbers["start_delay_s"] = start_delay
     if latencies:
         numbers["mean_latency_ms"] = sum(latencies) / len(latencies)
 
@@ -361,17 +467,22 @@ def decide(signals: DeploymentSignals, history: History, spec: AutoscalerSpec, n
             history, spec, signals, target, f"no capacity estimate yet: holding at {target}", (able_ok, active, limited), numbers, True, now
         )
 
-    # --- 4. needed replicas -----------------------------------------------------------------------------------
+    # --- 5. needed replicas -----------------------------------------------------------------------------------
+    plan = capacity * spec.capacity.target_utilization
     budget_ms = _latency_budget_ms(spec)
     budget_s = (budget_ms / 1000.0) if budget_ms is not None else 0.0
     excess = max(0.0, pending - arrival * budget_s)
-    drain_s = max(spec.slo_seconds or 0.0, spec.sync_period_seconds)
-    needed_raw = (arrival + excess / drain_s) / capacity
+    drain_s = max(spec.slo_seconds or 0.0, spec.sync_period_seconds, start_delay)
+    needed_raw = (forecast + excess / drain_s) / plan
     needed = max(1, math.ceil(needed_raw - 1e-9))
-    numbers.update(needed_replicas=needed_raw, excess_backlog=excess)
+    # what the scale-down window remembers: the arrivals, not their forecast rise (a rise that stops
+    # would hold its overshoot for the whole window) nor the backlog, which drains; while the arrivals
+    # rise, nothing is taken back
+    steady = max(1, math.ceil(arrival / plan - 1e-9))
+    numbers.update(needed_replicas=needed_raw, steady_replicas=float(steady), excess_backlog=excess)
     history = replace(history, last_need=(now, needed))
 
-    # --- 5. panic ---------------------------------------------------------------------------------------------
+    # --- 6. panic ---------------------------------------------------------------------------------------------
     over_threshold = needed / max(1, current) >= spec.panic_threshold_percent / 100.0
     panic_since, last_over, max_panic = history.panic_since, history.last_over_threshold, history.max_panic_replicas
     if over_threshold:
@@ -381,18 +492,35 @@ def decide(signals: DeploymentSignals, history: History, spec: AutoscalerSpec, n
         panic_since, max_panic = None, 0
     history = replace(history, panic_since=panic_since, last_over_threshold=last_over, max_panic_replicas=max_panic)
     numbers["panic"] = 1.0 if panic_since is not None else 0.0
-    why = f"arrival {arrival:.1f} req/s over {capacity:.1f} req/s per replica"
+    why = f"arrival {arrival:.1f} req/s"
+    if forecast > arrival:
+        why += f" (rising to {forecast:.1f} within the {lead:g} s a new pod takes)"
+    why += f" over {plan:.1f} req/s per replica ({spec.capacity.target_utilization:g} of {capacity:.1f} at the SLO)"
     if excess > 0:
         why += f" plus {excess:.0f} backlogged requests to drain in {drain_s:g} s"
     why += f": {needed} replicas"
 
-    # the recommendation is recorded either way, so that the scale-down window remembers bursts; the
-    # first decision also records the current count (the HPA's recordInitialRecommendation), so that a
-    # new autoscaler does not scale down within its first window
+    # the steady need is recorded either way, so that the scale-down window remembers bursts (but not the
+    # backlog they left, which drains); the first decision also records the current count (the HPA's
+    # recordInitialRecommendation), so that a new autoscaler does not scale down within its first window
     up, down = spec.behavior.scale_up, spec.behavior.scale_down
     recs_before = history.recommendations or (TimestampedRecommendation(current, now),)
-    stabilized, stab_reason, stab_message, recs = stabilize_recommendation(recs_before, current, needed, up, down, now)
+    stabilized, stab_reason, stab_message, recs = stabilize_recommendation(recs_before, current, steady, up, down, now)
     history = replace(history, recommendations=recs)
+    if needed > current:
+        # up: the lowest recommendation of the scale-up window, as the HPA (no window by default)
+        up_window = up.stabilization_window_seconds or 0
+        lowest = min((r.recommendation for r in recs_before if up_window > 0 and r.timestamp > now - up_window), default=needed)
+        stabilized = max(current, min(needed, lowest))
+        stab_reason, stab_message = (
+            "ScaleUpStabilized",
+            "recent recommendations were lower than current one, applying the lowest recent recommendation",
+        )
+        stable_match = stabilized == needed
+    else:
+        # down: the highest steady need of the scale-down window, but never below what the backlog needs now
+        stable_match = stabilized == steady
+        stabilized = max(stabilized, needed)
 
     if current < spec.min_replicas or current > spec.max_replicas:
         # as the HPA does before it reads metrics: above max -> max; below min -> min, or the need if higher
@@ -407,12 +535,15 @@ def decide(signals: DeploymentSignals, history: History, spec: AutoscalerSpec, n
         able = Condition("AbleToScale", "True", "Panic", f"in panic since {panic_since:g} s: scaling up at once, never down")
         reason = f"panic ({needed} needed >= {spec.panic_threshold_percent:g}% of {current}): {why}"
     else:
-        able = able_ok if stabilized == needed else Condition("AbleToScale", "True", stab_reason, stab_message)
+        able = able_ok if stable_match else Condition("AbleToScale", "True", stab_reason, stab_message)
         target, lim_reason, lim_message = convert_desired_replicas_with_behavior_rate(
             current, stabilized, spec.min_replicas, spec.max_replicas, history.scale_up_events, history.scale_down_events, up, down, now
         )
         reason = why
 
+    if trend > 0 and target < current:
+        target = current
+        reason += "; not scaling down while the arrivals rise"
     hold = False
     if problems and target < current:
         target, hold = current, True

@@ -9,7 +9,7 @@ A pod within the SLO queues 1 ms and computes 2 ms per request; an overloaded on
 from __future__ import annotations
 
 import json
-from dataclasses import FrozenInstanceError
+from dataclasses import FrozenInstanceError, replace
 
 import pytest
 
@@ -23,7 +23,7 @@ BASE = {
     "minReplicas": 1,
     "maxReplicas": 20,
     "slo": {"p99LatencyMs": 60},
-    "capacity": {"perReplicaRps": 100},
+    "capacity": {"perReplicaRps": 100, "targetUtilization": 1.0},
 }
 
 
@@ -53,7 +53,7 @@ def _load(now, total, replicas, *, ready=None, pending=0.0, busy=None) -> Deploy
     ready = replicas if ready is None else ready
     per = total / ready if ready else 0.0
     over = busy if busy is not None else per > 100
-    pods = [_pod(f"p{i}", now, per, queue_ms=30.0 if over else 1.0, pending=pending / ready) for i in range(ready)]
+    pods = [_pod(f"p{i}", now, per, queue_ms=70.0 if over else 1.0, pending=pending / ready) for i in range(ready)]
     pods += [PodSignals(f"s{i}", "starting") for i in range(replicas - ready)]
     return DeploymentSignals(now=now, current_replicas=replicas, pods=tuple(pods))
 
@@ -77,48 +77,61 @@ def _reason(d, ctype):
 
 def test_burst_panics_scales_up_at_once_and_never_down_while_panicking() -> None:
     """Knative-style panic: the need reaches 200% of the replicas -> straight to the need; later lower
-    needs within the 60 s after the last crossing do not scale down."""
+    needs within the 60 s after the last crossing do not scale down. Backlogs drain within the 30 s a
+    pod takes to start (the default until a start is seen); a rise is projected over that start plus
+    one sync period (35 s), and after a single rising interval at most to 200% of the latest rate."""
     steps = [
         (0.0, _load(0.0, 150, 2)),  # 75 req/s each, within the SLO: need 2
-        # 110 req/s each over the SLO, 500 pending (+100/s): arrival (150 + 320) / 2 = 235,
-        # excess 500 - 235 * 0.02 = 495.3 drained in 5 s -> (235 + 99.1) / 100 = 3.34 -> 4 = 200% of 2
-        (5.0, _load(5.0, 220, 2, pending=500, busy=True)),
-        # 2 ready of 4, 1000 pending: arrival 320, excess 993.6 -> (320 + 198.7) / 100 = 5.19 -> 6
-        (10.0, _load(10.0, 220, 4, ready=2, pending=1000, busy=True)),
-        # the burst is over (160 req/s, nothing pending: need 3), but in panic: stay at 6
-        (15.0, _load(15.0, 160, 6, ready=2)),
-        # 65 s after the last crossing: panic is over; the 300 s scale-down window still holds 6
-        (70.0, _load(70.0, 160, 6)),
+        # 110 req/s each, over the SLO, 3000 pending (+600/s): arrivals 150 -> 820 req/s, mean 485; one rising
+        # interval: projected to min(820 + 134 * 35, 2 * 820) = 1640; excess 3000 - 485 * 0.02 = 2990.3
+        # drained in 30 s -> (1640 + 99.7) / 100 = 17.4 -> 18 (900% of 2)
+        (5.0, _load(5.0, 220, 2, pending=3000, busy=True)),
+        # 2 ready of 18, 6000 pending: arrivals 820 (150, 820, 820 does not rise), excess 5983.6 -> 10.19 -> 11
+        (10.0, _load(10.0, 220, 18, ready=2, pending=6000, busy=True)),
+        # the load falls (100 req/s served, backlog unchanged: need 7), but in panic: stay at 18
+        (15.0, _load(15.0, 100, 18, ready=2, pending=6000)),
+        # 65 s after the last crossing: panic is over; the 300 s window holds the highest steady need, 9 (t=10)
+        (70.0, _load(70.0, 160, 18)),
     ]
     d, _ = _run(SPEC, steps)
-    assert [x.desired_replicas for x in d] == [2, 4, 6, 6, 6]
+    assert [x.desired_replicas for x in d] == [2, 18, 18, 18, 9]
     assert [x.signals["panic"] for x in d] == [0.0, 1.0, 1.0, 1.0, 0.0]
     assert _reason(d[1], "AbleToScale").reason == "Panic" and d[1].reason.startswith("panic")
-    assert d[1].signals["arrival_rate_rps"] == pytest.approx(235.0)
-    assert d[2].signals["needed_replicas"] == pytest.approx(5.187, abs=1e-3)
+    assert d[1].signals["arrival_rate_rps"] == pytest.approx(485.0)
+    assert d[1].signals["forecast_rate_rps"] == pytest.approx(1640.0)
+    assert d[2].signals["needed_replicas"] == pytest.approx(10.1945, abs=1e-4)
     assert _reason(d[4], "AbleToScale").reason == "ScaleDownStabilized"
 
 
 def test_panic_is_not_held_back_by_the_scale_up_rate_limit() -> None:
     """From 1 replica a need of 10 is reached in one step; the HPA's max(4 pods, 100%) would allow 5."""
-    d, _ = _run(SPEC, [(0.0, _load(0.0, 50, 1)), (5.0, _load(5.0, 1950, 1, busy=True))])
-    # arrival (50 + 1950) / 2 = 1000 -> 10
-    assert d[1].desired_replicas == 10 and d[1].signals["panic"] == 1.0
+    d, _ = _run(SPEC, [(0.0, _load(0.0, 1000, 1, busy=True))])
+    assert d[0].desired_replicas == 10 and d[0].signals["panic"] == 1.0
 
 
 # --- ramp, rate limits, steady load ----------------------------------------------------------------------------------
 
 
-def test_ramp_tracks_the_need_without_panic() -> None:
-    spec = _spec(panicWindowSeconds=1)  # one sample per window: the need is each step's own load
-    loads = [150, 200, 260, 340, 440, 570, 740]
-    history, replicas, seen = initial_history(spec), 2, []
+def test_ramp_is_followed_ahead_by_the_start_of_a_pod() -> None:
+    """+5% per 5 s: the smallest slope of the last 10 s is projected over the 35 s a pod takes to start
+    and serve until the next decision (t=30: 536 + 4.8 req/s/s * 35 s = 704 -> 8); no panic, the HPA's
+    scale-up limits allow each step."""
+    spec = _spec(panicWindowSeconds=1)  # one sample per window: the arrival is each step's own load
+    loads = [400, 420, 441, 463, 486, 510, 536]
+    history, replicas, seen = initial_history(spec), 4, []
     for k, load in enumerate(loads):
         d, history = decide(_load(5.0 * k, load, replicas), history, spec, 5.0 * k)
         replicas = d.desired_replicas
         seen.append(replicas)
         assert d.signals["panic"] == 0.0
-    assert seen == [2, 2, 3, 4, 5, 6, 8]
+    assert seen == [4, 6, 6, 7, 7, 7, 8]
+    assert d.signals["forecast_rate_rps"] == pytest.approx(536 + 24 / 5 * 35)
+
+
+def test_a_step_is_not_a_trend() -> None:
+    spec = _spec(panicWindowSeconds=1)
+    d, _ = _run(spec, [(0.0, _load(0.0, 400, 4)), (5.0, _load(5.0, 800, 8)), (10.0, _load(10.0, 800, 8))])
+    assert d[2].signals["forecast_rate_rps"] == d[2].signals["arrival_rate_rps"] == pytest.approx(800)
 
 
 def test_a_tighter_scale_up_policy_limits_the_step() -> None:
@@ -237,7 +250,7 @@ def test_counter_reset_does_not_scale_down() -> None:
     assert (d.desired_replicas, d.hold) == (3, True)
     d, history = decide(_three(10.0, 80, p1={"request_rate": 5.0, "inference_rate": 5.0}), history, SPEC, 10.0)
     assert (d.desired_replicas, d.hold) == (3, False)
-    # (80 + 5 + 80) req/s averaged with the previous 240 (p1's share taken as the others'): 2.03 replicas' worth
+    # (80 + 5 + 80) req/s averaged with the 240 carried over p1's first scrape: 2.03 replicas' worth
     assert d.signals["needed_replicas"] == pytest.approx(2.025)
 
 
@@ -265,10 +278,10 @@ def test_scales_up_from_zero_ready_pods() -> None:
 def test_pods_still_loading_count_as_capacity_on_the_way() -> None:
     """2 ready pods with a backlog need 6; the policy asks for 6 once, and with 4 of them still loading
     it asks for no more (they are neither idle capacity nor overload)."""
-    # 220 req/s and 1800 pending: (220 + (1800 - 4.4) / 5) / 100 = 5.79 -> 6
-    d0, history = decide(_load(0.0, 220, 2, pending=1800, busy=True), initial_history(SPEC), SPEC, 0.0)
+    # 220 req/s and 10000 pending, drained in 30 s: (220 + (10000 - 4.4) / 30) / 100 = 5.53 -> 6
+    d0, history = decide(_load(0.0, 220, 2, pending=10000, busy=True), initial_history(SPEC), SPEC, 0.0)
     assert d0.desired_replicas == 6
-    d1, history = decide(_load(5.0, 220, 6, ready=2, pending=1800, busy=True), history, SPEC, 5.0)
+    d1, history = decide(_load(5.0, 220, 6, ready=2, pending=10000, busy=True), history, SPEC, 5.0)
     assert d1.desired_replicas == 6 and not d1.hold
     assert d1.signals["starting_pods"] == 4.0
 
@@ -418,3 +431,41 @@ def test_decide_is_pure() -> None:
     assert history == initial_history(SPEC)
     with pytest.raises(FrozenInstanceError):
         history.capacity_rps = 1.0  # type: ignore[misc]
+
+
+# --- headroom, pod starts, trends ----------------------------------------------------------------------------------
+
+
+def test_target_utilization_leaves_headroom() -> None:
+    spec = parse_spec({**BASE, "capacity": {"perReplicaRps": 100, "targetUtilization": 0.5}})
+    d, _ = decide(_load(0.0, 300, 2, busy=True), initial_history(spec), spec, 0.0)
+    assert d.desired_replicas == 6  # 300 req/s over 50 planned per replica
+
+
+def test_start_delay_is_learned_from_the_pods_own_starts() -> None:
+    one_starting = DeploymentSignals(now=0.0, current_replicas=2, pods=(_pod("p0", 0.0, 50.0), PodSignals("s0", "starting")))
+    _, history = decide(one_starting, initial_history(SPEC), SPEC, 0.0)
+    assert history.starting_since == (("s0", 0.0),)
+    both_ready = DeploymentSignals(now=20.0, current_replicas=2, pods=(_pod("p0", 20.0, 50.0), _pod("s0", 20.0, 50.0)))
+    d, history = decide(both_ready, history, SPEC, 20.0)
+    assert history.start_delay_s == 20.0 and history.starting_since == ()
+    assert d.signals["start_delay_s"] == 20.0
+
+
+def test_no_scale_down_while_the_arrivals_rise() -> None:
+    spec = _spec(behavior={"scaleDown": {"stabilizationWindowSeconds": 0}})
+    history = replace(initial_history(spec), arrivals=((0.0, 300.0), (5.0, 400.0)))
+    d, history = decide(_load(10.0, 500, 20), history, spec, 10.0)  # rising: forecast 500 + 20 * 35 = 1200 -> 12 < 20
+    assert d.desired_replicas == 20 and "not scaling down while the arrivals rise" in d.reason
+    d, history = decide(_load(15.0, 500, 20), history, spec, 15.0)  # level: need 5, no window
+    assert d.desired_replicas == 5
+
+
+def test_a_pod_in_its_first_scrape_carries_the_arrivals_along_the_trend() -> None:
+    history = replace(initial_history(SPEC), arrivals=((0.0, 300.0), (5.0, 400.0)), trend_rps_per_s=20.0)
+    pods = (_pod("p0", 10.0, 100.0), _pod("p1", 10.0, 100.0), _pod("new", 10.0, None, inference_rate=None))
+    d, history = decide(DeploymentSignals(now=10.0, current_replicas=3, pods=pods), history, SPEC, 10.0)
+    assert history.arrivals[-1] == (10.0, 500.0)  # 400 + 20 req/s/s * 5 s, not the two old pods' 300
+    # rising to 500 + 20 * 35 = 1200 req/s: up to 12 at once (partial metrics stop only scale-downs)
+    assert (d.desired_replicas, d.hold) == (12, False)
+    assert "pod new has no request_rate" in _reason(d, "ScalingActive").message
