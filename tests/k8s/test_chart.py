@@ -403,3 +403,11 @@ def test_bad_values_fail_with_a_message_naming_the_value():
 def test_render_raises_the_error_for_one_bad_value():
     with pytest.raises(DeployError, match="/gpuCount"):
         render({"gpu": False, "gpuCount": 1})
+
+
+def test_an_upgrade_keeps_the_replicas_the_autoscaler_set():
+    scaled = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "tritonrec-triton", "namespace": "default"}}
+    scaled["spec"] = {"replicas": 5}  # what the autoscaler set; values.yaml says 2
+    with_autoscaler, without = render_many([{}, {"autoscaler": {"enabled": False}}], existing=[("apps/v1/deployments", scaled)])
+    assert with_autoscaler.find("Deployment", "tritonrec-triton")[0]["spec"]["replicas"] == 5
+    assert without.find("Deployment", "tritonrec-triton")[0]["spec"]["replicas"] == 2

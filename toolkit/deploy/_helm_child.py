@@ -12,9 +12,12 @@ with the variable set (:mod:`toolkit.deploy.helm`).
 A job is ``{"action": "lint", "chart": DIR}`` (Helm's ``lint``: the chart's own values against its
 ``values.schema.json``, template syntax, Chart.yaml) or ``{"action": "install", "chart": DIR,
 "release": NAME, "namespace": NS, "values": {...}, "kube_version": "v1.37.1", "api_versions":
-["monitoring.coreos.com/v1"], "crds": [...]}``: Helm's install action against a fresh
-:class:`~toolkit.deploy.emulator.HelmEmulator` on 127.0.0.1 (``wait=False``), whose result carries
-the rendered ``manifest``. Each result is ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.
+["monitoring.coreos.com/v1"], "crds": [...], "existing": [{"resource": "apps/v1/deployments",
+"object": {...}}]}``: Helm's install action against a fresh
+:class:`~toolkit.deploy.emulator.HelmEmulator` on 127.0.0.1 (``wait=False``; holding the
+``existing`` objects first, which Helm then takes over, so that ``lookup`` sees them as in a
+``helm upgrade``), whose result carries the rendered ``manifest``. Each result is
+``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.
 """
 
 from __future__ import annotations
@@ -49,9 +52,15 @@ async def _install(job: dict[str, Any]) -> dict[str, Any]:
     for group_version in job.get("api_versions", []):
         declare(emulator, group_version, OPTIONAL_API_VERSIONS[group_version])
     declare_crds(emulator, job.get("crds", []))
+    existing = job.get("existing", [])
+    for item in existing:  # what the cluster already holds, as for a `helm upgrade`
+        meta = item["object"]["metadata"]
+        emulator.objects[item["resource"], meta.get("namespace"), meta["name"]] = item["object"]
     async with emulator as api, kmock.Server(api, host="127.0.0.1") as server:
         config = helm_sdkpy.Configuration(namespace=job["namespace"], kubeconfig=_kubeconfig(str(server.url).rstrip("/"), job["namespace"]))
-        release = await helm_sdkpy.Install(config).run(job["release"], job["chart"], values=job.get("values") or {}, wait=False, timeout=60)
+        install = helm_sdkpy.Install(config)
+        values = job.get("values") or {}
+        release = await install.run(job["release"], job["chart"], values=values, wait=False, timeout=60, take_ownership=bool(existing))
         return {"ok": True, "manifest": release.get("manifest", ""), "notes": release.get("info", {}).get("notes", "")}
 
 

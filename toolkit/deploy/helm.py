@@ -211,6 +211,7 @@ def render_many(
     namespace: str = "default",
     kube_version: str = DEFAULT_KUBE_VERSION,
     api_versions: Sequence[str] = (),
+    existing: Sequence[tuple[str, Mapping[str, Any]]] = (),
 ) -> list[Rendering | DeployError]:
     """Render ``chart`` once for each values mapping in one Helm process.
 
@@ -222,6 +223,9 @@ def render_many(
         kube_version: the Kubernetes version rendered for (``.Capabilities.KubeVersion``).
         api_versions: optional APIs to assume present (``.Capabilities.APIVersions``), from
             :data:`~toolkit.deploy.emulator.OPTIONAL_API_VERSIONS`.
+        existing: objects the cluster already holds, as ``(resource, manifest)`` with resource
+            like ``"apps/v1/deployments"``: what the templates' ``lookup`` finds, as in a
+            ``helm upgrade`` (the Triton Deployment keeps the replicas the autoscaler set).
 
     Returns:
         one :class:`Rendering` per values mapping, or the :class:`DeployError` that mapping gave
@@ -252,6 +256,7 @@ def render_many(
             "kube_version": kube_version,
             "api_versions": list(api_versions),
             "crds": crds,
+            "existing": [{"resource": resource, "object": dict(obj)} for resource, obj in existing],
         }
         for values in values_list
     ]
