@@ -15,12 +15,14 @@ chooses a replica for every request, from endpoints it discovers itself:
 
 Policies (:data:`POLICIES`), chosen per router:
 
-* ``least_outstanding`` -- fewest requests in flight from this router. By default the *power of
-  two choices*: sample two healthy replicas at random and take the less loaded one
-  (Mitzenmacher, "The Power of Two Choices in Randomized Load Balancing", IEEE TPDS 12(10),
-  2001), as Envoy's ``LEAST_REQUEST`` load balancer does with ``choice_count: 2``
-  (envoy/source/common/upstream/load_balancer_impl.cc, ``LeastRequestLoadBalancer``); with
-  ``choices=None`` a full scan (the least loaded of all, ties broken at random).
+* ``least_outstanding`` -- fewest requests in flight from this router, compared over all healthy
+  replicas (join-the-shortest-queue; Envoy's ``LEAST_REQUEST`` with ``selection_method:
+  FULL_SCAN``); equal counts go to the replica with the lower recent latency (an EWMA), then at
+  random. ``LeastOutstanding(choices=2)`` is the *power of two choices* instead: sample two
+  healthy replicas at random and take the less loaded one (Mitzenmacher, "The Power of Two
+  Choices in Randomized Load Balancing", IEEE TPDS 12(10), 2001), Envoy's default
+  ``choice_count: 2`` (envoy source/extensions/load_balancing_policies/least_request/
+  least_request_lb.h, ``LeastRequestLoadBalancer``).
 * ``round_robin`` -- each healthy replica in turn, blind to load (Envoy's ``ROUND_ROBIN``).
 * ``pinned`` -- what a ClusterIP Service gives gRPC: each connection (by default, each calling
   thread) is pinned to one replica picked uniformly at random when it first sends (kube-proxy's
@@ -329,7 +331,7 @@ def pick_least_outstanding(
     outstanding: Mapping[str, int],
     rng: random.Random,
     *,
-    choices: int | None = 2,
+    choices: int | None = None,
     latency_ms: Mapping[str, float] | None = None,
 ) -> str:
     """The candidate with the fewest outstanding requests among ``choices`` sampled at random.
@@ -410,13 +412,13 @@ class LeastOutstanding:
     """:func:`pick_least_outstanding` with its own seeded random source.
 
     Args:
-        choices: sampled candidates per pick (2: power of two choices; ``None``: all).
+        choices: sampled candidates per pick (``None``: all, the default; 2: power of two choices).
         seed: seed of the random source (``None``: from the OS).
     """
 
     name = "least_outstanding"
 
-    def __init__(self, choices: int | None = 2, seed: int | None = None) -> None:
+    def __init__(self, choices: int | None = None, seed: int | None = None) -> None:
         if choices is not None and choices < 1:
             raise ServingError(f"least_outstanding: choices must be >= 1 or None, got {choices}")
         self.choices, self._rng = choices, random.Random(seed)

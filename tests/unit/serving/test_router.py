@@ -73,7 +73,7 @@ def test_power_of_two_choices_never_picks_the_most_loaded_of_three() -> None:
 
 def test_power_of_two_choices_samples_only_among_the_candidates() -> None:
     rng = random.Random(2)
-    assert {pick_least_outstanding([A, B], {A: 0, B: 0, C: -5}, rng) for _ in range(200)} <= {A, B}
+    assert {pick_least_outstanding([A, B], {A: 0, B: 0, C: -5}, rng, choices=2) for _ in range(200)} <= {A, B}
 
 
 def test_least_outstanding_rejects_no_candidates_and_zero_choices() -> None:
