@@ -127,6 +127,8 @@ def test_the_whole_custom_object_is_accepted_as_well_as_its_spec() -> None:
         (_spec(behavior={"scaleUp": {"selectPolicy": "Average"}}), "`spec.behavior.scaleUp.selectPolicy` ('Average')"),
         (_spec(fallback={"replicas": 50}), "`spec.fallback.replicas` (50) is outside [`spec.minReplicas`, `spec.maxReplicas`] = [1, 10]"),
         (_spec(metricsPort=70000), "`spec.metricsPort` (70000)"),
+        (_spec(capacity={"targetUtilization": 1.5}), "`spec.capacity.targetUtilization` (1.5)"),
+        (_spec(capacity={"perReplicaRps": -3}), "`spec.capacity.perReplicaRps` (-3)"),
         (_spec(panicThresholdPercent=100), "`spec.panicThresholdPercent` (100)"),
     ],
 )
