@@ -113,7 +113,8 @@ def test_the_example_autoscaler_targets_the_triton_deployment(renderings):
 
 def test_the_chart_carries_the_crd_byte_for_byte_as_k8s_crds_has_it():
     source = ROOT / "k8s" / "crds" / "tritonautoscalers.tritonrec.io.yaml"
-    assert (CHART_DIR / "crds" / source.name).read_bytes() == source.read_bytes()
+    copy = CHART_DIR / "crds" / source.name
+    assert copy.read_bytes() == source.read_bytes(), "k8s/crds changed: run python -m toolkit.deploy.generate"
 
 
 def test_monitors_come_only_where_the_prometheus_operator_api_is(renderings):

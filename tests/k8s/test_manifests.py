@@ -67,7 +67,7 @@ def test_the_gpu_overlay_differs_from_the_base_only_in_the_triton_deployment():
 
 
 def test_regenerating_k8s_changes_nothing():
-    assert generate.generate(check=True) == []
+    assert generate.generate(check=True) == [], "k8s/ is out of date: run python -m toolkit.deploy.generate"
 
 
 def test_the_check_finds_a_hand_edit(tmp_path, monkeypatch):
