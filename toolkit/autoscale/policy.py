@@ -11,7 +11,7 @@ The decision, in order (:func:`decide`):
    decision *holds*: it may scale up on what the complete pods show, never down, and a
    ``ScalingActive=False`` condition names each such pod and what it lacks. When every ready pod has
    failed ``spec.fallback.failedScrapes`` scrapes in a row the fallback count applies
-   (``spec.fallback.replicas``; unset: hold).
+   (``spec.fallback.replicas``, as a floor: it scales up to it, never down; unset: hold).
 2. **Arrival rate** λ (requests/s): each complete pod's ``request_rate`` plus the growth of its own
    pending requests since the last decision (negative while it drains a backlog), summed and scaled
    up to all ready pods (the router spreads load evenly), averaged over the short panic window
@@ -374,16 +374,18 @@ def decide(signals: DeploymentSignals, history: History, spec: AutoscalerSpec, n
     if not complete:
         failing_long = all(p.failed_scrapes >= spec.fallback.failed_scrapes for p, _ in problems)
         if failing_long and spec.fallback.replicas is not None:
-            target = spec.fallback.replicas
+            # at least the fallback count: missing metrics never scale down, even through the fallback
+            target = max(spec.fallback.replicas, current)
             active = Condition(
                 "ScalingActive",
                 "False",
                 "FallbackReplicas",
-                f"every ready pod failed {spec.fallback.failed_scrapes}+ scrapes ({problem_text}): spec.fallback.replicas = {target}",
+                f"every ready pod failed {spec.fallback.failed_scrapes}+ scrapes ({problem_text}): "
+                f"spec.fallback.replicas = {spec.fallback.replicas}, holding at least {current}",
             )
             limited = Condition("ScalingLimited", "False", "DesiredWithinRange", "the desired count is within the acceptable range")
             reason = f"no metrics from any ready pod: fallback to {target} replicas"
-            return _finish(history, spec, signals, target, reason, (able_ok, active, limited), numbers, False, now)
+            return _finish(history, spec, signals, target, reason, (able_ok, active, limited), numbers, target == current, now)
         target, lim_reason, lim_message = _clamp(max(current, spec.min_replicas), spec)
         active = Condition("ScalingActive", "False", problem_reason, f"holding at {target}: {problem_text}")
         limited = Condition("ScalingLimited", "True" if lim_reason != "DesiredWithinRange" else "False", lim_reason, lim_message)

@@ -188,11 +188,14 @@ class Behavior(_Model):
 
 
 class Fallback(_Model):
-    """What to do when a pod's metrics endpoint stops answering (like KEDA's ``fallback``)."""
+    """What to do when every ready pod's metrics endpoint stops answering (like KEDA's ``fallback``, but
+    only ever upward)."""
 
     failed_scrapes: int = Field(3, ge=1, description="Consecutive failed scrapes of every ready pod before the fallback applies.")
     replicas: int | None = Field(
-        None, ge=0, description="Replicas to set then; unset: hold the current count (never scale down on missing metrics)."
+        None,
+        ge=0,
+        description="Replicas to scale up to then (a floor: missing metrics never scale down); unset: hold the current count.",
     )
 
 

@@ -228,7 +228,9 @@ def test_partial_metrics_still_scale_up_from_the_other_pods() -> None:
 
 
 @pytest.mark.parametrize(
-    ("failed", "fallback", "expected", "reason"), [(3, 5, 5, "FallbackReplicas"), (2, 5, 3, "FailedScrape"), (3, None, 3, "FailedScrape")]
+    ("failed", "fallback", "expected", "reason"),
+    [(3, 5, 5, "FallbackReplicas"), (3, 2, 3, "FallbackReplicas"), (2, 5, 3, "FailedScrape"), (3, None, 3, "FailedScrape")],
+    ids=["fallback-up", "fallback-never-down", "not-yet", "no-fallback"],
 )
 def test_fallback_after_n_failed_scrapes_of_every_ready_pod(failed, fallback, expected, reason) -> None:
     spec = _spec(fallback={"failedScrapes": 3, **({"replicas": fallback} if fallback else {})})
@@ -236,6 +238,7 @@ def test_fallback_after_n_failed_scrapes_of_every_ready_pod(failed, fallback, ex
     d, _ = decide(_three(0.0, 80, p0=over, p1=over, p2=over), initial_history(spec), spec, 0.0)
     assert d.desired_replicas == expected
     assert _reason(d, "ScalingActive").reason == reason
+    assert d.hold == (expected == 3)
 
 
 def test_counter_reset_does_not_scale_down() -> None:
