@@ -412,3 +412,18 @@ def test_an_upgrade_keeps_the_replicas_the_autoscaler_set():
     with_autoscaler, without = render_many([{}, {"autoscaler": {"enabled": False}}], existing=[("apps/v1/deployments", scaled)])
     assert with_autoscaler.find("Deployment", "tritonrec-triton")[0]["spec"]["replicas"] == 5
     assert without.find("Deployment", "tritonrec-triton")[0]["spec"]["replicas"] == 2
+
+
+def test_the_autoscaler_arguments_are_ones_tritonrec_autoscale_run_takes(renderings):
+    from typer.main import get_command
+
+    from toolkit.cli import autoscale
+
+    for variant in ("default", "more-namespaces"):
+        (deployment,) = renderings[variant].find("Deployment", "tritonrec-autoscaler")
+        args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert args[:2] == ["autoscale", "run"]
+        run = get_command(autoscale.app).commands["run"]
+        context = run.make_context("run", list(args[2:]))  # raises on an option the command does not take
+        assert list(context.params["namespace"]) == [a.split("=", 1)[1] for a in args if a.startswith("--namespace=")]
+        assert context.params["lease_namespace"] == "serving" and context.params["lease_name"] == "tritonrec-autoscaler"
