@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -253,3 +254,22 @@ def test_the_controller_reconciles_the_example_and_its_role_allows_every_call_it
         ("get", "deployments/scale"),
         ("create", "leases"),
     } <= seen
+
+
+def test_the_emulator_answers_discovery_as_a_kube_apiserver_does():
+    emulator = HelmEmulator(kube_version="v1.31.4", builtins="chart")
+
+    def get(url: str) -> dict:
+        # the paths client-go (and so Helm) asks; the Python client adds a trailing slash to them,
+        # which kmock does not route
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return json.load(response)
+
+    with _serving(emulator) as url:
+        core = get(f"{url}/api/v1")  # kmock 0.8 alone says "/v1" here: client-go then maps no core kind
+        assert core["groupVersion"] == "v1" and "configmaps" in {r["name"] for r in core["resources"]}
+        version = get(f"{url}/version")  # .Capabilities.KubeVersion
+        assert (version["major"], version["minor"], version["gitVersion"]) == ("1", "31", "v1.31.4")
+        apps = get(f"{url}/apis/apps/v1")
+        assert {r["name"]: r["kind"] for r in apps["resources"]}["deployments"] == "Deployment"
+        assert "monitoring.coreos.com" not in {g["name"] for g in get(f"{url}/apis")["groups"]}
