@@ -216,7 +216,13 @@ def markdown(report: dict) -> str:
     """The report for people: set-up, medians over runs, every run."""
     s, m = report["setup"], report["machine"]
     rr_slow = s["load"]["rate_rps"] / len(s["replicas"])
-    slow_capacity = s["replicas"][s["slow_replica"]]["capacity_rps"]
+    slow = s["replicas"][s["slow_replica"]]
+    fast = next(r for a, r in s["replicas"].items() if a != s["slow_replica"])
+    slow_capacity = slow["capacity_rps"]
+    seeds = sorted({r["seed"] for r in report["runs"]})
+    full_beats_p2c = sum(
+        1 for seed in seeds if _run(report["runs"], "least_outstanding", seed)["p99_ms"] < _run(report["runs"], P2C, seed)["p99_ms"]
+    )
     lines = [
         "# Routing across three Triton replicas, one slower (least-outstanding vs round-robin vs pinned)",
         "",
@@ -246,7 +252,9 @@ def markdown(report: dict) -> str:
     lines += [
         "",
         f"least_outstanding beats both on p99 (medians): **{report['least_outstanding_beats_both_on_p99']}**; "
-        f"in {report['runs_where_least_outstanding_beats_both_on_p99']} of {report['setup']['load']['repeats']} runs (same seed)",
+        f"in {report['runs_where_least_outstanding_beats_both_on_p99']} of {report['setup']['load']['repeats']} runs (same seed). "
+        f"least_outstanding (all replicas compared) had a lower p99 than least_outstanding_p2c in {full_beats_p2c} of "
+        f"{report['setup']['load']['repeats']} runs (same seed).",
         "",
         "## Every run",
         "",
@@ -264,18 +272,30 @@ def markdown(report: dict) -> str:
         "",
         "## Notes",
         "",
-        "- The slow replica is a delay model with 4x the service time and half the instances, not a real ranker: with a sleep",
-        "  for service time, the replicas' capacities hold on a shared 2-core machine where the load generator, three servers",
-        "  and other sessions' work compete for the CPU; what is compared is where each policy sends the requests.",
+        f"- The slow replica is a delay model ({slow['delay_ms']:g} ms x {slow['instances']} instance(s) against the others' "
+        f"{fast['delay_ms']:g} ms x {fast['instances']}), not a real ranker: with a sleep for service time, the replicas'",
+        "  capacities hold on a shared 2-core machine where the load generator, three servers and other sessions' work compete",
+        "  for the CPU; what is compared is where each policy sends the requests.",
         f"- Round-robin gives the slow replica a third of the load whatever its queue ({rr_slow:.3g} req/s against its capacity of "
         f"{slow_capacity:g}{'; more than it can serve, so its queue grows for the whole run' if rr_slow > slow_capacity else ''});",
         "  pinned gives it the requests of the connections that landed there (a binomial draw per run, hence the spread over",
-        "  seeds); least-outstanding sends there only when its in-flight count is below both fast replicas' (or equal and its",
-        "  recent latency lower, which it never is). With a 20 ms service time, any share above 1% puts the slow replica's own",
-        "  latency into the p99, so least-outstanding's p99 cannot fall below ~20 ms on this set-up: it wins by keeping the slow",
-        "  replica's queue short, not by avoiding it. The router and its outstanding counts are shared by all clients of the",
-        "  load generator (one process); separate client processes with routers of their own would each see only their own",
-        "  requests.",
+        "  seeds); least-outstanding sends there only when its in-flight count is below the fast replicas' (or equal and its",
+        "  recent latency lower).",
+        *(
+            [
+                f"  With a {slow['delay_ms']:g} ms service time, any share above 1% puts the slow replica's own latency into the p99,",
+                f"  so least-outstanding's p99 cannot fall below ~{slow['delay_ms']:g} ms here: it can only win by keeping the slow",
+                "  replica's queue short, not by avoiding it.",
+            ]
+            if slow["delay_ms"] > fast["delay_ms"]
+            else [
+                "  Here the slow replica answers as fast as the others while it is idle and is slower only because it queues what",
+                "  more instances would serve at once; outstanding counts do not see instance counts, so at these loads (most counts",
+                "  0 or 1) least-outstanding still sends it a large share.",
+            ]
+        ),
+        "- The router and its outstanding counts are shared by all clients of the load generator (one process); separate",
+        "  client processes with routers of their own would each see only their own requests.",
         "- least_outstanding_p2c (two random choices) is shown for comparison: on three replicas a pair without the slow one",
         "  is drawn a third of the time, and a pair with it goes to whichever has fewer in flight.",
     ]
