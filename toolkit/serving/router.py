@@ -849,6 +849,11 @@ class Router:
             replica = self._replicas.get(address)
             return 0 if replica is None else replica.outstanding
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called."""
+        return self._stop.is_set()
+
     def close(self) -> None:
         """Stop the background threads and close the clients this thread and the checks made. Idempotent."""
         self._stop.set()

@@ -246,3 +246,50 @@ def test_load_generators_refuse_non_positive_bounds() -> None:
         open_loop(lambda i, c: "r", rate_rps=0, n_requests=1, max_duration_s=1)
     with pytest.raises(ServingError, match="must be positive"):
         closed_loop(lambda i, c: "r", concurrency=1, n_requests=0, max_duration_s=1)
+
+
+def test_a_routed_client_with_no_ready_replica_names_the_model_and_why() -> None:
+    from toolkit.serving.router import RoutedInferenceClient
+
+    dead = f"127.0.0.1:{free_port()}"
+    router = Router([dead], protocol="http", start=False, health_timeout_s=0.5)
+    with pytest.raises(ServingError, match=f"no healthy Triton endpoint for model 'dlrm' \\({dead}: readiness check failed"):
+        RoutedInferenceClient(router, model_name="dlrm")
+    assert router.closed  # closed on the way out
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"delay_ms": 0}, "delay_ms must be > 0, got 0"),
+        ({"delay_ms": -5.0}, "delay_ms must be > 0, got -5.0"),
+        ({"delay_ms": 5, "instances": 0}, "instances and max_batch_size must be >= 1, got 0 and 8"),
+        ({"delay_ms": 5, "max_batch_size": 0}, "instances and max_batch_size must be >= 1, got 1 and 0"),
+    ],
+)
+def test_delay_model_refuses_a_bad_delay_or_size_naming_the_value(tmp_path, kwargs: dict, message: str) -> None:
+    from toolkit.serving.delay_model import write_delay_model
+
+    with pytest.raises(ServingError, match=message.replace("(", r"\(")):
+        write_delay_model(tmp_path, "slow", **kwargs)
+    assert not (tmp_path / "slow").exists()
+
+
+def test_delay_model_config_parses_back_with_its_delay_and_instances(tmp_path) -> None:
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from toolkit.serving.delay_model import write_delay_model
+
+    folder = write_delay_model(tmp_path, "slow", delay_ms=20, instances=3)
+    config = text_format.Parse((folder / "config.pbtxt").read_text(), mc.ModelConfig())
+    assert config.parameters["delay_ms"].string_value == "20"
+    assert config.instance_group[0].count == 3 and config.max_batch_size == 8
+    assert (folder / "1" / "model.py").is_file()
+
+
+def test_open_loop_refuses_zero_connections_or_workers() -> None:
+    with pytest.raises(ServingError, match="must be positive"):
+        open_loop(lambda i, c: "r", rate_rps=10, n_requests=1, max_duration_s=1, connections=0)
+    with pytest.raises(ServingError, match="must be positive"):
+        open_loop(lambda i, c: "r", rate_rps=10, n_requests=1, max_duration_s=1, workers=0)
