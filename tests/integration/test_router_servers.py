@@ -23,7 +23,7 @@ import pytest
 from toolkit.errors import InferenceError, ServingError
 from toolkit.serving import TritonServer, free_ports
 from toolkit.serving.delay_model import DELAY_MODEL_INPUT, DELAY_MODEL_WIDTH, write_delay_model
-from toolkit.serving.load import open_loop
+from toolkit.serving.load import closed_loop, open_loop
 from toolkit.serving.router import DRAINING_ANNOTATION, EndpointSliceEndpoints, RoutedInferenceClient, Router, StaticEndpoints
 
 pytestmark = pytest.mark.integration
@@ -133,6 +133,10 @@ def test_endpoint_list_changes_are_picked_up_within_a_refresh(servers: dict[str,
             client.infer(ROW)
             seen[client.last_address] += 1
         assert set(seen) == {a, b}
+        # tritonclient.http's client is per thread: four threads at once, none of them fails
+        load = closed_loop(_send_through(client), concurrency=4, n_requests=80, max_duration_s=20)
+        assert load.errors == 0 and len(load.records) == 80 and set(load.shares()) == {a, b}
+        assert all(r.outstanding == 0 for r in router.replicas())
         source.set([b])  # scale-down
         _wait_for(lambda: [r.address for r in router.replicas()] == [b], 3, "the removed endpoint leaves the set")
         for _ in range(10):
