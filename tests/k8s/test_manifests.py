@@ -218,7 +218,15 @@ def test_the_controller_reconciles_the_example_and_its_role_allows_every_call_it
         recording.retries = False
         kube = KubeClient(RecordingApiClient(recording), RetryPolicy(attempts=1))
         stop = threading.Event()
-        election = LeaderElectionConfig(namespace="tritonrec", lease_name=lease_name, identity="tritonrec-autoscaler-0_test")
+        # kmock 0.8 routes no PUT, so the leader's renewals (PUT leases) fail here: a renew deadline
+        # longer than the wait below keeps it leading (the autoscale tests' emulator adds PUT).
+        election = LeaderElectionConfig(
+            namespace="tritonrec",
+            lease_name=lease_name,
+            identity="tritonrec-autoscaler-0_test",
+            lease_duration_s=60.0,
+            renew_deadline_s=45.0,
+        )
         thread = threading.Thread(target=ctl.run, args=(kube, ctl.ControllerConfig(namespaces=namespaces), election, stop), daemon=True)
         thread.start()
         custom = kubernetes.client.CustomObjectsApi(kubernetes.client.ApiClient(config))
