@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,8 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from toolkit.data import FeatureEncoder, Splits, load_splits
-from toolkit.errors import CheckpointError
+from toolkit.data.checkpoint_split import checkpoint_splits  # noqa: F401 (the commands' one checkpoint -> split loader)
 
 # Piped or logged output (make, CI) gets 120 columns instead of rich's 80, so tables don't truncate.
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -63,23 +61,3 @@ def progress() -> Progress:
         console=console,
         transient=False,
     )
-
-
-def checkpoint_splits(checkpoint: Path, data_dir: Path) -> Splits:
-    """The splits a checkpoint was trained on: its split seed (``metrics.json``) and vocabularies
-    (``vocabularies.json``) applied to ``data_dir``. Read without torch.
-
-    Raises:
-        CheckpointError: the checkpoint's JSON files are missing or not JSON (names the file).
-        DataError: from reading ``data_dir``.
-    """
-    checkpoint = Path(checkpoint)
-    try:
-        encoder = FeatureEncoder.from_dict(json.loads((checkpoint / "vocabularies.json").read_text()))
-        seed = int(json.loads((checkpoint / "metrics.json").read_text()).get("split", {}).get("seed", 42))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(
-            f"cannot read the vocabularies and split seed of checkpoint {checkpoint}: {exc}",
-            hint="pass --checkpoint (a folder written by `tritonrec train`)",
-        ) from exc
-    return load_splits(data_dir, seed=seed, encoder=encoder)

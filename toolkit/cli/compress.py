@@ -75,13 +75,12 @@ def compress_command(
     from toolkit.compress.pipeline import CompressionData, compress_and_report, save_compressed
     from toolkit.compress.recipe import load_recipe
     from toolkit.compress.report import write_report
-    from toolkit.data import load_splits
+    from toolkit.data.checkpoint_split import checkpoint_splits
     from toolkit.train import load_checkpoint
 
     spec = load_recipe(recipe)
     ckpt = load_checkpoint(checkpoint)
-    seed = int(ckpt.metrics.get("split", {}).get("seed", 42))
-    splits = load_splits(data_dir, seed=seed, encoder=ckpt.encoder)
+    splits = checkpoint_splits(checkpoint, data_dir, encoder=ckpt.encoder, metrics=ckpt.metrics)
     data = CompressionData("MovieLens-100K", splits.train, splits.val, splits.test, ckpt.encoder)
     with tempfile.TemporaryDirectory(prefix="tritonrec-compress-") as tmp:
         with console.status(f"compressing with {recipe}") as status:

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from toolkit._io import atomic_write_json
-from toolkit.data.dataset import load_splits
+from toolkit.data.checkpoint_split import checkpoint_splits
 from toolkit.errors import CheckpointError
 from toolkit.export.onnx_info import copy_onnx_model
 from toolkit.export.parity import ParityReport, check_parity
@@ -37,8 +37,7 @@ def export_checkpoint(checkpoint: Path, onnx_path: Path, data_dir: Path, *, atol
             "cannot be rebuilt for the parity check",
             hint="export it from Python with toolkit.export.export_onnx and check_parity on its own rows",
         )
-    seed = int(ckpt.metrics.get("split", {}).get("seed", 42))
-    test = load_splits(data_dir, seed=seed, encoder=ckpt.encoder).test
+    test = checkpoint_splits(checkpoint, data_dir, encoder=ckpt.encoder, metrics=ckpt.metrics).test
     onnx_path = Path(onnx_path)
     with tempfile.TemporaryDirectory(prefix="tritonrec-export-") as tmp:
         arch = ckpt.architecture

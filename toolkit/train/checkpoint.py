@@ -91,11 +91,17 @@ def load_checkpoint(path: Path) -> Checkpoint:
     """Load a checkpoint folder written by :func:`save_checkpoint`.
 
     Raises:
-        CheckpointError: the folder or one of its files is missing, a file is corrupt or
+        CheckpointError: ``path`` is a file (what a checkpoint is, named), the folder or one of its files is missing, a file is corrupt or
             truncated, or the state dict does not fit the config (names the file and the problem).
     """
     path = Path(path)
     hint = "re-run `tritonrec train` to write a fresh checkpoint"
+    if path.is_file() or (path.exists() and not path.is_dir()):
+        raise CheckpointError(
+            f"{path} is a file, not a checkpoint: a checkpoint is a folder holding {', '.join(CHECKPOINT_FILES)} "
+            "(written by `tritonrec train` or toolkit.train.save_checkpoint, for a registered architecture)",
+            hint="pass the checkpoint folder; a model of your own saved as one file is not read as a checkpoint",
+        )
     if not path.is_dir():
         raise CheckpointError(f"checkpoint folder {path} does not exist", hint=hint)
     metrics = _read_json(path / "metrics.json") if (path / "metrics.json").is_file() else {}

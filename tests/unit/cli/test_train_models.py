@@ -29,3 +29,12 @@ def test_train_with_an_unknown_model_lists_the_registered_ones(tmp_path: Path, s
     assert done.returncode == 1 and "Traceback" not in out, out
     assert "unknown architecture 'xdeepfm'; registered: dcnv2, deepfm, dlrm" in out
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_export_of_a_file_that_is_not_a_checkpoint_says_what_is_accepted(tmp_path: Path, synthetic_data_dir: Path) -> None:
+    (tmp_path / "my_model.pt").write_bytes(b"a whole pickled module")
+    done = tritonrec("export", tmp_path / "my_model.pt", "--out", tmp_path / "model.onnx", "--data-dir", synthetic_data_dir)
+    out = done.stdout + done.stderr
+
+    assert done.returncode == 1 and "Traceback" not in out, out
+    assert "is a file, not a checkpoint" in out and "does not exist" not in out

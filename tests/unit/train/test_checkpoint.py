@@ -101,6 +101,14 @@ def test_a_missing_folder_is_a_checkpoint_error(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "never-trained")
 
 
+def test_a_file_given_as_the_checkpoint_says_what_a_checkpoint_is(tmp_path: Path) -> None:
+    (tmp_path / "my_model.pt").write_bytes(b"a whole pickled module")
+    with pytest.raises(
+        CheckpointError, match=r"my_model.pt is a file, not a checkpoint: a checkpoint is a folder holding model.pt, model_config.json"
+    ):
+        load_checkpoint(tmp_path / "my_model.pt")
+
+
 def test_model_config_with_the_wrong_table_sizes_is_a_checkpoint_error(checkpoint: Path) -> None:
     path = checkpoint / "model_config.json"
     config = json.loads(path.read_text())
