@@ -17,7 +17,10 @@ VARIANTS: dict[str, dict] = {
     "as": {"repository": {"source": "objectStore", "objectStore": {"url": "as://account/container/path", "credentialsSecret": "azure"}}},
     "image": {"repository": {"source": "image", "image": {"repository": "registry.example/models", "tag": "v3"}}},
     "more-namespaces": {"autoscaler": {"namespaces": ["recs-a", "recs-b"]}},
-    "router-clients": {"routerClients": {"serviceAccounts": ["recommender-api"]}},
+    "router-clients": {
+        "routerClients": {"serviceAccounts": ["recommender-api"]},
+        "autoscaler": {"imagePullSecrets": [{"name": "regcred"}]},
+    },
     "poll": {"triton": {"modelControlMode": "poll", "restrictedApis": {"enabled": False}}},
     "no-autoscaler": {"autoscaler": {"enabled": False}},
 }
