@@ -78,27 +78,25 @@ def _reason(d, ctype):
 def test_burst_panics_scales_up_at_once_and_never_down_while_panicking() -> None:
     """Knative-style panic: the need reaches 200% of the replicas -> straight to the need; later lower
     needs within the 60 s after the last crossing do not scale down. Backlogs drain within the 30 s a
-    pod takes to start (the default until a start is seen); a rise is projected over that start plus
-    one sync period (35 s), and after a single rising interval at most to 200% of the latest rate."""
+    pod takes to start (the default until a start is seen)."""
     steps = [
         (0.0, _load(0.0, 150, 2)),  # 75 req/s each, within the SLO: need 2
-        # 110 req/s each, over the SLO, 3000 pending (+600/s): arrivals 150 -> 820 req/s, mean 485; one rising
-        # interval: projected to min(820 + 134 * 35, 2 * 820) = 1640; excess 3000 - 485 * 0.02 = 2990.3
-        # drained in 30 s -> (1640 + 99.7) / 100 = 17.4 -> 18 (900% of 2)
+        # 110 req/s each, over the SLO, 3000 pending (+600/s): arrivals 150 -> 820 req/s, mean 485 (one
+        # rising interval is no trend); excess 3000 - 485 * 0.02 = 2990.3 drained in 30 s
+        # -> (485 + 99.7) / 100 = 5.85 -> 6 (300% of 2)
         (5.0, _load(5.0, 220, 2, pending=3000, busy=True)),
-        # 2 ready of 18, 6000 pending: arrivals 820 (150, 820, 820 does not rise), excess 5983.6 -> 10.19 -> 11
-        (10.0, _load(10.0, 220, 18, ready=2, pending=6000, busy=True)),
-        # the load falls (100 req/s served, backlog unchanged: need 7), but in panic: stay at 18
-        (15.0, _load(15.0, 100, 18, ready=2, pending=6000)),
+        # 2 ready of 6, 6000 pending: arrivals 820 (150, 820, 820 does not rise), excess 5983.6 -> 10.19 -> 11
+        (10.0, _load(10.0, 220, 6, ready=2, pending=6000, busy=True)),
+        # the load falls (100 req/s served, backlog unchanged: need 7), but in panic: stay at 11
+        (15.0, _load(15.0, 100, 11, ready=2, pending=6000)),
         # 65 s after the last crossing: panic is over; the 300 s window holds the highest steady need, 9 (t=10)
-        (70.0, _load(70.0, 160, 18)),
+        (70.0, _load(70.0, 160, 11)),
     ]
     d, _ = _run(SPEC, steps)
-    assert [x.desired_replicas for x in d] == [2, 18, 18, 18, 9]
+    assert [x.desired_replicas for x in d] == [2, 6, 11, 11, 9]
     assert [x.signals["panic"] for x in d] == [0.0, 1.0, 1.0, 1.0, 0.0]
     assert _reason(d[1], "AbleToScale").reason == "Panic" and d[1].reason.startswith("panic")
-    assert d[1].signals["arrival_rate_rps"] == pytest.approx(485.0)
-    assert d[1].signals["forecast_rate_rps"] == pytest.approx(1640.0)
+    assert d[1].signals["arrival_rate_rps"] == d[1].signals["forecast_rate_rps"] == pytest.approx(485.0)
     assert d[2].signals["needed_replicas"] == pytest.approx(10.1945, abs=1e-4)
     assert _reason(d[4], "AbleToScale").reason == "ScaleDownStabilized"
 
@@ -113,19 +111,19 @@ def test_panic_is_not_held_back_by_the_scale_up_rate_limit() -> None:
 
 
 def test_ramp_is_followed_ahead_by_the_start_of_a_pod() -> None:
-    """+5% per 5 s: the smallest slope of the last 10 s is projected over the 35 s a pod takes to start
-    and serve until the next decision (t=30: 536 + 4.8 req/s/s * 35 s = 704 -> 8); no panic, the HPA's
-    scale-up limits allow each step."""
+    """+10% per 5 s: once every interval of the last 15 s rises, the smallest slope is projected over the
+    35 s a pod takes to start and serve until the next decision (t=10: 484 + 8 req/s/s * 35 s = 764 ->
+    8); no panic; the HPA's scale-up limit (max(4 pods, 100%) per 15 s) holds t=15 at 8."""
     spec = _spec(panicWindowSeconds=1)  # one sample per window: the arrival is each step's own load
-    loads = [400, 420, 441, 463, 486, 510, 536]
+    loads = [400 * 1.1**k for k in range(7)]
     history, replicas, seen = initial_history(spec), 4, []
     for k, load in enumerate(loads):
         d, history = decide(_load(5.0 * k, load, replicas), history, spec, 5.0 * k)
         replicas = d.desired_replicas
         seen.append(replicas)
         assert d.signals["panic"] == 0.0
-    assert seen == [4, 6, 6, 7, 7, 7, 8]
-    assert d.signals["forecast_rate_rps"] == pytest.approx(536 + 24 / 5 * 35)
+    assert seen == [4, 5, 8, 8, 9, 10, 11]
+    assert d.signals["forecast_rate_rps"] == pytest.approx(loads[6] + (loads[4] - loads[3]) / 5 * 35)
 
 
 def test_a_step_is_not_a_trend() -> None:
@@ -460,7 +458,9 @@ def test_no_scale_down_while_the_arrivals_rise() -> None:
     history = replace(initial_history(spec), arrivals=((0.0, 300.0), (5.0, 400.0)))
     d, history = decide(_load(10.0, 500, 20), history, spec, 10.0)  # rising: forecast 500 + 20 * 35 = 1200 -> 12 < 20
     assert d.desired_replicas == 20 and "not scaling down while the arrivals rise" in d.reason
-    d, history = decide(_load(15.0, 500, 20), history, spec, 15.0)  # level: need 5, no window
+    d, history = decide(_load(15.0, 500, 20), history, spec, 15.0)  # level (need 5): the t=10 forecast holds 35 s
+    assert d.desired_replicas == 12
+    d, history = decide(_load(50.0, 500, 12), history, spec, 50.0)  # its horizon has passed; no window
     assert d.desired_replicas == 5
 
 
