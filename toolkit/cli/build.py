@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -72,6 +73,16 @@ def sample_rows(checkpoint: Path, data_dir: Path) -> dict[str, np.ndarray] | Non
         return None
 
 
+def _architecture(checkpoint: Path) -> str:
+    """The ``architecture`` of the checkpoint's ``model_config.json`` (read without torch); ``dlrm`` when unreadable
+    (loading the checkpoint then reports what is wrong with it)."""
+    try:
+        name = json.loads((Path(checkpoint) / "model_config.json").read_text()).get("architecture")
+    except (OSError, ValueError, AttributeError):
+        return "dlrm"
+    return name if isinstance(name, str) and name.replace("_", "").isalnum() else "dlrm"
+
+
 def build(
     checkpoint: CheckpointDir = DEFAULT_CHECKPOINT,
     onnx: OnnxPath = DEFAULT_ONNX,
@@ -80,7 +91,10 @@ def build(
     target: Annotated[
         str | None, typer.Option(help="cpu (KIND_CPU; ONNX FP32/INT8 + Python twins) or gpu (KIND_GPU; FP16, TensorRT). [default: cpu]")
     ] = None,
-    model_name: Annotated[str | None, typer.Option(help="Prefix of the model folders: `<model-name>_<variant>`. [default: dlrm]")] = None,
+    model_name: Annotated[
+        str | None,
+        typer.Option(help="Prefix of the model folders: `<model-name>_<variant>`. [default: its architecture, e.g. dlrm]"),
+    ] = None,
     variant: Annotated[
         list[str] | None, typer.Option(help=f"Variants to build (repeatable): {', '.join(VARIANTS)}. Default: the target's.")
     ] = None,
@@ -176,7 +190,7 @@ def build(
             repository,
             checkpoint=checkpoint,
             onnx_model=onnx,
-            model_name=model_name or "dlrm",
+            model_name=model_name or _architecture(checkpoint),
             options=options_for,
             variants=variants or None,
             target=target,
