@@ -334,13 +334,25 @@ class Controller:
                 ),
             )
         else:
-            if state.drain is not None and desired >= current:
-                heading_for = _drain_target(state)
-                self._cancel_drain(namespace, state, pods)
-                self.kube.emit_event(obj, reason="DrainCancelled", message=f"scale-down to {heading_for} cancelled: {reason}")
-            if desired > current:
+            # A drain in progress is cancelled when the policy wants more replicas, and only paused
+            # when it wants to keep the count (a hold, or a rise it sees in the arrivals): the drained
+            # pod's absence from the routers must not flip the decision back and forth every sync.
+            # A pause longer than the drain timeout cancels it too.
+            drain = state.drain
+            drain_paused = drain is not None and (desired >= current or decision.hold)
+            if drain_paused:
+                if desired > current or self.clock() - drain.started_at >= self.config.drain_timeout_s:
+                    self._cancel_drain(namespace, state, pods)
+                    message = f"scale-down to {drain.target_replicas} cancelled: {reason}"
+                    log.info("%s: %s", key, message)
+                    self.kube.emit_event(obj, reason="DrainCancelled", message=message)
+                    drain_paused = False
+                else:
+                    message = f"drain of {', '.join(drain.pods)} paused: the policy asks for {desired} now ({reason})"
+                    conditions = _override(conditions, Condition("AbleToScale", "True", "Draining", message))
+            if not drain_paused and desired > current:
                 last_scale_time, conditions = self._rescale(obj, state, target, desired, reason, conditions, last_scale_time, lost)
-            elif desired < current:
+            elif not drain_paused and desired < current:
                 last_scale_time, conditions, reason = self._scale_down(
                     obj, state, target, pods, signals, desired, reason, conditions, last_scale_time, lost
                 )
@@ -442,6 +454,7 @@ class Controller:
                 )
             state.drain = _Drain(pods=tuple(p.name for p in chosen), target_replicas=desired, started_at=now, reason=reason)
             names = ", ".join(p.name for p in chosen)
+            log.info("%s: draining %s before scaling to %d", _key(obj), names, desired)
             self.kube.emit_event(obj, reason="Draining", message=f"draining {names} before scaling to {desired}: {reason}")
             return (
                 last_scale_time,
@@ -553,11 +566,6 @@ class Controller:
             state.transitions[c.type] = (c.status, since)
             out.append({"type": c.type, "status": c.status, "reason": c.reason, "message": c.message, "lastTransitionTime": since})
         return out
-
-
-def _drain_target(state: _State) -> int | None:
-    """The replica count a drain in progress is heading for (None when none is)."""
-    return state.drain.target_replicas if state.drain else None
 
 
 def _created_order(pod: PodInfo) -> float:

@@ -341,3 +341,32 @@ def test_a_drain_left_by_another_leader_is_adopted_when_a_scale_down_is_still_wa
     controller._states[f"{NS}/ranker"].next_sync_at = 0.0
     controller.sync_due()
     assert _replicas(kube) == 1
+
+
+def test_a_drain_pauses_while_the_policy_keeps_the_count_and_is_cancelled_when_it_wants_more(kube: KubeClient) -> None:
+    kube.apps.patch_namespaced_deployment_scale("ranker", NS, {"spec": {"replicas": 2}})
+    _pod(kube, "ranker-a", "127.0.0.9")
+    _pod(kube, "ranker-b", "127.0.0.10")
+    _create(kube, _autoscaler())
+    policy = Scripted(1)
+    controller = _controller(kube, policy, drain_grace_s=0.0, drain_timeout_s=30.0)
+    state_key = f"{NS}/ranker"
+
+    def sync() -> None:
+        controller._states[state_key].next_sync_at = 0.0
+        controller.sync_due()
+
+    controller.sync_due()
+    (drained,) = controller._states[state_key].drain.pods
+    policy.desired = 2  # keep the count (e.g. arrivals that seem to rise): paused, not undone
+    sync()
+    assert controller._states[state_key].drain is not None
+    assert _annotations(kube, drained).get("tritonrec.io/draining") == "true"
+    assert "paused" in {c["type"]: c for c in _status(kube)["conditions"]}["AbleToScale"]["message"]
+    assert _replicas(kube) == 2
+    policy.desired = 3  # wants more: cancelled, the pod back in the routers, then scaled up
+    sync()
+    assert controller._states[state_key].drain is None
+    assert "tritonrec.io/draining" not in _annotations(kube, drained)
+    assert _replicas(kube) == 3
+    assert "DrainCancelled" in {e.reason for e in _events(kube)}
