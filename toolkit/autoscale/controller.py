@@ -135,7 +135,6 @@ class _State:
     autoscaler: Autoscaler
     shadow: Autoscaler | None
     scraper: Any
-    next_sync_at: float = 0.0
     drain: _Drain | None = None
     transitions: dict[str, tuple[str, str]] = field(default_factory=dict)  # type -> (status, lastTransitionTime)
 
@@ -177,6 +176,9 @@ class Controller:
         self.clock = clock
         self._states: dict[str, _State] = {}
         self._refused: dict[str, str] = {}  # resource -> the message last refused with (one Event per new message)
+        self._known: dict[str, dict[str, dict[str, Any]]] = {}  # namespace -> resource -> the object last read
+        self._listed_at: dict[str, float] = {}  # namespace -> when its resources were last listed
+        self._next_sync: dict[str, float] = {}  # resource -> when it is next due
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self, stop: threading.Event, lost: threading.Event | None = None) -> None:
@@ -192,37 +194,59 @@ class Controller:
                 log.info("leadership lost: the controller stops acting")
 
     def sync_due(self, lost: threading.Event | None = None) -> list[str]:
-        """One pass: list the resources of each namespace and sync those whose period has come.
+        """One pass: sync each resource whose period has come.
+
+        The resources of a namespace are listed every ``sync_period_s`` (new ones are found and
+        deleted ones forgotten then); between lists, a resource due for a sync is read afresh with
+        a GET, so its annotations (pause) and status are current.
 
         Returns:
             the ``namespace/name`` of each resource synced.
         """
         synced = []
-        seen = set()
         for namespace in self.config.namespaces:
-            try:
-                objects = self.kube.list_autoscalers(namespace)
-            except AutoscaleError as exc:
-                log.warning("cannot list TritonAutoscalers in %s: %s", namespace, exc)
-                seen.update(k for k in self._states if k.startswith(f"{namespace}/"))  # keep their state
-                continue
-            for obj in objects:
-                key = _key(obj)
-                seen.add(key)
-                state = self._states.get(key)
-                if state is not None and self.clock() < state.next_sync_at:
+            listed = self._relist(namespace)
+            for key, obj in list(self._known.get(namespace, {}).items()):
+                if self.clock() < self._next_sync.get(key, 0.0):
                     continue
                 if lost is not None and lost.is_set():
                     return synced
+                if not listed:
+                    name = obj.get("metadata", {}).get("name")
+                    try:
+                        fresh = self.kube.get_autoscaler(namespace, name)
+                    except AutoscaleError as exc:
+                        log.warning("cannot read %s: %s", key, exc)
+                        continue
+                    if fresh is None:  # deleted since the last list
+                        self._known[namespace].pop(key, None)
+                        self._forget(key)
+                        continue
+                    obj = self._known[namespace][key] = fresh
                 self.sync(obj, lost)
                 synced.append(key)
-        for key in [k for k in self._states if k not in seen]:  # deleted resources
-            self._forget(key)
         return synced
+
+    def _relist(self, namespace: str) -> bool:
+        """List the namespace's resources if ``sync_period_s`` has passed since the last list; True if it did."""
+        if self.clock() < self._listed_at.get(namespace, float("-inf")) + self.config.sync_period_s:
+            return False
+        try:
+            objects = self.kube.list_autoscalers(namespace)
+        except AutoscaleError as exc:
+            log.warning("cannot list TritonAutoscalers in %s: %s", namespace, exc)
+            return False
+        self._listed_at[namespace] = self.clock()
+        known = {_key(obj): obj for obj in objects}
+        for key in [k for k in self._known.get(namespace, {}) if k not in known]:  # deleted resources
+            self._forget(key)
+        self._known[namespace] = known
+        return True
 
     def _forget(self, key: str) -> None:
         state = self._states.pop(key, None)
         self._refused.pop(key, None)
+        self._next_sync.pop(key, None)
         if state is not None and state.scraper is not None:
             state.scraper.close()
 
@@ -271,15 +295,13 @@ class Controller:
         key = _key(obj)
         meta = obj.get("metadata", {})
         namespace, name = meta.get("namespace"), meta.get("name")
+        self._next_sync[key] = self.clock() + _sync_period(obj, self.config.sync_period_s)
         try:
             state = self._state_for(obj)
         except InvalidAutoscalerSpecError as exc:
             self._refuse(obj, "InvalidSpec", str(exc))
             return None
         spec = state.spec
-        raw_spec = obj.get("spec") or {}
-        period = float(raw_spec["syncPeriodSeconds"]) if raw_spec.get("syncPeriodSeconds") is not None else self.config.sync_period_s
-        state.next_sync_at = self.clock() + period
 
         ref = spec.scale_target_ref
         try:
@@ -566,6 +588,16 @@ class Controller:
             state.transitions[c.type] = (c.status, since)
             out.append({"type": c.type, "status": c.status, "reason": c.reason, "message": c.message, "lastTransitionTime": since})
         return out
+
+
+def _sync_period(obj: Mapping[str, Any], default: float) -> float:
+    """Seconds between syncs of ``obj``: its ``spec.syncPeriodSeconds`` when set and positive, else ``default``."""
+    value = (obj.get("spec") or {}).get("syncPeriodSeconds") if isinstance(obj.get("spec"), Mapping) else None
+    try:
+        period = float(value) if value is not None else default
+    except (TypeError, ValueError):
+        return default
+    return period if math.isfinite(period) and period > 0 else default
 
 
 def _created_order(pod: PodInfo) -> float:

@@ -414,6 +414,23 @@ class KubeClient:
         )
         return list(got.get("items", []))
 
+    def get_autoscaler(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The ``TritonAutoscaler`` ``name`` (a plain dict), or None when it no longer exists."""
+        try:
+            return self.call(
+                f"GET {PLURAL}.{GROUP}/{name} in {namespace}",
+                self.custom.get_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+            )
+        except ApiCallError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     def patch_autoscaler_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """Merge ``status`` into the ``status`` subresource of the ``TritonAutoscaler`` ``name``."""
         self.call(

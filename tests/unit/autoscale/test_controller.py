@@ -202,6 +202,7 @@ def test_bad_resource_is_refused_naming_the_field_in_status_and_event_and_nothin
     assert field in event.message
     # refused again at the next sync, without a second Event for the same message
     controller._states.clear()
+    controller._next_sync.clear()
     controller.sync_due()
     assert len([e for e in _events(kube) if e.type == "Warning"]) == 1
 
@@ -273,7 +274,7 @@ def test_written_status_is_what_the_crd_schema_describes_and_keeps_transition_ti
     controller.sync_due()
     first = _status(kube)
     AutoscalerStatus.model_validate(first)  # camelCase fields of the CRD's status schema, nothing else
-    controller._states[f"{NS}/ranker"].next_sync_at = 0.0
+    controller._next_sync[f"{NS}/ranker"] = 0.0
     time.sleep(0.01)
     controller.sync_due()
     second = _status(kube)
@@ -338,7 +339,7 @@ def test_a_drain_left_by_another_leader_is_adopted_when_a_scale_down_is_still_wa
     assert controller._states[f"{NS}/ranker"].drain.pods == ("ranker-a",)  # the same pod, not a second one
     assert "tritonrec.io/draining" not in _annotations(kube, "ranker-b")
     time.sleep(0.35)
-    controller._states[f"{NS}/ranker"].next_sync_at = 0.0
+    controller._next_sync[f"{NS}/ranker"] = 0.0
     controller.sync_due()
     assert _replicas(kube) == 1
 
@@ -353,7 +354,7 @@ def test_a_drain_pauses_while_the_policy_keeps_the_count_and_is_cancelled_when_i
     state_key = f"{NS}/ranker"
 
     def sync() -> None:
-        controller._states[state_key].next_sync_at = 0.0
+        controller._next_sync[state_key] = 0.0
         controller.sync_due()
 
     controller.sync_due()
@@ -370,3 +371,31 @@ def test_a_drain_pauses_while_the_policy_keeps_the_count_and_is_cancelled_when_i
     assert "tritonrec.io/draining" not in _annotations(kube, drained)
     assert _replicas(kube) == 3
     assert "DrainCancelled" in {e.reason for e in _events(kube)}
+
+
+def test_resources_are_listed_once_per_sync_period_and_read_afresh_between_lists(kube: KubeClient, kube_api) -> None:
+    list_path = f"/apis/tritonrec.io/v1alpha1/namespaces/{NS}/tritonautoscalers"
+    _create(kube, _autoscaler({"syncPeriodSeconds": 0.05}))
+    controller = _controller(kube, Scripted(1), sync_period_s=0.6)
+    assert controller.sync_due() == [f"{NS}/ranker"]
+    _create(kube, _autoscaler(name="second"))
+    time.sleep(0.1)
+    assert controller.sync_due() == [f"{NS}/ranker"]  # read with a GET; "second" is not known before the next list
+    assert kube_api.requests("get", list_path) == 1
+    assert kube_api.requests("get", f"{list_path}/ranker") == 1
+    time.sleep(0.6)
+    assert sorted(controller.sync_due()) == [f"{NS}/ranker", f"{NS}/second"]
+    assert kube_api.requests("get", list_path) == 2
+    kube.custom.delete_namespaced_custom_object("tritonrec.io", "v1alpha1", NS, "tritonautoscalers", "ranker")
+    time.sleep(0.1)
+    controller.sync_due()  # the GET finds it gone
+    assert f"{NS}/ranker" not in controller._states
+
+
+def test_a_refused_resource_is_retried_at_its_sync_period_not_every_tick(kube: KubeClient, kube_api) -> None:
+    _create(kube, _autoscaler({"minReplicas": 6, "maxReplicas": 3, "syncPeriodSeconds": 30}))
+    controller = _controller(kube, Scripted(1))
+    status_path = f"/apis/tritonrec.io/v1alpha1/namespaces/{NS}/tritonautoscalers/ranker/status"
+    controller.sync_due()
+    controller.sync_due()
+    assert kube_api.requests("patch", status_path) == 1
