@@ -86,7 +86,8 @@ class ControllerConfig:
         namespaces: the namespaces whose ``TritonAutoscaler`` resources it reconciles.
         sync_period_s: seconds between syncs of a resource whose spec does not set
             ``syncPeriodSeconds`` (the HPA's ``--horizontal-pod-autoscaler-sync-period`` is 15 s;
-            Triton's counters move enough in 5 s).
+            Triton's counters move enough in 5 s), and between lists of the resources (a new one
+            is found within this).
         tick_s: how often the loop wakes to see which resources are due (seconds).
         drain_grace_s: seconds a draining pod stays in the Deployment at least, so the router's
             endpoint discovery (which re-reads within a couple of seconds) has dropped it before its

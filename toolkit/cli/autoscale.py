@@ -39,7 +39,10 @@ def run(
         typer.Option(help="This controller's holderIdentity in the Lease. Default: $POD_NAME or the hostname, plus a random suffix."),
     ] = None,
     sync_period: Annotated[
-        float, typer.Option(help="Seconds between syncs of a TritonAutoscaler whose spec does not set syncPeriodSeconds.")
+        float,
+        typer.Option(
+            help="Seconds between syncs of a TritonAutoscaler without spec.syncPeriodSeconds, and between lists of the resources."
+        ),
     ] = 5.0,
     lease_duration: Annotated[
         float, typer.Option(help="Seconds a standby waits after the leader's last renewal before taking over.")
