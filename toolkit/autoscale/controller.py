@@ -9,7 +9,8 @@ Each sync of one resource (HPA's ``horizontal.go`` ``reconcileAutoscaler`` is th
 2. read the target's ``scale`` subresource and list its pods (pod IP, Ready, deletionTimestamp,
    the draining annotation) and scrape each ready pod's Triton ``/metrics`` endpoint
    (:class:`toolkit.autoscale.scrape.PodScraper`, one per resource, kept across syncs for the
-   counter deltas);
+   counter deltas); a target scaled to zero by hand is left alone (``ScalingActive=False``,
+   ``ScalingDisabled``, as the HPA);
 3. run the policy (one :class:`~toolkit.autoscale.signals.Autoscaler` per resource, kept across
    syncs: it holds the history) on the :class:`~toolkit.autoscale.signals.DeploymentSignals`;
 4. unless paused (annotation ``tritonrec.io/paused: "true"``) or in shadow mode, change the
@@ -317,6 +318,10 @@ class Controller:
             return None
         if self._refused.pop(key, None) is not None:
             log.info("%s: accepted after being refused", key)
+        if target.replicas == 0:  # as the HPA (horizontal.go): a target scaled to zero by hand is left alone
+            message = "scaling is disabled since the replica count of the target is zero"
+            self._write_condition_only(obj, state, "ScalingActive", "False", "ScalingDisabled", message)
+            return None
 
         try:
             pods = self.kube.list_pods(namespace, target)

@@ -399,3 +399,26 @@ def test_a_refused_resource_is_retried_at_its_sync_period_not_every_tick(kube: K
     controller.sync_due()
     controller.sync_due()
     assert kube_api.requests("patch", status_path) == 1
+
+
+def test_a_target_scaled_to_zero_by_hand_is_left_alone_as_the_hpa_does(kube: KubeClient, kube_api) -> None:
+    kube.apps.patch_namespaced_deployment_scale("ranker", NS, {"spec": {"replicas": 0}})
+    _create(kube, _autoscaler())
+    policy = Scripted(3)
+    _controller(kube, policy).sync_due()
+    assert _replicas(kube) == 0
+    assert not policy.seen
+    (condition,) = _status(kube)["conditions"]
+    assert (condition["type"], condition["status"], condition["reason"]) == ("ScalingActive", "False", "ScalingDisabled")
+
+
+def test_a_statefulset_target_is_scaled_through_its_scale_subresource(kube: KubeClient) -> None:
+    sts = _deployment(replicas=1)
+    sts["kind"] = "StatefulSet"
+    sts["metadata"]["name"] = "ranker-sts"
+    sts["spec"]["serviceName"] = "ranker"
+    kube.apps.create_namespaced_stateful_set(NS, sts)
+    _create(kube, _autoscaler({"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "ranker-sts"}}))
+    _controller(kube, Scripted(2)).sync_due()
+    assert kube.apps.read_namespaced_stateful_set_scale("ranker-sts", NS).spec.replicas == 2
+    assert _replicas(kube) == 1  # the Deployment of the same pods' labels is untouched
