@@ -58,7 +58,7 @@ from toolkit.autoscale.kube import (
 )
 from toolkit.autoscale.leader import LeaderElectionConfig, LeaderElector
 from toolkit.autoscale.signals import Autoscaler, Condition, DeploymentSignals, PodSignals, ScaleDecision
-from toolkit.errors import AutoscaleError, InvalidAutoscalerSpecError
+from toolkit.errors import AutoscaleError, InvalidAutoscalerSpecError, ToolkitError
 
 __all__ = ["ControllerConfig", "Controller", "run"]
 
@@ -302,6 +302,9 @@ class Controller:
             state = self._state_for(obj)
         except InvalidAutoscalerSpecError as exc:
             self._refuse(obj, "InvalidSpec", str(exc))
+            return None
+        except ToolkitError as exc:  # the policy refused the spec (e.g. an unreadable spec.capacity.fromPerfReport)
+            self._refuse(obj, "InvalidSpec", f"the policy cannot start from this spec: {exc}")
             return None
         spec = state.spec
 
@@ -563,8 +566,11 @@ class Controller:
             log.warning("%s refused: %s", key, message)
             self.kube.emit_event(obj, reason=reason, message=message, type="Warning")
         if key in self._states:
+            next_sync = self._next_sync.get(key)
             self._forget(key)
             self._refused[key] = message
+            if next_sync is not None:
+                self._next_sync[key] = next_sync
         condition = {"type": "ScalingActive", "status": "False", "reason": reason, "message": message, "lastTransitionTime": rfc3339()}
         previous = [c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "ScalingActive"]
         if previous and previous[0].get("status") == "False" and previous[0].get("message") == message:

@@ -422,3 +422,23 @@ def test_a_statefulset_target_is_scaled_through_its_scale_subresource(kube: Kube
     _controller(kube, Scripted(2)).sync_due()
     assert kube.apps.read_namespaced_stateful_set_scale("ranker-sts", NS).spec.replicas == 2
     assert _replicas(kube) == 1  # the Deployment of the same pods' labels is untouched
+
+
+def test_a_spec_the_policy_cannot_start_from_is_refused_naming_the_field(kube: KubeClient, tmp_path) -> None:
+    missing = tmp_path / "no-such-report.json"
+    _create(kube, _autoscaler({"capacity": {"fromPerfReport": str(missing)}}))
+    controller = Controller(kube, ControllerConfig(namespaces=(NS,)))  # the real policy: it reads the report
+    controller.sync_due()
+    (condition,) = _status(kube)["conditions"]
+    assert condition["reason"] == "InvalidSpec" and "no-such-report.json" in condition["message"]
+    assert _replicas(kube) == 1
+
+
+def test_an_unknown_target_is_retried_at_the_sync_period(kube: KubeClient, kube_api) -> None:
+    _create(
+        kube, _autoscaler({"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "later"}, "syncPeriodSeconds": 30})
+    )
+    controller = _controller(kube, Scripted(1))
+    controller.sync_due()
+    controller.sync_due()
+    assert kube_api.requests("get", f"/apis/apps/v1/namespaces/{NS}/deployments/later/scale") == 1
