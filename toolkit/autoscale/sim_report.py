@@ -29,9 +29,10 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -64,6 +65,8 @@ class SimulationSettings:
         seed: seed of the arrivals.
         queue_timeout_s: requests that would queue longer are rejected (Triton's queue policy with
             REJECT); None: unbounded queues, Triton's default.
+        spec_overrides: ``TritonAutoscaler`` spec fields over the defaults (:func:`make_spec`), for
+            every autoscaled policy (the HPA and KEDA baselines read min/max replicas and behavior).
     """
 
     slo_ms: float = 10.0
@@ -71,22 +74,41 @@ class SimulationSettings:
     step_s: float = 0.02
     seed: int = 0
     queue_timeout_s: float | None = None
+    spec_overrides: Mapping[str, Any] | None = None
 
 
-def make_spec(model: ReplicaModel, max_replicas: int):
-    """The ``TritonAutoscaler`` spec the policies get (see the module docstring)."""
-    from toolkit.autoscale.spec import parse_spec
+def _merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
+    return out
+
+
+def make_spec(model: ReplicaModel, max_replicas: int, overrides: Mapping[str, Any] | None = None):
+    """The ``TritonAutoscaler`` spec the policies get (see the module docstring).
+
+    Args:
+        model: the replica model (its SLO and the perf report's capacity are the defaults).
+        max_replicas: the default ``maxReplicas``.
+        overrides: spec fields (camelCase, as in the resource; or a whole ``TritonAutoscaler`` object)
+            merged over the defaults, nested mappings field by field.
+
+    Raises:
+        InvalidAutoscalerSpecError: the merged spec is invalid (the message names the field).
+    """
+    from toolkit.autoscale.spec import KIND, parse_spec
 
     seed_rps = model.curve.best_within(model.slo_ms) or model.capacity_at_slo_rps
-    return parse_spec(
-        {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "triton-ranker"},
-            "minReplicas": 1,
-            "maxReplicas": max(2, max_replicas),
-            "slo": {"p99LatencyMs": model.slo_ms},
-            "capacity": {"perReplicaRps": round(seed_rps, 3)},
-        }
-    )
+    base = {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "triton-ranker"},
+        "minReplicas": 1,
+        "maxReplicas": max(2, max_replicas),
+        "slo": {"p99LatencyMs": model.slo_ms},
+        "capacity": {"perReplicaRps": round(seed_rps, 3)},
+    }
+    if overrides and overrides.get("kind") == KIND and isinstance(overrides.get("spec"), Mapping):
+        overrides = overrides["spec"]
+    return parse_spec(_merged(base, overrides or {}))
 
 
 def _load(module: str, cls: str) -> type:
@@ -96,8 +118,11 @@ def _load(module: str, cls: str) -> type:
         raise PolicyUnavailable(f"{module}.{cls} is not available in this checkout: {exc}") from exc
 
 
-def make_policy(name: str, *, model: ReplicaModel, trace: Trace) -> tuple[Autoscaler, float, dict]:
-    """The policy called ``name`` for ``trace``, the seconds between its decisions, and its settings.
+def make_policy(
+    name: str, *, model: ReplicaModel, trace: Trace, spec_overrides: Mapping[str, Any] | None = None
+) -> tuple[Autoscaler, float, dict]:
+    """The policy called ``name`` for ``trace``, the seconds between its decisions, and its settings
+    (``spec_overrides``: see :func:`make_spec`).
 
     Raises:
         PolicyUnavailable: its module or class is not there.
@@ -106,7 +131,7 @@ def make_policy(name: str, *, model: ReplicaModel, trace: Trace) -> tuple[Autosc
     static = model.replicas_for(trace.peak_rps)
     if name == "static_peak":
         return StaticReplicas(static), 60.0, {"replicas": static}
-    spec = make_spec(model, 4 * static)
+    spec = make_spec(model, 4 * static, spec_overrides)
     if name == "hpa_cpu":
         cls = _load("toolkit.autoscale.hpa", "HpaCpu")
         policy = cls(spec, target_utilization=HPA_TARGET_UTILIZATION)
@@ -149,7 +174,7 @@ def compare(
     results, missing, used = [], {}, {}
     for name in policies:
         try:
-            policy, sync_s, policy_settings = make_policy(name, model=model, trace=trace)
+            policy, sync_s, policy_settings = make_policy(name, model=model, trace=trace, spec_overrides=settings.spec_overrides)
         except PolicyUnavailable as exc:
             missing[name] = str(exc)
             continue
@@ -381,6 +406,7 @@ def write_report(
             "step_s": settings.step_s,
             "seed": settings.seed,
             "queue_timeout_s": settings.queue_timeout_s,
+            "spec_overrides": dict(settings.spec_overrides or {}),
             "replica_model": {
                 "source": model.curve.source,
                 "saturated_rps": round(model.capacity_rps, 3),

@@ -150,6 +150,14 @@ def simulate(
             "on_s, off_s, rise_s, off_fraction (on_off); trough_fraction, periods (diurnal); base_fraction (step, ramp).",
         ),
     ] = None,
+    spec_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--spec",
+            help="A TritonAutoscaler (or just its spec), YAML or JSON, whose fields replace the simulator's defaults for "
+            "the autoscaled policies (e.g. behavior.scaleDown.stabilizationWindowSeconds, maxReplicas, capacity).",
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for the report: STEM.json, STEM.md and STEM.png.")] = Path("perf/results"),
     stem: Annotated[str, typer.Option("--stem", help="File name stem of the report.")] = "autoscale_sim",
 ) -> None:
@@ -166,7 +174,7 @@ def simulate(
     import sys
 
     from toolkit.cli._common import console, progress
-    from toolkit.errors import optional_dependencies
+    from toolkit.errors import AutoscaleError, optional_dependencies
 
     with optional_dependencies("tritonrec autoscale simulate"):
         from toolkit.autoscale.sim_report import POLICIES, SimulationSettings, compare, write_report
@@ -177,7 +185,30 @@ def simulate(
     unknown = [p for p in chosen if p not in POLICIES]
     if unknown:
         raise typer.BadParameter(f"unknown policies {unknown}; use some of {', '.join(POLICIES)}", param_hint="--policies")
+    overrides = None
+    if spec_file is not None:
+        import json
+
+        try:
+            text = spec_file.read_text()
+        except OSError as exc:
+            raise AutoscaleError(f"cannot read --spec {spec_file}: {exc}") from exc
+        if spec_file.suffix == ".json":
+            try:
+                overrides = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise AutoscaleError(f"--spec {spec_file} is not JSON: {exc}") from exc
+        else:
+            with optional_dependencies("tritonrec autoscale simulate --spec (YAML)"):
+                import yaml
+            try:
+                overrides = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise AutoscaleError(f"--spec {spec_file} is not YAML: {exc}") from exc
+        if not isinstance(overrides, dict):
+            raise AutoscaleError(f"--spec {spec_file} must hold a mapping (a TritonAutoscaler or its spec), got {type(overrides).__name__}")
     settings = SimulationSettings(
+        spec_overrides=overrides,
         slo_ms=slo_ms,
         start_delay_s=start_delay,
         step_s=step,

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from toolkit.autoscale.sim_report import SimulationSettings, check_targets, compare, make_policy, write_report
+from toolkit.autoscale.sim_report import SimulationSettings, check_targets, compare, make_policy, make_spec, write_report
 from toolkit.autoscale.simulate import ReplicaModel, SimulationResult, load_service_curve
 from toolkit.autoscale.traces import spike
 from toolkit.cli.app import app
-from toolkit.errors import AutoscaleError
+from toolkit.errors import AutoscaleError, InvalidAutoscalerSpecError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 PERF_REPORT = REPO_ROOT / "perf" / "results" / "triton_movielens.json"
@@ -35,6 +35,17 @@ def test_static_peak_has_the_replicas_for_the_peak_at_the_slo(model):
     assert policy.replicas == settings["replicas"] == int(np.ceil(20_000 / model.capacity_at_slo_rps))
     with pytest.raises(AutoscaleError, match="unknown policy 'hpa'"):
         make_policy("hpa", model=model, trace=trace)
+
+
+def test_spec_overrides_merge_field_by_field_and_bad_ones_name_the_field(model):
+    spec = make_spec(model, 10, {"behavior": {"scaleDown": {"stabilizationWindowSeconds": 60}}, "maxReplicas": 7})
+    assert spec.behavior.scale_down.stabilization_window_seconds == 60
+    assert spec.behavior.scale_down.policies[0].value == 100  # the rest of scaleDown keeps the HPA's default
+    assert spec.max_replicas == 7 and spec.slo.p99_latency_ms == 10.0 and spec.capacity.per_replica_rps == pytest.approx(5547.72)
+    whole = make_spec(model, 10, {"apiVersion": "tritonrec.io/v1alpha1", "kind": "TritonAutoscaler", "spec": {"minReplicas": 2}})
+    assert whole.min_replicas == 2
+    with pytest.raises(InvalidAutoscalerSpecError, match=r"`spec.minReplicas` \(9\) > `spec.maxReplicas` \(3\)"):
+        make_spec(model, 10, {"minReplicas": 9, "maxReplicas": 3})
 
 
 def test_compare_replays_the_same_arrivals_for_every_policy(model):
@@ -85,15 +96,18 @@ def test_report_json_has_the_shape_the_issue_asks_for(model, tmp_path):
 
 def test_simulate_command_writes_the_report(tmp_path):
     out = tmp_path / "out"
+    spec = tmp_path / "ta.yaml"
+    spec.write_text("kind: TritonAutoscaler\nspec:\n  behavior:\n    scaleDown:\n      stabilizationWindowSeconds: 30\n")
     result = CliRunner().invoke(
         app,
         ["autoscale", "simulate", "--trace", "spike", "--duration", "120", "--peak-rps", "8000", "--policies", "static_peak,hpa_cpu",
-         "--perf-report", str(PERF_REPORT), "--out", str(out)],
+         "--perf-report", str(PERF_REPORT), "--spec", str(spec), "--out", str(out)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads((out / "autoscale_sim.json").read_text())
     assert [e["name"] for e in report["traces"]["spike"]["policies"]] == ["static_peak", "hpa_cpu"]
     assert report["parameters"]["traces"]["spike"]["duration_s"] == 120
+    assert report["parameters"]["spec_overrides"]["spec"]["behavior"]["scaleDown"] == {"stabilizationWindowSeconds": 30}
     assert "git_commit" in report["parameters"] and report["parameters"]["queue_timeout_s"] is None
 
 
@@ -105,6 +119,9 @@ def test_simulate_command_refuses_unknown_policies_and_bad_reports(tmp_path):
     assert shape.exit_code != 0 and "no trace given takes ['rise_s']" in shape.output
     malformed = runner.invoke(app, ["autoscale", "simulate", "--shape", "rise_s", "--out", str(tmp_path)])
     assert malformed.exit_code != 0 and "expected KEY=NUMBER" in malformed.output
+    (tmp_path / "list.json").write_text("[1, 2]")
+    not_a_spec = runner.invoke(app, ["autoscale", "simulate", "--spec", str(tmp_path / "list.json"), "--out", str(tmp_path)])
+    assert not_a_spec.exit_code != 0 and "must hold a mapping" in str(not_a_spec.exception)
     missing = runner.invoke(app, ["autoscale", "simulate", "--perf-report", str(tmp_path / "none.json"), "--out", str(tmp_path)])
     assert missing.exit_code != 0
     assert isinstance(missing.exception, AutoscaleError) and "cannot be read" in str(missing.exception)
