@@ -471,12 +471,18 @@ class Controller:
             not_ready = [p for p in live if not p.ready and not p.draining]
             ready = [p for p in live if p.ready and not p.draining]
             leaving = [p for p in live if p.draining]  # drained before, on their way out
-            to_drain = max(0, len(live) - len(leaving) - desired - len(not_ready))
-            if to_drain == 0 or not ready:
+            if state.spec.scale_target_ref.kind == "StatefulSet":
+                # a StatefulSet removes its highest ordinals, whatever their deletion cost: drain those
+                staying = [p for p in live if not p.draining]
+                going = sorted(staying, key=_ordinal, reverse=True)[: max(0, len(staying) - desired)]
+                chosen = [p for p in going if p.ready]
+            else:
+                to_drain = max(0, len(live) - len(leaving) - desired - len(not_ready))
+                pending = {p.pod: p.pending_requests for p in signals.pods}
+                # the least busy first; among equals the newest (the ReplicaSet's own tie-break)
+                chosen = sorted(ready, key=lambda p: (pending.get(p.name) or 0.0, -_created_order(p)))[:to_drain]
+            if not chosen:
                 return (*self._rescale(obj, state, target, desired, reason, conditions, last_scale_time, lost), reason)
-            pending = {p.pod: p.pending_requests for p in signals.pods}
-            # the least busy first; among equals the newest (the ReplicaSet's own tie-break)
-            chosen = sorted(ready, key=lambda p: (pending.get(p.name) or 0.0, -_created_order(p)))[:to_drain]
             if lost is not None and lost.is_set():
                 return last_scale_time, conditions, reason
             for pod in chosen:
@@ -610,6 +616,12 @@ def _sync_period(obj: Mapping[str, Any], default: float) -> float:
     except (TypeError, ValueError):
         return default
     return period if math.isfinite(period) and period > 0 else default
+
+
+def _ordinal(pod: PodInfo) -> int:
+    """A StatefulSet pod's ordinal (``web-3`` -> 3; -1 when the name has none)."""
+    tail = pod.name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
 
 
 def _created_order(pod: PodInfo) -> float:

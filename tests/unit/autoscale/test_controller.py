@@ -442,3 +442,18 @@ def test_an_unknown_target_is_retried_at_the_sync_period(kube: KubeClient, kube_
     controller.sync_due()
     controller.sync_due()
     assert kube_api.requests("get", f"/apis/apps/v1/namespaces/{NS}/deployments/later/scale") == 1
+
+
+def test_a_statefulset_scale_down_drains_its_highest_ordinal(kube: KubeClient) -> None:
+    sts = _deployment(replicas=2)
+    sts["kind"] = "StatefulSet"
+    sts["metadata"]["name"] = "ranker-sts"
+    sts["spec"]["serviceName"] = "ranker"
+    kube.apps.create_namespaced_stateful_set(NS, sts)
+    _pod(kube, "ranker-sts-1", "127.0.0.9")
+    _pod(kube, "ranker-sts-0", "127.0.0.10")  # a StatefulSet always removes its highest ordinal, not the least busy pod
+    _create(kube, _autoscaler({"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "ranker-sts"}}))
+    controller = _controller(kube, Scripted(1), drain_grace_s=0.0, drain_timeout_s=30.0)
+    controller.sync_due()
+    assert controller._states[f"{NS}/ranker"].drain.pods == ("ranker-sts-1",)
+    assert _annotations(kube, "ranker-sts-1").get("tritonrec.io/draining") == "true"
