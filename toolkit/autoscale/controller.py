@@ -1,5 +1,5 @@
 """The controller behind ``tritonrec autoscale run``: a reconcile loop over the ``TritonAutoscaler``
-resources of the watched namespaces, run by the leader of a Lease.
+resources of the watched namespaces (or of all namespaces), run by the leader of a Lease.
 
 Each sync of one resource (HPA's ``horizontal.go`` ``reconcileAutoscaler`` is the model):
 
@@ -85,6 +85,9 @@ class ControllerConfig:
 
     Attributes:
         namespaces: the namespaces whose ``TritonAutoscaler`` resources it reconciles.
+        all_namespaces: reconcile the ``TritonAutoscaler`` resources of every namespace, listed
+            with one cluster-wide LIST (``/apis/tritonrec.io/v1alpha1/tritonautoscalers``; needs a
+            ClusterRole); ``namespaces`` must then be empty.
         sync_period_s: seconds between syncs of a resource whose spec does not set
             ``syncPeriodSeconds`` (the HPA's ``--horizontal-pod-autoscaler-sync-period`` is 15 s;
             Triton's counters move enough in 5 s), and between lists of the resources (a new one
@@ -98,16 +101,24 @@ class ControllerConfig:
         scrape_timeout_s: deadline of one round of ``/metrics`` scrapes (seconds).
     """
 
-    namespaces: tuple[str, ...]
+    namespaces: tuple[str, ...] = ()
     sync_period_s: float = 5.0
     tick_s: float = 0.5
     drain_grace_s: float = 3.0
     drain_timeout_s: float = 30.0
     scrape_timeout_s: float = 2.0
+    all_namespaces: bool = False
 
     def __post_init__(self) -> None:
-        if not self.namespaces:
-            raise AutoscaleError("the controller needs at least one namespace to watch", hint="pass --namespace NS")
+        if self.all_namespaces and self.namespaces:
+            raise AutoscaleError(
+                f"the controller watches either all namespaces or the ones named ({', '.join(self.namespaces)}), not both",
+                hint="pass either --all-namespaces or --namespace NS, not both",
+            )
+        if not self.namespaces and not self.all_namespaces:
+            raise AutoscaleError(
+                "the controller needs at least one namespace to watch", hint="pass --namespace NS (repeatable) or --all-namespaces"
+            )
         for name, value in (("sync period", self.sync_period_s), ("tick", self.tick_s), ("scrape timeout", self.scrape_timeout_s)):
             if not value > 0:
                 raise AutoscaleError(f"controller {name} must be > 0 s, got {value}")
@@ -178,8 +189,8 @@ class Controller:
         self.clock = clock
         self._states: dict[str, _State] = {}
         self._refused: dict[str, str] = {}  # resource -> the message last refused with (one Event per new message)
-        self._known: dict[str, dict[str, dict[str, Any]]] = {}  # namespace -> resource -> the object last read
-        self._listed_at: dict[str, float] = {}  # namespace -> when its resources were last listed
+        self._known: dict[str | None, dict[str, dict[str, Any]]] = {}  # namespace (None: all) -> resource -> last read
+        self._listed_at: dict[str | None, float] = {}  # namespace (None: all) -> when its resources were last listed
         self._next_sync: dict[str, float] = {}  # resource -> when it is next due
 
     # -- the loop ----------------------------------------------------------------------------
@@ -198,51 +209,54 @@ class Controller:
     def sync_due(self, lost: threading.Event | None = None) -> list[str]:
         """One pass: sync each resource whose period has come.
 
-        The resources of a namespace are listed every ``sync_period_s`` (new ones are found and
-        deleted ones forgotten then); between lists, a resource due for a sync is read afresh with
-        a GET, so its annotations (pause) and status are current.
+        The resources of a namespace (of the cluster, with ``all_namespaces``) are listed every
+        ``sync_period_s`` (new ones are found and deleted ones forgotten then); between lists, a
+        resource due for a sync is read afresh with a GET in its own namespace, so its annotations
+        (pause) and status are current.
 
         Returns:
             the ``namespace/name`` of each resource synced.
         """
         synced = []
-        for namespace in self.config.namespaces:
-            listed = self._relist(namespace)
-            for key, obj in list(self._known.get(namespace, {}).items()):
+        scopes: tuple[str | None, ...] = (None,) if self.config.all_namespaces else self.config.namespaces
+        for scope in scopes:
+            listed = self._relist(scope)
+            for key, obj in list(self._known.get(scope, {}).items()):
                 if self.clock() < self._next_sync.get(key, 0.0):
                     continue
                 if lost is not None and lost.is_set():
                     return synced
                 if not listed:
-                    name = obj.get("metadata", {}).get("name")
+                    meta = obj.get("metadata", {})
                     try:
-                        fresh = self.kube.get_autoscaler(namespace, name)
+                        fresh = self.kube.get_autoscaler(meta.get("namespace") or scope, meta.get("name"))
                     except AutoscaleError as exc:
                         log.warning("cannot read %s: %s", key, exc)
                         continue
                     if fresh is None:  # deleted since the last list
-                        self._known[namespace].pop(key, None)
+                        self._known[scope].pop(key, None)
                         self._forget(key)
                         continue
-                    obj = self._known[namespace][key] = fresh
+                    obj = self._known[scope][key] = fresh
                 self.sync(obj, lost)
                 synced.append(key)
         return synced
 
-    def _relist(self, namespace: str) -> bool:
-        """List the namespace's resources if ``sync_period_s`` has passed since the last list; True if it did."""
-        if self.clock() < self._listed_at.get(namespace, float("-inf")) + self.config.sync_period_s:
+    def _relist(self, scope: str | None) -> bool:
+        """List the resources of the namespace ``scope`` (None: of all namespaces) if ``sync_period_s``
+        has passed since its last list; True if it did."""
+        if self.clock() < self._listed_at.get(scope, float("-inf")) + self.config.sync_period_s:
             return False
         try:
-            objects = self.kube.list_autoscalers(namespace)
+            objects = self.kube.list_autoscalers(scope)
         except AutoscaleError as exc:
-            log.warning("cannot list TritonAutoscalers in %s: %s", namespace, exc)
+            log.warning("cannot list TritonAutoscalers in %s: %s", scope or "all namespaces", exc)
             return False
-        self._listed_at[namespace] = self.clock()
+        self._listed_at[scope] = self.clock()
         known = {_key(obj): obj for obj in objects}
-        for key in [k for k in self._known.get(namespace, {}) if k not in known]:  # deleted resources
+        for key in [k for k in self._known.get(scope, {}) if k not in known]:  # deleted resources
             self._forget(key)
-        self._known[namespace] = known
+        self._known[scope] = known
         return True
 
     def _forget(self, key: str) -> None:

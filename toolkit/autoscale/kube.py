@@ -45,6 +45,7 @@ __all__ = [
     "KubeClient",
     "ApiCallError",
     "is_retryable",
+    "pod_namespace",
     "rfc3339",
 ]
 
@@ -68,6 +69,26 @@ LOWEST_DELETION_COST = -(2**31)
 RETRYABLE_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
 
 T = TypeVar("T")
+
+#: Where a pod's service account token mounts its namespace (Kubernetes docs, "Accessing the
+#: Kubernetes API from a Pod": ``/var/run/secrets/kubernetes.io/serviceaccount/namespace``).
+SERVICE_ACCOUNT_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def pod_namespace(namespace_file: Path | None = None) -> str | None:
+    """The namespace of the pod this process runs in, as client-go finds it for an in-cluster
+    client (``k8s.io/client-go/tools/clientcmd/client_config.go``, ``inClusterClientConfig.Namespace``):
+    ``$POD_NAMESPACE`` (the chart sets it from the downward API), else the service account's
+    namespace file (``namespace_file``, default :data:`SERVICE_ACCOUNT_NAMESPACE_FILE`); None outside
+    a pod (neither is there, or the file is empty or unreadable), where client-go would say ``default``.
+    """
+    from_env = os.environ.get("POD_NAMESPACE", "").strip()
+    if from_env:
+        return from_env
+    try:
+        return (namespace_file or SERVICE_ACCOUNT_NAMESPACE_FILE).read_text().strip() or None
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -407,11 +428,15 @@ class KubeClient:
         self.call(f"PATCH pods/{name} in {namespace}", self.core.patch_namespaced_pod, name, namespace, body)
 
     # -- the custom resource -----------------------------------------------------------------
-    def list_autoscalers(self, namespace: str) -> list[dict[str, Any]]:
-        """The ``TritonAutoscaler`` objects in ``namespace`` (plain dicts, as the API returns them)."""
-        got = self.call(
-            f"LIST {PLURAL}.{GROUP} in {namespace}", self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL
-        )
+    def list_autoscalers(self, namespace: str | None) -> list[dict[str, Any]]:
+        """The ``TritonAutoscaler`` objects in ``namespace`` (plain dicts, as the API returns them);
+        with None, those of every namespace (one cluster-wide LIST, which a ClusterRole grants)."""
+        if namespace is None:
+            got = self.call(f"LIST {PLURAL}.{GROUP} in all namespaces", self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
+        else:
+            got = self.call(
+                f"LIST {PLURAL}.{GROUP} in {namespace}", self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL
+            )
         return list(got.get("items", []))
 
     def get_autoscaler(self, namespace: str, name: str) -> dict[str, Any] | None:

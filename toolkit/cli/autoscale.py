@@ -18,9 +18,18 @@ app = typer.Typer(
 @app.command("run")
 def run(
     namespace: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option("--namespace", "-n", help="Namespace whose TritonAutoscaler resources to reconcile; repeatable."),
-    ],
+    ] = None,
+    all_namespaces: Annotated[
+        bool,
+        typer.Option(
+            "--all-namespaces",
+            "-A",
+            help="Reconcile the TritonAutoscaler resources of every namespace (one cluster-wide list; needs a ClusterRole). "
+            "Not with --namespace.",
+        ),
+    ] = False,
     kubeconfig: Annotated[
         Path | None,
         typer.Option(
@@ -33,7 +42,13 @@ def run(
     lease_name: Annotated[str, typer.Option(help="Name of the coordination.k8s.io/v1 Lease the controllers elect a leader on.")] = (
         "tritonrec-autoscaler"
     ),
-    lease_namespace: Annotated[str | None, typer.Option(help="Namespace of the Lease. Default: the first --namespace.")] = None,
+    lease_namespace: Annotated[
+        str | None,
+        typer.Option(
+            help="Namespace of the Lease. Default: the first --namespace; with --all-namespaces, the pod's own namespace "
+            "($POD_NAMESPACE or the service account's namespace file)."
+        ),
+    ] = None,
     identity: Annotated[
         str | None,
         typer.Option(help="This controller's holderIdentity in the Lease. Default: $POD_NAME or the hostname, plus a random suffix."),
@@ -70,17 +85,32 @@ def run(
 
     with optional_dependencies("tritonrec autoscale run"):
         from toolkit.autoscale import controller as ctl
-        from toolkit.autoscale.kube import KubeClient
+        from toolkit.autoscale.kube import KubeClient, pod_namespace
         from toolkit.autoscale.leader import LeaderElectionConfig
 
     if kubeconfig is not None and in_cluster:
         raise typer.BadParameter("pass either --kubeconfig or --in-cluster, not both", param_hint="--kubeconfig/--in-cluster")
+    namespaces = tuple(namespace or ())
+    if all_namespaces and namespaces:
+        raise typer.BadParameter(
+            f"pass either --namespace ({', '.join(namespaces)}) or --all-namespaces, not both", param_hint="--namespace/--all-namespaces"
+        )
+    if not all_namespaces and not namespaces:
+        raise typer.BadParameter("pass --namespace NS (repeatable) or --all-namespaces", param_hint="--namespace/--all-namespaces")
+    lease_namespace = lease_namespace or (namespaces[0] if namespaces else pod_namespace())
+    if lease_namespace is None:
+        raise typer.BadParameter(
+            "with --all-namespaces outside a pod (no $POD_NAMESPACE, no service account namespace file) the Lease needs a namespace",
+            param_hint="--lease-namespace",
+        )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     kube = KubeClient.from_config(kubeconfig=kubeconfig, in_cluster=True if in_cluster else None)
     me = identity or f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
-    config = ctl.ControllerConfig(namespaces=tuple(namespace), sync_period_s=sync_period, drain_timeout_s=drain_timeout)
+    config = ctl.ControllerConfig(
+        namespaces=namespaces, all_namespaces=all_namespaces, sync_period_s=sync_period, drain_timeout_s=drain_timeout
+    )
     election = LeaderElectionConfig(
-        namespace=lease_namespace or namespace[0],
+        namespace=lease_namespace,
         lease_name=lease_name,
         identity=me,
         lease_duration_s=lease_duration,
@@ -90,7 +120,8 @@ def run(
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    typer.echo(f"tritonrec autoscale run: {me} watching {', '.join(namespace)}; Lease {election.namespace}/{lease_name}")
+    watched = "all namespaces" if all_namespaces else ", ".join(namespaces)
+    typer.echo(f"tritonrec autoscale run: {me} watching {watched}; Lease {election.namespace}/{lease_name}")
     try:
         ctl.run(kube, config, election, stop)
     finally:

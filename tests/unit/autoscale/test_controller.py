@@ -457,3 +457,61 @@ def test_a_statefulset_scale_down_drains_its_highest_ordinal(kube: KubeClient) -
     controller.sync_due()
     assert controller._states[f"{NS}/ranker"].drain.pods == ("ranker-sts-1",)
     assert _annotations(kube, "ranker-sts-1").get("tritonrec.io/draining") == "true"
+
+
+def test_all_namespaces_lists_the_cluster_once_and_syncs_each_resource_in_its_own_namespace(kube: KubeClient, kube_api) -> None:
+    other = "recs-b"
+    deployment = _deployment()
+    deployment["metadata"]["namespace"] = other
+    kube.apps.create_namespaced_deployment(other, deployment)
+    _create(kube, _autoscaler({"syncPeriodSeconds": 0.05}))
+    elsewhere = _autoscaler({"syncPeriodSeconds": 0.05})
+    elsewhere["metadata"]["namespace"] = other
+    kube.custom.create_namespaced_custom_object("tritonrec.io", "v1alpha1", other, "tritonautoscalers", elsewhere)
+    controller = Controller(
+        kube, ControllerConfig(all_namespaces=True, sync_period_s=30.0, scrape_timeout_s=0.3), policy=lambda spec: Scripted(2)
+    )
+    assert sorted(controller.sync_due()) == sorted([f"{NS}/ranker", f"{other}/ranker"])
+    assert kube_api.requests("get", "/apis/tritonrec.io/v1alpha1/tritonautoscalers") == 1  # one cluster-wide LIST
+    assert kube_api.requests("get", f"/apis/tritonrec.io/v1alpha1/namespaces/{NS}/tritonautoscalers") == 0
+    assert _replicas(kube) == 2
+    assert kube.apps.read_namespaced_deployment_scale("ranker", other).spec.replicas == 2
+    time.sleep(0.1)
+    assert sorted(controller.sync_due()) == sorted([f"{NS}/ranker", f"{other}/ranker"])  # between lists: a GET in each one's namespace
+    assert kube_api.requests("get", f"/apis/tritonrec.io/v1alpha1/namespaces/{other}/tritonautoscalers/ranker") == 1
+    assert kube_api.requests("get", "/apis/tritonrec.io/v1alpha1/tritonautoscalers") == 1
+
+
+def test_all_namespaces_with_named_namespaces_is_refused_naming_both_options() -> None:
+    from typer.testing import CliRunner
+
+    from toolkit.cli.app import app
+    from toolkit.errors import AutoscaleError
+
+    with pytest.raises(AutoscaleError, match="not both") as refused:
+        ControllerConfig(namespaces=(NS,), all_namespaces=True)
+    assert "--all-namespaces" in refused.value.hint and "--namespace" in refused.value.hint
+    with pytest.raises(AutoscaleError, match="at least one namespace"):
+        ControllerConfig()
+    result = CliRunner().invoke(app, ["autoscale", "run", "-n", NS, "--all-namespaces"])
+    assert result.exit_code == 2
+    assert "--namespace" in result.output and "--all-namespaces" in result.output and "not both" in result.output
+    result = CliRunner().invoke(app, ["autoscale", "run"])
+    assert result.exit_code == 2 and "--all-namespaces" in result.output
+
+
+def test_all_namespaces_outside_a_pod_needs_a_lease_namespace(monkeypatch, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from toolkit.autoscale import kube as kube_module
+    from toolkit.cli.app import app
+
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    monkeypatch.setattr(kube_module, "SERVICE_ACCOUNT_NAMESPACE_FILE", tmp_path / "no-namespace-file")
+    result = CliRunner().invoke(app, ["autoscale", "run", "--all-namespaces", "--kubeconfig", str(tmp_path / "k")])
+    assert result.exit_code == 2 and "--lease-namespace" in result.output
+    monkeypatch.setenv("POD_NAMESPACE", "tritonrec")
+    assert kube_module.pod_namespace() == "tritonrec"
+    monkeypatch.delenv("POD_NAMESPACE")
+    (tmp_path / "namespace").write_text("serving\n")
+    assert kube_module.pod_namespace(tmp_path / "namespace") == "serving"
