@@ -17,6 +17,7 @@ VARIANTS: dict[str, dict] = {
     "as": {"repository": {"source": "objectStore", "objectStore": {"url": "as://account/container/path", "credentialsSecret": "azure"}}},
     "image": {"repository": {"source": "image", "image": {"repository": "registry.example/models", "tag": "v3"}}},
     "more-namespaces": {"autoscaler": {"namespaces": ["recs-a", "recs-b"]}},
+    "all-namespaces": {"autoscaler": {"watchAllNamespaces": True}},
     "router-clients": {
         "routerClients": {"serviceAccounts": ["recommender-api"]},
         "autoscaler": {"imagePullSecrets": [{"name": "regcred"}]},

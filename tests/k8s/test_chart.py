@@ -29,6 +29,7 @@ ALL_VARIANTS = [
     "as",
     "image",
     "more-namespaces",
+    "all-namespaces",
     "router-clients",
     "poll",
     "no-autoscaler",
@@ -349,6 +350,23 @@ def test_each_watched_namespace_gets_its_own_role_and_the_lease_stays_in_the_rel
     assert [a for a in args if a.startswith("--namespace=")] == ["--namespace=serving", "--namespace=recs-a", "--namespace=recs-b"]
 
 
+def test_watching_all_namespaces_gets_a_cluster_role_with_exactly_the_same_rules_and_no_namespaced_one(renderings):
+    rendering = renderings["all-namespaces"]
+    assert not rendering.find("Role", "tritonrec-autoscaler") and not rendering.find("RoleBinding", "tritonrec-autoscaler")
+    (role,) = rendering.find("ClusterRole")
+    assert role["metadata"]["name"] == "tritonrec-autoscaler" and "namespace" not in role["metadata"]
+    assert role["rules"] == AUTOSCALER_RULES
+    (binding,) = rendering.find("ClusterRoleBinding")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "tritonrec-autoscaler"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "tritonrec-autoscaler", "namespace": "serving"}]
+    (lease,) = rendering.find("Role", "tritonrec-autoscaler-leader-election")  # the Lease stays a namespaced grant
+    assert lease["rules"] == LEASE_RULES and lease["metadata"]["namespace"] == "serving"
+    (autoscaler,) = rendering.find("Deployment", "tritonrec-autoscaler")
+    args = autoscaler["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--all-namespaces" in args and not [a for a in args if a.startswith("--namespace=")]
+    assert "--lease-namespace=serving" in args
+
+
 def test_the_autoscaler_runs_two_replicas_with_leader_election(renderings):
     (deployment,) = renderings["default"].find("Deployment", "tritonrec-autoscaler")
     assert deployment["spec"]["replicas"] == 2
@@ -391,6 +409,8 @@ BAD_VALUES = [
     ({"triton": {"modelControlMode": "manual"}}, "at '/triton/modelControlMode'"),
     ({"triton": {"resources": {"limits": {"memory": None}}}}, "at '/triton/resources/limits': missing property 'memory'"),
     ({"tritn": {}}, "additional properties 'tritn' not allowed"),
+    ({"autoscaler": {"watchAllNamespaces": True, "namespaces": ["recs-a"]}}, "at '/autoscaler/namespaces': maxItems: got 1, want 0"),
+    ({"autoscaler": {"watchAllNamespaces": "yes"}}, "at '/autoscaler/watchAllNamespaces': got string, want boolean"),
 ]
 
 
@@ -419,11 +439,12 @@ def test_the_autoscaler_arguments_are_ones_tritonrec_autoscale_run_takes(renderi
 
     from toolkit.cli import autoscale
 
-    for variant in ("default", "more-namespaces"):
+    for variant in ("default", "more-namespaces", "all-namespaces"):
         (deployment,) = renderings[variant].find("Deployment", "tritonrec-autoscaler")
         args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
         assert args[:2] == ["autoscale", "run"]
         run = get_command(autoscale.app).commands["run"]
         context = run.make_context("run", list(args[2:]))  # raises on an option the command does not take
-        assert list(context.params["namespace"]) == [a.split("=", 1)[1] for a in args if a.startswith("--namespace=")]
+        assert list(context.params["namespace"] or []) == [a.split("=", 1)[1] for a in args if a.startswith("--namespace=")]
+        assert context.params["all_namespaces"] is (variant == "all-namespaces")
         assert context.params["lease_namespace"] == "serving" and context.params["lease_name"] == "tritonrec-autoscaler"

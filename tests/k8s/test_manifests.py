@@ -174,18 +174,30 @@ def _allowed(roles: list[dict], verb: str, group: str, resource: str, name: str 
     )
 
 
-def test_the_controller_reconciles_the_example_and_its_role_allows_every_call_it_makes():
+@pytest.mark.parametrize("mode", ["namespaced", "all-namespaces"])
+def test_the_controller_reconciles_the_example_and_its_role_allows_every_call_it_makes(mode):
+    """namespaced: the cpu overlay as kubectl applies it, each call checked against the Roles of
+    its namespace; all-namespaces: the chart with autoscaler.watchAllNamespaces (the controller
+    lists the cluster), each call checked against the ClusterRole and the Lease's Role."""
     from toolkit.autoscale import controller as ctl
     from toolkit.autoscale.kube import KubeClient, RetryPolicy
     from toolkit.autoscale.leader import LeaderElectionConfig
 
-    objects = _kustomize(MANIFESTS / "overlays" / "cpu")
+    if mode == "namespaced":
+        objects = _kustomize(MANIFESTS / "overlays" / "cpu")
+    else:
+        (rendering,) = render_many(
+            [{"autoscaler": {"watchAllNamespaces": True}}], release=generate.RELEASE, namespace=generate.BASE_NAMESPACE
+        )
+        objects = rendering.all_objects()
     crds = [o for o in objects if o["kind"] == "CustomResourceDefinition"]
     (deployment,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "tritonrec-triton"]
     (autoscaler_pod,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "tritonrec-autoscaler"]
     args = autoscaler_pod["spec"]["template"]["spec"]["containers"][0]["args"]
+    account = {"kind": "ServiceAccount", "name": autoscaler_pod["spec"]["template"]["spec"]["serviceAccountName"], "namespace": "tritonrec"}
     lease_name = next(a.split("=", 1)[1] for a in args if a.startswith("--lease-name="))
     namespaces = tuple(a.split("=", 1)[1] for a in args if a.startswith("--namespace="))
+    assert ("--all-namespaces" in args) == (mode == "all-namespaces") and bool(namespaces) == (mode == "namespaced")
     emulator = HelmEmulator()
     declare_crds(emulator, crds)
     calls: list[tuple[str, str]] = []
@@ -227,7 +239,8 @@ def test_the_controller_reconciles_the_example_and_its_role_allows_every_call_it
             lease_duration_s=60.0,
             renew_deadline_s=45.0,
         )
-        thread = threading.Thread(target=ctl.run, args=(kube, ctl.ControllerConfig(namespaces=namespaces), election, stop), daemon=True)
+        controller_config = ctl.ControllerConfig(namespaces=namespaces, all_namespaces="--all-namespaces" in args)
+        thread = threading.Thread(target=ctl.run, args=(kube, controller_config, election, stop), daemon=True)
         thread.start()
         custom = kubernetes.client.CustomObjectsApi(kubernetes.client.ApiClient(config))
         deadline = time.monotonic() + 20
@@ -248,19 +261,23 @@ def test_the_controller_reconciles_the_example_and_its_role_allows_every_call_it
     assert status.get("conditions"), status
 
     roles = [o for o in objects if o["kind"] == "Role"]
+    # a ClusterRole counts only where a ClusterRoleBinding grants it to the controller's account
+    bound = {b["roleRef"]["name"] for b in objects if b["kind"] == "ClusterRoleBinding" and b["subjects"] == [account]}
+    cluster_roles = [o for o in objects if o["kind"] == "ClusterRole" and o["metadata"]["name"] in bound]
+    assert bool(cluster_roles) == (mode == "all-namespaces")
     seen = set()
     for method, call_url in calls:
         verb, group, resource, namespace = _verb_and_resource(method, call_url)
         name = urllib.parse.urlsplit(call_url).path.rstrip("/").split("/")[-1]
-        in_namespace = [r for r in roles if r["metadata"]["namespace"] == namespace]
+        in_namespace = [r for r in roles if r["metadata"]["namespace"] == namespace] + cluster_roles
         assert _allowed(in_namespace, verb, group, resource, name), f"{method} {call_url}: {verb} {group}/{resource} is not granted"
-        seen.add((verb, resource))
+        seen.add((verb, resource, namespace))
     # it did campaign, read the target and write the status: the check above saw those calls
     assert {
-        ("list", "tritonautoscalers"),
-        ("patch", "tritonautoscalers/status"),
-        ("get", "deployments/scale"),
-        ("create", "leases"),
+        ("list", "tritonautoscalers", "" if mode == "all-namespaces" else "tritonrec"),  # "": the cluster-wide list
+        ("patch", "tritonautoscalers/status", "tritonrec"),
+        ("get", "deployments/scale", "tritonrec"),
+        ("create", "leases", "tritonrec"),
     } <= seen
 
 

@@ -76,3 +76,28 @@ seccompProfile:
 {{- define "tritonrec.autoscaler.namespaces" -}}
 {{- prepend (.Values.autoscaler.namespaces | default list) .Release.Namespace | uniq | toJson -}}
 {{- end -}}
+
+{{/* The autoscaler's rules, one list for its per-namespace Roles and its ClusterRole (watchAllNamespaces). */}}
+{{- define "tritonrec.autoscaler.rules" -}}
+- apiGroups: ["tritonrec.io"]
+  resources: ["tritonautoscalers"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["tritonrec.io"]
+  resources: ["tritonautoscalers/status"]
+  verbs: ["get", "update", "patch"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: [""]
+  resources: ["endpoints"]
+  verbs: ["list", "watch"]
+- apiGroups: ["apps"]
+  resources: ["deployments/scale"]
+  verbs: ["get", "patch"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end -}}
