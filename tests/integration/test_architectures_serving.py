@@ -5,7 +5,8 @@ Each architecture gets a checkpoint trained 1 epoch on the synthetic data set, i
 export (checked against PyTorch to 1e-5 by ``export_checkpoint``'s rule: ``check_parity``), and
 a repository with the ``pytorch`` (torch runner, the architecture's own source file) and
 ``onnx_python`` variants; DCN-v2 also gets its raw-feature ensemble. One server start serves
-them all; every served answer must equal the model's own ``forward`` on the same rows.
+them all; every served answer must equal the model's own ``forward`` on the same rows, and
+``tritonrec verify``'s check (:func:`verify_repository`) passes on the running server.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from toolkit.models import get_architecture
 from toolkit.repository import build_repository
 from toolkit.repository.raw_inputs import raw_request
 from toolkit.serving import InferenceClient, TritonServer, free_ports
+from toolkit.serving.verify import verify_repository
 from toolkit.train import TrainConfig, fit_model, load_checkpoint, model_config_for, save_checkpoint
 
 pytestmark = pytest.mark.integration
@@ -36,7 +38,9 @@ def _checkpoint(root, architecture, splits, model):
     return ckpt, onnx
 
 
-def test_dcnv2_deepfm_and_a_reordered_forward_are_served_like_their_own_forward(tmp_path, synthetic_splits, reordered_toy):
+def test_dcnv2_deepfm_and_a_reordered_forward_are_served_like_their_own_forward_and_verified(
+    tmp_path, synthetic_data_dir, synthetic_splits, reordered_toy
+):
     s = synthetic_splits
     repository = tmp_path / "model_repository"
     models = {}
@@ -77,3 +81,7 @@ def test_dcnv2_deepfm_and_a_reordered_forward_are_served_like_their_own_forward(
         with torch.no_grad():
             want = models["dcnv2"](**{k: torch.from_numpy(v) for k, v in rows.items()}).numpy().reshape(-1)
         np.testing.assert_allclose(got, want, rtol=0, atol=ATOL, err_msg="dcnv2_ensemble")
+        # `tritonrec verify`'s check: every served variant and ensemble against its family's served PyTorch model
+        report = verify_repository(repository, data_dir=synthetic_data_dir, url=server.grpc_url, protocol="grpc", n_rows=500)
+    assert report.passed, report.to_dict()
+    assert set(report.references) == {"dcnv2", "deepfm", "reordered_toy"}
