@@ -17,6 +17,10 @@ The policies and their settings (:func:`make_policy`):
 * ``tritonrec`` -- ``toolkit.autoscale.policy.TritonrecAutoscaler`` with the spec below, every
   ``spec.syncPeriodSeconds``.
 
+Two references read the trace itself (:class:`Oracle`, not deployable): ``oracle_now`` knows the true
+offered rate at each decision (the best a reactive policy can do with pods that take the start delay),
+``oracle_ahead`` knows it a pod start ahead (every pod is ready when its load comes).
+
 The spec every policy gets: minReplicas 1, maxReplicas 4 x the static peak count, the SLO as
 ``slo.p99LatencyMs``, the HPA's default behavior, and ``capacity.perReplicaRps`` seeded with the perf
 report's best throughput within the SLO (what ``capacity.fromPerfReport`` reads).
@@ -37,17 +41,56 @@ from typing import Any
 import numpy as np
 
 from toolkit._io import atomic_write_json, atomic_write_text
-from toolkit.autoscale.signals import Autoscaler
+from toolkit.autoscale.signals import Autoscaler, DeploymentSignals, ScaleDecision
 from toolkit.autoscale.simulate import ReplicaModel, SimulationResult, StaticReplicas, simulate
 from toolkit.autoscale.traces import Trace
 from toolkit.errors import AutoscaleError
 
-__all__ = ["POLICIES", "PolicyUnavailable", "SimulationSettings", "make_spec", "make_policy", "compare", "write_report", "check_targets"]
+__all__ = [
+    "POLICIES",
+    "ORACLES",
+    "Oracle",
+    "PolicyUnavailable",
+    "SimulationSettings",
+    "make_spec",
+    "make_policy",
+    "compare",
+    "write_report",
+    "check_targets",
+]
 
 #: The policies compared, in report order.
 POLICIES: tuple[str, ...] = ("static_peak", "hpa_cpu", "hpa_queue_time", "keda_threshold", "tritonrec")
+#: References that read the trace itself (not deployable; they bound what any policy can reach).
+ORACLES: tuple[str, ...] = ("oracle_now", "oracle_ahead")
+#: Seconds between an oracle's decisions.
+ORACLE_SYNC_SECONDS = 5.0
 #: CPU utilization target of hpa_cpu, and the utilization whose queue time is hpa_queue_time's target.
 HPA_TARGET_UTILIZATION = 0.8
+
+
+class Oracle:
+    """A reference, not a policy one can deploy: it reads the trace's true offered rate and asks for
+    the replicas that keep the p99 within the SLO at the highest rate of the next ``lookahead_s``
+    (``ReplicaModel.replicas_for``), and never fewer than the queued requests need to drain within a
+    sync period. ``lookahead_s = 0`` (``oracle_now``) knows the present exactly but still waits for
+    pods to start: the best a reactive policy can do. ``lookahead_s`` = pod start + one decision period
+    (``oracle_ahead``) has every pod ready when its load arrives: the best any policy can do.
+    """
+
+    def __init__(self, name: str, trace: Trace, model: ReplicaModel, lookahead_s: float, sync_period_s: float) -> None:
+        self.name, self.trace, self.model = name, trace, model
+        self.lookahead_s, self.sync_period_s = lookahead_s, sync_period_s
+
+    def step(self, signals: DeploymentSignals) -> ScaleDecision:
+        """The replicas for the highest true rate in ``[now, now + lookahead_s + sync_period_s]`` plus the backlog."""
+        t = self.trace
+        lo = int(signals.now // t.bin_s)
+        hi = int((signals.now + self.lookahead_s + self.sync_period_s) // t.bin_s) + 1
+        rate = float(t.rate_rps[min(lo, t.rate_rps.size - 1) : max(hi, lo + 1)].max())
+        backlog = sum(max(0.0, (p.pending_requests or 0.0) - self.model.c_max) for p in signals.ready_pods)
+        want = self.model.replicas_for(rate + backlog / self.sync_period_s)
+        return ScaleDecision(want, f"oracle: {rate:.0f} req/s ahead, {backlog:.0f} queued: {want} replicas")
 
 
 class PolicyUnavailable(AutoscaleError):
@@ -119,7 +162,7 @@ def _load(module: str, cls: str) -> type:
 
 
 def make_policy(
-    name: str, *, model: ReplicaModel, trace: Trace, spec_overrides: Mapping[str, Any] | None = None
+    name: str, *, model: ReplicaModel, trace: Trace, spec_overrides: Mapping[str, Any] | None = None, start_delay_s: float = 30.0
 ) -> tuple[Autoscaler, float, dict]:
     """The policy called ``name`` for ``trace``, the seconds between its decisions, and its settings
     (``spec_overrides``: see :func:`make_spec`).
@@ -150,7 +193,10 @@ def make_policy(
     if name == "tritonrec":
         cls = _load("toolkit.autoscale.policy", "TritonrecAutoscaler")
         return cls(spec), float(spec.sync_period_seconds), {"spec": spec.model_dump(by_alias=True, exclude_none=True)}
-    raise AutoscaleError(f"unknown policy {name!r}", hint=f"use some of {', '.join(POLICIES)}")
+    if name in ORACLES:
+        ahead = 0.0 if name == "oracle_now" else start_delay_s + ORACLE_SYNC_SECONDS
+        return Oracle(name, trace, model, ahead, ORACLE_SYNC_SECONDS), ORACLE_SYNC_SECONDS, {"lookahead_s": ahead}
+    raise AutoscaleError(f"unknown policy {name!r}", hint=f"use some of {', '.join(POLICIES + ORACLES)}")
 
 
 def compare(
@@ -174,7 +220,9 @@ def compare(
     results, missing, used = [], {}, {}
     for name in policies:
         try:
-            policy, sync_s, policy_settings = make_policy(name, model=model, trace=trace, spec_overrides=settings.spec_overrides)
+            policy, sync_s, policy_settings = make_policy(
+                name, model=model, trace=trace, spec_overrides=settings.spec_overrides, start_delay_s=settings.start_delay_s
+            )
         except PolicyUnavailable as exc:
             missing[name] = str(exc)
             continue
@@ -266,7 +314,8 @@ def _plot(runs: dict[str, tuple[Trace, list[SimulationResult]]], slo_ms: float, 
 
     names = list(runs)
     fig, axes = plt.subplots(3, len(names), figsize=(5.2 * len(names), 9.5), sharex="col", squeeze=False)
-    colors = {p: c for p, c in zip(POLICIES, ("#444444", "#d62728", "#ff7f0e", "#9467bd", "#1f77b4"), strict=True)}
+    palette = ("#444444", "#d62728", "#ff7f0e", "#9467bd", "#1f77b4", "#8c564b", "#2ca02c")
+    colors = {p: c for p, c in zip(POLICIES + ORACLES, palette, strict=True)}
     for col, name in enumerate(names):
         trace, results = runs[name]
         load_ax, rep_ax, lat_ax = axes[:, col]

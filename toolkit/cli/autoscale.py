@@ -167,7 +167,12 @@ def simulate(
         ),
     ] = None,
     policies: Annotated[
-        str, typer.Option("--policies", help="Comma-separated: static_peak, hpa_cpu, hpa_queue_time, keda_threshold, tritonrec.")
+        str,
+        typer.Option(
+            "--policies",
+            help="Comma-separated: static_peak, hpa_cpu, hpa_queue_time, keda_threshold, tritonrec; and the references "
+            "oracle_now (knows the true rate now) and oracle_ahead (knows it a pod start ahead), which read the trace.",
+        ),
     ] = "static_peak,hpa_cpu,hpa_queue_time,keda_threshold,tritonrec",
     function: Annotated[
         str | None, typer.Option("--function", help="azure-functions: the HashFunction (or a unique prefix) to take instead of the sum.")
@@ -208,14 +213,14 @@ def simulate(
     from toolkit.errors import AutoscaleError, optional_dependencies
 
     with optional_dependencies("tritonrec autoscale simulate"):
-        from toolkit.autoscale.sim_report import POLICIES, SimulationSettings, compare, write_report
+        from toolkit.autoscale.sim_report import ORACLES, POLICIES, SimulationSettings, compare, write_report
         from toolkit.autoscale.simulate import ReplicaModel, load_service_curve
         from toolkit.autoscale.traces import GENERATED, load_trace
 
     chosen = [p.strip() for p in policies.split(",") if p.strip()]
-    unknown = [p for p in chosen if p not in POLICIES]
+    unknown = [p for p in chosen if p not in POLICIES + ORACLES]
     if unknown:
-        raise typer.BadParameter(f"unknown policies {unknown}; use some of {', '.join(POLICIES)}", param_hint="--policies")
+        raise typer.BadParameter(f"unknown policies {unknown}; use some of {', '.join(POLICIES + ORACLES)}", param_hint="--policies")
     overrides = None
     if spec_file is not None:
         import json

@@ -62,6 +62,17 @@ def test_compare_replays_the_same_arrivals_for_every_policy(model):
     assert results[1].scaling_actions >= 1 and results[1].replica_seconds < results[0].replica_seconds
 
 
+def test_oracles_bound_what_reactive_and_clairvoyant_scaling_reach(model):
+    # a spike from 4k to 20k req/s in 10 s with 30 s pod starts: knowing the present is not enough,
+    # knowing a pod start ahead is
+    trace = spike(400, 20_000, at=0.4, rise_s=10, hold_s=120)
+    results, _, used = compare(trace, model, ["oracle_now", "oracle_ahead"], SimulationSettings())
+    now, ahead = results
+    assert used["oracle_now"]["lookahead_s"] == 0 and used["oracle_ahead"]["lookahead_s"] == 35.0
+    assert ahead.slo_attainment > 0.99 > now.slo_attainment
+    assert ahead.replica_seconds < model.replicas_for(20_000) * 400  # less than static at the peak
+
+
 def test_targets_are_checked_as_the_issue_states_them():
     results = [_result("static_peak", 0.999, 1000), _result("hpa_cpu", 0.95, 600), _result("hpa_queue_time", 0.97, 800)]
     lines = check_targets([*results, _result("tritonrec", 0.992, 650)], "spike")
