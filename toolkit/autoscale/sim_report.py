@@ -18,8 +18,9 @@ The policies and their settings (:func:`make_policy`):
   ``spec.syncPeriodSeconds``.
 
 Two references read the trace itself (:class:`Oracle`, not deployable): ``oracle_now`` knows the true
-offered rate at each decision (the best a reactive policy can do with pods that take the start delay),
-``oracle_ahead`` knows it a pod start ahead (every pod is ready when its load comes).
+offered rate at each decision and keeps the HPA's 300 s scale-down window (a reactive policy with
+perfect knowledge of the present, whose pods still take the start delay), ``oracle_ahead`` knows it a
+pod start ahead (every pod is ready when its load comes).
 
 The spec every policy gets: minReplicas 1, maxReplicas 4 x the static peak count, the SLO as
 ``slo.p99LatencyMs``, the HPA's default behavior, and ``capacity.perReplicaRps`` seeded with the perf
@@ -71,26 +72,38 @@ HPA_TARGET_UTILIZATION = 0.8
 
 class Oracle:
     """A reference, not a policy one can deploy: it reads the trace's true offered rate and asks for
-    the replicas that keep the p99 within the SLO at the highest rate of the next ``lookahead_s``
-    (``ReplicaModel.replicas_for``), and never fewer than the queued requests need to drain within a
-    sync period. ``lookahead_s = 0`` (``oracle_now``) knows the present exactly but still waits for
-    pods to start: the best a reactive policy can do. ``lookahead_s`` = pod start + one decision period
-    (``oracle_ahead``) has every pod ready when its load arrives: the best any policy can do.
+    the replicas that keep the p99 within the SLO at the highest rate of the next ``lookahead_s`` plus
+    one decision period (``ReplicaModel.replicas_for``), plus what drains the queued requests within a
+    decision period, and scales down only to the highest rate-based need of the last
+    ``scale_down_window_s``.
+
+    ``oracle_now`` (``lookahead_s = 0``, the HPA's default 300 s scale-down window): a reactive policy
+    that knows the present exactly, with pods that still take the start delay. ``oracle_ahead``
+    (``lookahead_s`` = pod start + one decision period, no window): every pod is ready when its load
+    comes, and none is kept longer than it is needed: close to the best any policy can do.
     """
 
-    def __init__(self, name: str, trace: Trace, model: ReplicaModel, lookahead_s: float, sync_period_s: float) -> None:
+    def __init__(
+        self, name: str, trace: Trace, model: ReplicaModel, lookahead_s: float, sync_period_s: float, scale_down_window_s: float = 0.0
+    ) -> None:
         self.name, self.trace, self.model = name, trace, model
-        self.lookahead_s, self.sync_period_s = lookahead_s, sync_period_s
+        self.lookahead_s, self.sync_period_s, self.scale_down_window_s = lookahead_s, sync_period_s, scale_down_window_s
+        self._needs: list[tuple[float, int]] = []
 
     def step(self, signals: DeploymentSignals) -> ScaleDecision:
-        """The replicas for the highest true rate in ``[now, now + lookahead_s + sync_period_s]`` plus the backlog."""
-        t = self.trace
-        lo = int(signals.now // t.bin_s)
-        hi = int((signals.now + self.lookahead_s + self.sync_period_s) // t.bin_s) + 1
+        """The replicas for the highest true rate in ``[now, now + lookahead_s + sync_period_s]`` plus the
+        backlog, held at the highest need of the scale-down window."""
+        t, now = self.trace, signals.now
+        lo = int(now // t.bin_s)
+        hi = int((now + self.lookahead_s + self.sync_period_s) // t.bin_s) + 1
         rate = float(t.rate_rps[min(lo, t.rate_rps.size - 1) : max(hi, lo + 1)].max())
         backlog = sum(max(0.0, (p.pending_requests or 0.0) - self.model.c_max) for p in signals.ready_pods)
-        want = self.model.replicas_for(rate + backlog / self.sync_period_s)
-        return ScaleDecision(want, f"oracle: {rate:.0f} req/s ahead, {backlog:.0f} queued: {want} replicas")
+        steady = self.model.replicas_for(rate)
+        need = self.model.replicas_for(rate + backlog / self.sync_period_s)
+        # the window remembers the steady need only: a drained backlog is not kept
+        self._needs = [(s, n) for s, n in self._needs if s > now - self.scale_down_window_s] + [(now, steady)]
+        want = max(need, max(n for _, n in self._needs))
+        return ScaleDecision(want, f"oracle: {rate:.0f} req/s ahead, {backlog:.0f} queued: {need} needed, {want} kept")
 
 
 class PolicyUnavailable(AutoscaleError):
@@ -194,8 +207,9 @@ def make_policy(
         cls = _load("toolkit.autoscale.policy", "TritonrecAutoscaler")
         return cls(spec), float(spec.sync_period_seconds), {"spec": spec.model_dump(by_alias=True, exclude_none=True)}
     if name in ORACLES:
-        ahead = 0.0 if name == "oracle_now" else start_delay_s + ORACLE_SYNC_SECONDS
-        return Oracle(name, trace, model, ahead, ORACLE_SYNC_SECONDS), ORACLE_SYNC_SECONDS, {"lookahead_s": ahead}
+        ahead, window = (0.0, 300.0) if name == "oracle_now" else (start_delay_s + ORACLE_SYNC_SECONDS, 0.0)
+        oracle = Oracle(name, trace, model, ahead, ORACLE_SYNC_SECONDS, scale_down_window_s=window)
+        return oracle, ORACLE_SYNC_SECONDS, {"lookahead_s": ahead, "scale_down_window_s": window}
     raise AutoscaleError(f"unknown policy {name!r}", hint=f"use some of {', '.join(POLICIES + ORACLES)}")
 
 
