@@ -1,4 +1,11 @@
-"""Structured pruning of a DLRM's MLPs: whole hidden neurons are removed, so layers shrink.
+"""Structured pruning of a registered architecture's MLP blocks: whole hidden neurons are removed, so layers shrink.
+
+Which blocks: the architecture's ``prunable_blocks`` (:class:`toolkit.models.protocol.Architecture`):
+the DLRM's ``bottom_mlp`` and ``top_mlp``, DCN-v2's and DeepFM's ``deep_mlp``. Each block is
+named after the config field that lists its hidden widths, and its first ``len(config.<block>)``
+``nn.Linear`` layers are the hidden ones; every other ``nn.Linear`` of the model (a block's
+output layer, the cross layers, the output layer) keeps its width. The DLRM is the case the
+notes below describe.
 
 The pruning graph comes from Torch-Pruning (Fang et al., "DepGraph: Towards Any Structural
 Pruning", CVPR 2023): its :class:`torch_pruning.DependencyGraph` is traced on the full
@@ -46,7 +53,7 @@ from toolkit.compress.recipe import PruneConfig
 from toolkit.data.features import EncodedRows
 from toolkit.errors import CompressError, TrainError
 from toolkit.models.dlrm import DLRM
-from toolkit.models.signature import dlrm_example_inputs
+from toolkit.models.registry import architecture_of
 from toolkit.train.loop import EpochStats, train_epochs
 
 __all__ = ["prune", "hidden_widths", "kept_width"]
@@ -60,16 +67,19 @@ def kept_width(width: int, ratio: float) -> int:
     return max(0, math.floor((1.0 - ratio) * width + 0.5))
 
 
-def hidden_widths(model: DLRM) -> tuple[list[int], list[int]]:
-    """The hidden widths ``(bottom, top)`` read off the model's ``nn.Linear`` layers
-    (every layer's ``out_features`` except each MLP's last), whatever its config says."""
-    bottom = [lin.out_features for lin in _linears(model.bottom_mlp)[:-1]]
-    top = [lin.out_features for lin in _linears(model.top_mlp)[:-1]]
-    return bottom, top
+def hidden_widths(model: nn.Module) -> tuple[list[int], ...]:
+    """The hidden widths of each prunable block, in the architecture's order, read off the model's
+    ``nn.Linear`` layers (``out_features``) whatever its config says: ``(bottom, top)`` for a DLRM,
+    ``(deep,)`` for DCN-v2 and DeepFM.
+
+    Raises:
+        CompressError: ``model`` is not a registered architecture's, or a block has no config field of its name.
+    """
+    return tuple([lin.out_features for lin in layers] for layers in _hidden_by_block(model).values())
 
 
 def prune(
-    model: DLRM,
+    model: nn.Module,
     config: PruneConfig,
     train: EncodedRows,
     val: EncodedRows,
@@ -78,8 +88,9 @@ def prune(
     batch_size: int = 256,
     taylor_batches: int = 8,
     on_log: Log = None,
-) -> DLRM:
-    """Remove ``config.ratio`` of the hidden neurons of ``model``'s two MLPs, in ``config.iterations`` steps.
+) -> nn.Module:
+    """Remove ``config.ratio`` of the hidden neurons of ``model``'s MLP blocks (the DLRM's two MLPs,
+    DCN-v2's or DeepFM's deep network), in ``config.iterations`` steps.
 
     Step k of K (k = 1..K) prunes to the ratio ``r_k = config.ratio * k / K`` of the
     *original* widths, then fine-tunes for ``config.finetune_epochs`` epochs on ``train``
@@ -100,9 +111,13 @@ def prune(
     interaction), the top MLP's output layer (width 1), the top MLP's input width and the
     embedding tables are never pruned (float32 tables are fine-tuned with the MLPs; int8
     row-wise tables are buffers and stay as they are). ``model`` itself is left untouched.
+    A hidden layer that Torch-Pruning couples to layers which must keep their width (parallel
+    DCN-v2's last deep layer, concatenated with the cross network's output) is kept intact,
+    found from the dependency graph rather than by name, and logged.
 
     Args:
-        model: a trained :class:`~toolkit.models.dlrm.DLRM` (float32, CPU), possibly pruned before.
+        model: a trained model of a registered architecture (float32, CPU; a DLRM, DCN-v2 or DeepFM),
+            possibly pruned before.
         config: ratio in (0, 1), importance, scope, iterations, fine-tuning epochs and
             learning rate (validated by :class:`~toolkit.compress.recipe.PruneConfig`).
         train: rows for fine-tuning and for Taylor gradients; their widths must match the
@@ -116,12 +131,12 @@ def prune(
         on_log: called with one line per pruning step and fine-tuning epoch.
 
     Returns:
-        A new DLRM in eval mode whose config holds the pruned hidden widths (so
+        A new model of the same architecture in eval mode whose config holds the pruned hidden widths (so
         :func:`~toolkit.train.save_checkpoint` and ONNX export work unchanged), with the
         surviving (fine-tuned) weights. Its outputs are checked to equal the pruned module's.
 
     Raises:
-        CompressError: ``model`` is not a DLRM or has no hidden layer; a layer would keep 0
+        CompressError: ``model`` is not a registered architecture's or has no hidden layer; a layer would keep 0
             neurons (names the layer, its width and the largest ratio that keeps one); the
             global budget is smaller than the number of hidden layers; the splits are empty,
             of the wrong widths or (``val``) single-class; ``batch_size``/``taylor_batches``
@@ -130,7 +145,7 @@ def prune(
     """
     import torch_pruning as tp  # heavy import, only needed here
 
-    _check_model(model)
+    hidden0 = _hidden_by_block(model)
     for name, value in (("batch_size", batch_size), ("taylor_batches", taylor_batches)):
         if value < 1:
             raise CompressError(f"prune: {name}={value}, expected an integer >= 1")
@@ -139,11 +154,11 @@ def prune(
     _check_labels(val, "val")
     log = on_log or (lambda _msg: None)
 
-    bottom0, top0 = hidden_widths(model)
-    names = [f"bottom_mlp hidden layer {i + 1}" for i in range(len(bottom0))] + [f"top_mlp hidden layer {i + 1}" for i in range(len(top0))]
-    widths0 = [*bottom0, *top0]
+    names = [f"{block} hidden layer {i + 1}" for block, layers in hidden0.items() for i in range(len(layers))]
+    widths0 = [lin.out_features for layers in hidden0.values() for lin in layers]
     if not widths0:
-        raise CompressError("prune: the model has no hidden MLP layer (bottom_mlp=[] and top_mlp=[]); nothing to prune")
+        empty = " and ".join(f"{block}=[]" for block in hidden0)
+        raise CompressError(f"prune: the model has no hidden MLP layer ({empty}); nothing to prune")
     _check_final_widths(config, names, widths0)
 
     pruned = copy.deepcopy(model)
@@ -158,13 +173,13 @@ def prune(
             else:
                 importance = tp.importance.MagnitudeImportance(p=2)
             before = hidden_widths(pruned)
-            _prune_step(tp, pruned, importance, config.scope, ratio, widths0)
+            fixed = _prune_step(tp, pruned, importance, config.scope, ratio, widths0)
+            if step == 1 and fixed:
+                log(f"prune: kept intact (coupled to layers that must keep their width): {', '.join(names[i] for i in fixed)}")
             pruned.zero_grad(set_to_none=True)
             after = hidden_widths(pruned)
-            log(
-                f"prune step {step}/{config.iterations} ({config.importance}, {config.scope}, ratio {ratio:.3g}): "
-                f"bottom_mlp {before[0]} -> {after[0]}, top_mlp {before[1]} -> {after[1]}"
-            )
+            changes = ", ".join(f"{block} {b} -> {a}" for block, b, a in zip(hidden0, before, after, strict=True))
+            log(f"prune step {step}/{config.iterations} ({config.importance}, {config.scope}, ratio {ratio:.3g}): {changes}")
             _finetune(pruned, xs, y, val, config, batch_size=batch_size, log=log, step=step)
     return _rebuild(model, pruned, val)
 
@@ -223,26 +238,70 @@ def _linears(mlp: nn.Sequential) -> list[nn.Linear]:
     return [m for m in mlp if isinstance(m, nn.Linear)]
 
 
-def _hidden_layers(model: DLRM) -> list[nn.Linear]:
-    return [*_linears(model.bottom_mlp)[:-1], *_linears(model.top_mlp)[:-1]]
+def _hidden_by_block(model: nn.Module) -> dict[str, list[nn.Linear]]:
+    """{block name: its hidden ``nn.Linear`` layers}: the first ``len(config.<block>)`` of each prunable block.
+
+    Raises:
+        CompressError: ``model`` is not a registered architecture's model, or a block has no
+            config field of its name listing its hidden widths.
+    """
+    try:
+        arch = architecture_of(model)
+    except ValueError as exc:
+        raise CompressError(f"prune: expected a registered architecture's model, got {type(model).__name__}: {exc}") from exc
+    out = {}
+    for block, module in arch.prunable_blocks(model).items():
+        widths = getattr(model.config, block, None)
+        if not isinstance(widths, list):
+            raise CompressError(
+                f"prune: {arch.name}'s prunable block {block!r} has no config field {block!r} listing its hidden widths",
+                hint="name each prunable block after the config field of its hidden widths (as bottom_mlp, deep_mlp)",
+            )
+        out[block] = _linears(module)[: len(widths)]
+    return out
 
 
-def _prune_step(tp, model: DLRM, importance, scope: str, ratio: float, widths0: list[int]) -> None:
-    """Prune ``model`` in place so that its hidden layers reach ``ratio`` of ``widths0``."""
+def _hidden_layers(model: nn.Module) -> list[nn.Linear]:
+    return [lin for layers in _hidden_by_block(model).values() for lin in layers]
+
+
+def _prune_step(tp, model: nn.Module, importance, scope: str, ratio: float, widths0: list[int]) -> list[int]:
+    """Prune ``model`` in place so that its hidden layers reach ``ratio`` of ``widths0``.
+
+    A hidden layer for which Torch-Pruning forms no group of its own is coupled through the
+    graph to layers that must keep their width (e.g. a concatenation whose channel offsets it
+    cannot infer, which would also cut the cross layers and embeddings): it is kept intact.
+
+    Returns:
+        The indices (into the hidden layers) of the layers kept intact that way.
+    """
     was_training = model.training
-    example = dlrm_example_inputs(model.config, 4)
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)  # traces in eval mode
+    example = architecture_of(model).example_inputs(model.config, 4)
+    # parameters held by a module with children (DeepFM's dense_vectors) are no layer Torch-Pruning knows:
+    # named to it (it would warn and guess) and never pruned
+    loose = [p for m in model.modules() if any(True for _ in m.children()) for p in m.parameters(recurse=False)]
+    graph = tp.DependencyGraph().build_dependency(  # traces in eval mode
+        model, example_inputs=example, unwrapped_parameters=[(p, p.dim() - 1) for p in loose], ignored_params=loose
+    )
     model.train(was_training)
-    ignored = [_linears(model.bottom_mlp)[-1], _linears(model.top_mlp)[-1]]
     hidden = _hidden_layers(model)
+    ignored = [m for m in model.modules() if isinstance(m, nn.Linear) and not any(m is h for h in hidden)]
     groups = {}
     for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Linear]):
         groups[group[0].dep.target.module] = group
-    if set(groups) != set(hidden):
+    if any(not any(g is h for h in hidden) for g in groups):
         raise CompressError(
             "prune: Torch-Pruning found pruning groups rooted at layers other than the hidden MLP layers; "
-            "the DLRM layout is not the one this function expects"
+            "the model's layout is not the one its architecture's prunable_blocks describe"
         )
+    fixed = [i for i, layer in enumerate(hidden) if layer not in groups]
+    if len(fixed) == len(hidden):
+        raise CompressError(
+            "prune: every hidden layer is coupled to layers that must keep their width (Torch-Pruning forms no group "
+            "of its own for any of them); nothing can be pruned"
+        )
+    free = [i for i in range(len(hidden)) if i not in fixed]
+    hidden, widths0 = [hidden[i] for i in free], [widths0[i] for i in free]
     scores = []
     for layer in hidden:
         imp = importance(groups[layer])
@@ -263,6 +322,7 @@ def _prune_step(tp, model: DLRM, importance, scope: str, ratio: float, widths0: 
             if not graph.check_pruning_group(group):
                 raise CompressError(f"prune: Torch-Pruning refused to remove {len(drop)} of the {len(score)} neurons of a hidden layer")
             group.prune()
+    return fixed
 
 
 def _top_k(score: torch.Tensor, k: int) -> list[int]:
@@ -331,21 +391,23 @@ def _finetune(model: DLRM, xs, y, val: EncodedRows, config: PruneConfig, *, batc
 # --- rebuild -----------------------------------------------------------------------------
 
 
-def _rebuild(original: DLRM, pruned: DLRM, val: EncodedRows) -> DLRM:
-    """A fresh DLRM with the pruned widths and weights, checked to compute exactly what ``pruned`` does."""
-    bottom, top = hidden_widths(pruned)
-    config = dataclasses.replace(original.config, bottom_mlp=bottom, top_mlp=top)
+def _rebuild(original: nn.Module, pruned: nn.Module, val: EncodedRows) -> nn.Module:
+    """A fresh model of the same architecture with the pruned widths and weights, checked to compute exactly what ``pruned`` does."""
+    arch = architecture_of(original)
+    widths = dict(zip(_hidden_by_block(pruned), hidden_widths(pruned), strict=True))
+    config = dataclasses.replace(original.config, **widths)
     with torch.random.fork_rng(devices=[]):
-        rebuilt = DLRM(config)
+        rebuilt = arch.build(config)
     try:
         rebuilt.load_state_dict(pruned.state_dict())
     except RuntimeError as exc:
-        raise CompressError(f"prune: the pruned weights do not fit a DLRM with bottom_mlp={bottom}, top_mlp={top}: {exc}") from exc
+        shown = ", ".join(f"{k}={v}" for k, v in widths.items())
+        raise CompressError(f"prune: the pruned weights do not fit a {arch.model_class.__name__} with {shown}: {exc}") from exc
     rebuilt.eval()
     pruned.eval()
-    inputs = [dlrm_example_inputs(config, 8), {n: x[:256] for n, x in _tensors(val).items()}]
+    inputs = [arch.example_inputs(config, 8), {n: x[:256] for n, x in _tensors(val).items()}]
     with torch.no_grad():
         for xs in inputs:
             if not torch.equal(rebuilt(**xs), pruned(**xs)):
-                raise CompressError("prune: the rebuilt DLRM's outputs differ from the pruned model's")
+                raise CompressError(f"prune: the rebuilt {arch.model_class.__name__}'s outputs differ from the pruned model's")
     return rebuilt

@@ -190,7 +190,7 @@ def test_prune_refuses_rows_of_the_wrong_width_and_other_models(tiny: DLRM, synt
         prune(tiny, PruneConfig(), narrow, s.val)
     with pytest.raises(CompressError, match="the val split is empty"):
         prune(tiny, PruneConfig(), s.train, s.val.take(slice(0, 0)))
-    with pytest.raises(CompressError, match="expected a toolkit.models.DLRM, got Linear"):
+    with pytest.raises(CompressError, match="prune: expected a registered architecture's model, got Linear"):
         prune(torch.nn.Linear(2, 2), PruneConfig(), s.train, s.val)  # type: ignore[arg-type]
 
 
