@@ -109,7 +109,10 @@ class Architecture:
             (``nn.Embedding`` or quantized replacements), in input order.
         prunable_blocks: model -> {qualified module name: ``nn.Sequential``} of the MLPs whose
             hidden ``nn.Linear`` layers may lose neurons; their input and output widths are fixed
-            by the rest of the model and must stay.
+            by the rest of the model and must stay. Each block is named after the config field
+            that lists its hidden widths (``bottom_mlp``, ``deep_mlp``): its first
+            ``len(config.<name>)`` Linear layers are the hidden ones, and structured pruning
+            (:func:`toolkit.compress.prune.prune`) rebuilds the model with that field changed.
         cardinalities: config -> the table sizes in the order of the feature encoder's
             vocabularies (sparse then multi-hot), used to check a checkpoint's parts agree.
         config_for: (sizes, options) -> config for a data set of these :class:`FeatureSizes`;
