@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from toolkit.errors import CompressError
-from toolkit.models.dlrm import DLRM, RowwiseInt8Embedding
+from toolkit.models.dlrm import RowwiseInt8Embedding
+from toolkit.models.registry import architecture_of
 
 __all__ = ["count_params", "macs_per_sample", "state_dict_bytes"]
 
@@ -31,10 +32,10 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters()) + quantized
 
 
-def macs_per_sample(model: DLRM) -> int:
-    """Multiply-accumulate operations (MACs) the DLRM performs per input row.
-
-    Counted analytically (see the module docstring for why not Torch-Pruning's counter):
+def macs_per_sample(model: nn.Module) -> int:
+    """Multiply-accumulate operations (MACs) ``model`` performs per input row: its architecture's
+    analytic count (:attr:`toolkit.models.protocol.Architecture.macs_per_sample`; see the module
+    docstring for why not Torch-Pruning's counter). For the DLRM:
 
     * every ``nn.Linear`` of the bottom and top MLPs: ``in_features * out_features``
       (read off the layers, so pruned widths count; bias additions excluded);
@@ -47,15 +48,16 @@ def macs_per_sample(model: DLRM) -> int:
     Single-valued embedding lookups, ReLU, sigmoid and the gather are not MACs.
 
     Raises:
-        CompressError: ``model`` is not a :class:`~toolkit.models.dlrm.DLRM`.
+        CompressError: ``model`` is not a registered architecture's model, or its architecture
+            declares no count.
     """
-    if not isinstance(model, DLRM):
-        raise CompressError(f"macs_per_sample expects a toolkit.models.DLRM, got {type(model).__name__}")
-    cfg = model.config
-    e = cfg.embedding_dim
-    linear = sum(m.in_features * m.out_features for mlp in (model.bottom_mlp, model.top_mlp) for m in mlp if isinstance(m, nn.Linear))
-    f = 1 + len(cfg.sparse_cardinalities) + len(cfg.multi_hot_cardinalities)
-    return int(linear + f * f * e + sum(cfg.multi_hot_lengths) * e)
+    try:
+        arch = architecture_of(model)
+    except ValueError as exc:
+        raise CompressError(f"macs_per_sample expects a registered architecture's model, got {type(model).__name__}: {exc}") from exc
+    if arch.macs_per_sample is None:
+        raise CompressError(f"macs_per_sample: architecture {arch.name!r} declares no MACs count (Architecture.macs_per_sample)")
+    return int(arch.macs_per_sample(model))
 
 
 def state_dict_bytes(model: nn.Module) -> int:

@@ -48,6 +48,39 @@ def config_maker(config_class: type) -> Callable[[FeatureSizes, Mapping[str, Any
     return make
 
 
+def _linear_macs(model: nn.Module) -> int:
+    """``in_features * out_features`` of every ``nn.Linear`` (bias additions are not MACs)."""
+    return sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear))
+
+
+def _dlrm_macs(model: nn.Module) -> int:
+    """DLRM MACs per row: its MLPs' Linear layers; the dot interaction ``bmm`` of the (F, E) stacked
+    vectors with their transpose, ``F * F * E`` with F = 1 + S + M (the full product is computed
+    although only its strict lower triangle is used); each multi-valued feature's masked sum of its
+    L_m looked-up vectors, ``L_m * E`` (multiply by the mask and add). Lookups, ReLU, sigmoid and
+    the gather are not MACs."""
+    cfg = model.config
+    e = cfg.embedding_dim
+    f = 1 + len(cfg.sparse_cardinalities) + len(cfg.multi_hot_cardinalities)
+    return int(_linear_macs(model) + f * f * e + sum(cfg.multi_hot_lengths) * e)
+
+
+def _dcnv2_macs(model: nn.Module) -> int:
+    """DCN-v2 MACs per row: every Linear (full-rank cross layers d·d, low-rank 2·d·r, the deep
+    network, the output layer); each cross layer's ``x0 ⊙ (...) + x``, d; the masked multi-hot sums, ``L_m * E``."""
+    cfg = model.config
+    return int(_linear_macs(model) + cfg.num_cross_layers * cfg.input_width + sum(cfg.multi_hot_lengths) * cfg.embedding_dim)
+
+
+def _deepfm_macs(model: nn.Module) -> int:
+    """DeepFM MACs per row: every Linear (first-order dense weights, the deep network, the output layer);
+    the masked multi-hot sums of the E-wide and the 1-wide tables, ``L_m * (E + 1)``; the dense fields
+    ``x_d · v_d``, D·E; the FM's sum and sum of squares over the F fields, 2·F·E, and the square of the sum, E."""
+    cfg = model.config
+    e = cfg.embedding_dim
+    return int(_linear_macs(model) + sum(cfg.multi_hot_lengths) * (e + 1) + cfg.num_dense * e + 2 * cfg.num_fields * e + e)
+
+
 DLRM_ARCHITECTURE = register(
     Architecture(
         name="dlrm",
@@ -60,6 +93,7 @@ DLRM_ARCHITECTURE = register(
         cardinalities=_feature_cardinalities,
         config_for=config_maker(dlrm.DLRMConfig),
         source_files=(Path(dlrm.__file__),),
+        macs_per_sample=_dlrm_macs,
     )
 )
 
@@ -76,6 +110,7 @@ DCNV2_ARCHITECTURE = register(
         cardinalities=_feature_cardinalities,
         config_for=config_maker(dcnv2.DCNv2Config),
         source_files=(Path(dcnv2.__file__),),
+        macs_per_sample=_dcnv2_macs,
     )
 )
 
@@ -91,5 +126,6 @@ DEEPFM_ARCHITECTURE = register(
         cardinalities=_feature_cardinalities,
         config_for=config_maker(deepfm.DeepFMConfig),
         source_files=(Path(deepfm.__file__),),
+        macs_per_sample=_deepfm_macs,
     )
 )

@@ -121,6 +121,9 @@ class Architecture:
         source_files: files the Triton Python backend needs next to its ``model.py``; each
             imports only torch and the standard library. ``source_files[0]`` defines
             ``config_class`` and ``model_class`` under their own names.
+        macs_per_sample: model -> multiply-accumulates per input row, counted analytically from
+            the layers as they are (pruned widths count); ``None`` when the architecture does not
+            say (the compression report then refuses it, naming the architecture).
     """
 
     name: str
@@ -133,6 +136,7 @@ class Architecture:
     cardinalities: Callable[[Any], list[int]]
     config_for: Callable[[FeatureSizes, Mapping[str, Any]], Any]
     source_files: tuple[Path, ...]
+    macs_per_sample: Callable[[nn.Module], int] | None = None
 
     @property
     def module_name(self) -> str:

@@ -65,7 +65,7 @@ def test_macs_per_sample_is_linear_layers_plus_interaction_plus_multi_hot_sums(o
 
 
 def test_macs_per_sample_refuses_other_models() -> None:
-    with pytest.raises(CompressError, match="expects a toolkit.models.DLRM, got Sequential"):
+    with pytest.raises(CompressError, match="macs_per_sample expects a registered architecture's model, got Sequential"):
         macs_per_sample(nn.Sequential(nn.Linear(2, 2)))  # type: ignore[arg-type]
 
 
