@@ -119,7 +119,10 @@ CRITEO_NOTES = [
     "rank at AUC 0.914, the linear terms alone at 0.775 and the interactions alone at 0.815 "
     "(perf/criteo_label_signal.py): a model must learn the interactions to go past 0.78, and a student whose "
     "embeddings have fewer than 16 dimensions can learn only a low-rank part of them. The distilled rows of "
-    "E=16, 8 and 4 show where a student becomes too small. It is not a Criteo result.",
+    "E=16, 8 and 4 show where a student becomes too small: only E=16 stays within the 99% budget, and the "
+    "default recipe (E=8) does not on these labels, although it does on MovieLens. Within the size target "
+    "(<= 30% of FP32) and the AUC budget at once there is no recipe here: INT8 embeddings of E=16 take 32%. "
+    "It is not a Criteo result.",
     "The baseline trains at most 2 epochs (Adam, lr 3e-3, early stopping) on 160,000 rows; speed and size do not depend on training.",
 ]
 
@@ -153,8 +156,7 @@ def targets(report: dict, data: str, default_name: str) -> dict:
         out["throughput vs FP32 PyTorch eager (b256) >= 3x"] = _judge(v["throughput_vs_pytorch_b256"], 3.0)
         out["throughput vs FP32 ONNX (b256) >= 1.5x"] = _judge(v["throughput_vs_onnx_b256"], 1.5)
         out["bytes on disk <= 30% of FP32"] = _judge_max(v["size_ratio"], 0.30)
-    else:
-        out["test AUC >= 99% of FP32"] = _judge(v["auc_ratio"], 0.99)
+    out["test AUC >= 99% of FP32"] = _judge(v["auc_ratio"], 0.99)
     return out
 
 
