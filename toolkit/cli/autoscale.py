@@ -202,7 +202,8 @@ def simulate(
     One replica is modelled from a `tritonrec perf` report (its throughput and latency against concurrency), pods take
     --start-delay seconds to become ready, requests go to the replica with the fewest outstanding, and scale-downs drain
     first. Writes SLO attainment, p99, replica-seconds and scaling actions per trace and policy as JSON and Markdown,
-    and a plot of load, pods and latency over time. A 1-hour trace takes about a second per policy.
+    and a plot of load, pods and latency over time. A 1-hour trace takes 1 to 20 s per policy on a 2-core machine (longest
+    while queues persist on many pods).
     """
     import inspect
     import shlex
