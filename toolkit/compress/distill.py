@@ -1,9 +1,9 @@
-"""Knowledge distillation of a DLRM into a smaller DLRM (Hinton, Vinyals and Dean, "Distilling
+"""Knowledge distillation of a model into a smaller one of its architecture (Hinton, Vinyals and Dean, "Distilling
 the Knowledge in a Neural Network", arXiv:1503.02531, 2015), adapted to one binary output.
 
 The student has the teacher's inputs (the same embedding-table sizes, multi-hot lengths
 and dense features, so the same feature encoder and serving signature) but its own
-embedding dim and MLP widths. It learns from the teacher's softened probability
+embedding dim and MLP widths (any registered architecture: DLRM, DCN-v2, DeepFM). It learns from the teacher's softened probability
 ``sigmoid(teacher_logit / T)`` as well as from the labels.
 """
 
@@ -11,51 +11,76 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn import functional as F
 
-from toolkit.compress.prune import _check_labels, _check_model, _check_rows, _tensors
+from toolkit.compress.prune import _check_labels, _check_rows, _tensors
 from toolkit.compress.recipe import DistillConfig
 from toolkit.data.features import EncodedRows
 from toolkit.errors import CompressError, TrainError
-from toolkit.models.dlrm import DLRM, DLRMConfig
+from toolkit.models.protocol import FeatureSizes
+from toolkit.models.registry import architecture_of
 from toolkit.train.loop import EpochStats, train_epochs
 
 __all__ = ["distill", "student_config"]
 
 
-def student_config(teacher: DLRM, config: DistillConfig) -> DLRMConfig:
-    """The student's :class:`~toolkit.models.dlrm.DLRMConfig`: the teacher's tables, lengths,
-    dense width, dropout and padding id with ``config``'s embedding dim and MLP widths, and
-    float32 tables (``embedding_quantization="none"``) even when the teacher's are int8.
+def student_config(teacher: nn.Module, config: DistillConfig) -> Any:
+    """The student's config: the teacher's, with ``config``'s embedding dim, ``bottom_mlp``/``top_mlp``
+    where the architecture has them (the DLRM), ``config.student``'s other fields, and float32 tables
+    (``embedding_quantization="none"``) even when the teacher's are int8. The input sizes (tables,
+    multi-hot lengths, dense width) and the padding id are the teacher's, so the same feature
+    encoder and serving signature serve it.
 
     Raises:
-        CompressError: the resulting config is invalid (the message names the field).
+        CompressError: ``teacher`` is not a registered architecture's model; ``config.student``
+            names an input size or a field the architecture lacks (listing what it accepts); the
+            resulting config is invalid (the message names the field).
     """
-    changes: dict = {
-        "embedding_dim": int(config.embedding_dim),
-        "bottom_mlp": [int(w) for w in config.bottom_mlp],
-        "top_mlp": [int(w) for w in config.top_mlp],
-    }
-    if any(f.name == "embedding_quantization" for f in dataclasses.fields(teacher.config)):
+    arch = _architecture(teacher)
+    fields = {f.name for f in dataclasses.fields(teacher.config)}
+    fixed = {f.name for f in dataclasses.fields(FeatureSizes)} | {"padding_id", "embedding_quantization"}
+    refused = sorted(set(config.student) - (fields - fixed))
+    if refused:
+        raise CompressError(
+            f"distill: the student option(s) {refused} are not free fields of a {arch.name} config; "
+            f"it takes {sorted(fields - fixed - {'embedding_dim'})} (and embedding_dim), the inputs stay the teacher's"
+        )
+    changes: dict = {"embedding_dim": int(config.embedding_dim)}
+    for name in ("bottom_mlp", "top_mlp"):
+        if name in fields:
+            changes[name] = [int(w) for w in getattr(config, name)]
+    changes.update(config.student)
+    if "embedding_quantization" in fields:
         changes["embedding_quantization"] = "none"  # the student trains float32 tables
     try:
         return dataclasses.replace(teacher.config, **changes)
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:
         raise CompressError(f"distill: invalid student architecture: {exc}") from exc
 
 
+def _architecture(model: nn.Module):
+    try:
+        return architecture_of(model)
+    except ValueError as exc:
+        raise CompressError(
+            f"distill: expected a registered architecture's model as the teacher, got {type(model).__name__}: {exc}"
+        ) from exc
+
+
 @torch.no_grad()
-def _logits(model: DLRM, xs: dict[str, torch.Tensor], batch_size: int = 4096) -> torch.Tensor:
+def _logits(model: nn.Module, xs: dict[str, torch.Tensor], batch_size: int = 4096) -> torch.Tensor:
     model.eval()
     n = len(next(iter(xs.values())))
     return torch.cat([model.logits(**{k: x[i : i + batch_size] for k, x in xs.items()}).reshape(-1) for i in range(0, n, batch_size)])
 
 
 def distill(
-    teacher: DLRM,
+    teacher: nn.Module,
     config: DistillConfig,
     train: EncodedRows,
     val: EncodedRows,
@@ -63,8 +88,8 @@ def distill(
     seed: int = 42,
     batch_size: int = 256,
     on_log: Callable[[str], None] | None = None,
-) -> DLRM:
-    """Train a smaller student DLRM on ``train`` from ``teacher``'s soft targets and the labels.
+) -> nn.Module:
+    """Train a smaller student of ``teacher``'s architecture on ``train`` from ``teacher``'s soft targets and the labels.
 
     Per batch, with student logits ``s``, teacher logits ``t`` (teacher in eval mode, no
     gradient), labels ``y`` (all (B,) float32), ``a = config.alpha`` and
@@ -92,14 +117,14 @@ def distill(
         on_log: called with one line per epoch.
 
     Returns:
-        The student DLRM (config from :func:`student_config`) in eval mode.
+        The student (config from :func:`student_config`) in eval mode.
 
     Raises:
-        CompressError: ``teacher`` is not a DLRM; invalid student architecture; empty
+        CompressError: ``teacher`` is not a registered architecture's model; invalid student architecture; empty
             splits or splits of the wrong widths; single-class ``val``; ``batch_size`` < 1;
             the loss or the validation outputs became NaN/Inf.
     """
-    _check_model(teacher)
+    arch = _architecture(teacher)
     if batch_size < 1:
         raise CompressError(f"distill: batch_size={batch_size}, expected an integer >= 1")
     _check_rows(teacher, train, "train")
@@ -125,8 +150,9 @@ def distill(
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        student = DLRM(cfg)
-        log(f"distill: student embedding_dim={cfg.embedding_dim}, bottom_mlp={cfg.bottom_mlp}, top_mlp={cfg.top_mlp}")
+        student = arch.build(cfg)
+        shown = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in dataclasses.asdict(FeatureSizes(1, [1]))}
+        log(f"distill: student {arch.name} " + ", ".join(f"{k}={v}" for k, v in shown.items() if k != "padding_id"))
         try:
             history, best_epoch = train_epochs(  # the one training loop, with the distillation loss
                 student,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -68,12 +68,18 @@ class PruneConfig(_Step):
 
 
 class DistillConfig(_Step):
-    """Lightweight design: a smaller student DLRM trained by knowledge distillation (Hinton et al., 2015)."""
+    """Lightweight design: a smaller student of the teacher's architecture trained by knowledge
+    distillation (Hinton et al., 2015). ``bottom_mlp``/``top_mlp`` apply to a DLRM teacher;
+    ``student`` sets other fields of the student's config (``{"deep_mlp": [32, 16]}`` for DCN-v2
+    or DeepFM, ``{"cross_rank": 8}``), never the input sizes."""
 
     kind: Literal["distill"] = "distill"
     embedding_dim: int = Field(8, ge=1)
     bottom_mlp: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [32])
     top_mlp: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [32, 16])
+    student: dict[str, Any] = Field(
+        default_factory=dict, description="other fields of the student's config (e.g. deep_mlp), checked by its architecture"
+    )
     alpha: float = Field(0.5, ge=0.0, le=1.0, description="weight of the teacher's soft targets vs. the labels in the loss")
     temperature: float = Field(1.0, gt=0.0, description="softens teacher logits before the sigmoid")
     max_epochs: int = Field(20, ge=1)
