@@ -29,6 +29,7 @@ one quantized for ``vnni`` loses accuracy when served on an ``avx2`` CPU.
 
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,7 @@ from typing import Literal
 
 from toolkit.errors import ToolkitError
 
-__all__ = ["CPU_TARGETS", "CpuTarget", "CpuInfo", "Int8Settings", "detect_cpu", "resolve_cpu_target", "int8_settings"]
+__all__ = ["CPU_TARGETS", "CpuTarget", "CpuInfo", "Int8Settings", "detect_cpu", "machine_info", "resolve_cpu_target", "int8_settings"]
 
 CpuTarget = Literal["auto", "vnni", "avx2", "arm64"]
 CPU_TARGETS: tuple[str, ...] = ("auto", "vnni", "avx2", "arm64")
@@ -96,6 +97,19 @@ def detect_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
             flags = frozenset(value.split())
     name = name or platform.processor() or "unknown"
     return CpuInfo(name, platform.machine(), flags or frozenset())
+
+
+def machine_info(**versions: str) -> dict:
+    """The machine a benchmark ran on, recorded with every committed result: CPU model name, core
+    count, OS and Python version, plus the library ``versions`` the caller names (``torch="2.13.0"``).
+    """
+    return {
+        "cpu": detect_cpu().model_name,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        **versions,
+    }
 
 
 def resolve_cpu_target(target: str = "auto", *, cpu: CpuInfo | None = None) -> str:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import importlib
 import math
 import os
-import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from toolkit._io import atomic_write_json, atomic_write_text
 from toolkit.autoscale.signals import Autoscaler, DeploymentSignals, ScaleDecision
 from toolkit.autoscale.simulate import ReplicaModel, SimulationResult, StaticReplicas, simulate
 from toolkit.autoscale.traces import Trace
+from toolkit.cpu import machine_info
 from toolkit.errors import AutoscaleError
 
 __all__ = [
@@ -298,25 +298,6 @@ def check_targets(results: Sequence[SimulationResult], trace_name: str) -> list[
     return lines
 
 
-def machine_info() -> dict:
-    """CPU model, cores and Python version of the machine that ran the simulation."""
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-    }
-
-
 def _plot(runs: dict[str, tuple[Trace, list[SimulationResult]]], slo_ms: float, path: Path) -> None:
     from toolkit.errors import optional_dependencies
 
@@ -462,7 +443,7 @@ def write_report(
         "traces": traces,
         "command": command,
         "perf_report": perf_report,
-        "machine": machine_info(),
+        "machine": machine_info(numpy=np.__version__),
         "parameters": {
             "slo_ms": settings.slo_ms,
             "start_delay_s": settings.start_delay_s,

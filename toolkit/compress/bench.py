@@ -8,8 +8,6 @@ them alike: compare variants by the ratios measured in the same run, not across 
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -20,6 +18,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from toolkit.cpu import machine_info as cpu_machine_info
 from toolkit.data.features import EncodedRows
 from toolkit.export.onnx_info import external_data_files
 from toolkit.metrics import evaluate
@@ -179,20 +178,4 @@ def _chunks(rows: EncodedRows, size: int) -> list[dict[str, np.ndarray]]:
 
 def machine_info() -> dict:
     """CPU model, core count, OS and library versions (recorded with every benchmark)."""
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnxruntime": ort.__version__,
-        "threads_per_variant": 1,
-    }
+    return cpu_machine_info(torch=torch.__version__, onnxruntime=ort.__version__) | {"threads_per_variant": 1}
