@@ -5,6 +5,7 @@
     ToolkitError                     every error this toolkit raises on purpose
     ├── DataError                    a dataset file is missing, truncated or malformed
     ├── CheckpointError              a checkpoint is missing, corrupt or inconsistent
+    ├── ModelFileError               a user's --model-file cannot be loaded, or its factory's result is not a model + signature
     ├── TrainError                   training cannot proceed (bad hyper-parameters, no data)
     ├── CompressError                a compression recipe or step is invalid, or its result is unusable
     ├── ExportError                  a model cannot be exported, or its export disagrees with PyTorch
@@ -33,6 +34,7 @@ __all__ = [
     "ToolkitError",
     "DataError",
     "CheckpointError",
+    "ModelFileError",
     "TrainError",
     "CompressError",
     "ExportError",
@@ -71,6 +73,11 @@ class DataError(ToolkitError):
 
 class CheckpointError(ToolkitError):
     """A checkpoint directory is missing files, corrupt, or its parts disagree."""
+
+
+class ModelFileError(ToolkitError):
+    """A user's model file (``--model-file my_model.py:build``) is missing, fails to run (the message
+    shows the user's traceback line), or its factory does not return ``(nn.Module, signature)``."""
 
 
 class TrainError(ToolkitError):

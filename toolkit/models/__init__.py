@@ -2,6 +2,7 @@
 the protocol every architecture implements and the registry keyed by ``architecture``."""
 
 from toolkit.models import architectures as _architectures  # noqa: F401  (registers dlrm, dcnv2, deepfm)
+from toolkit.models import user as _user  # noqa: F401  (registers "user": a model file's own module)
 from toolkit.models.dcnv2 import DCNv2, DCNv2Config
 from toolkit.models.deepfm import DeepFM, DeepFMConfig
 from toolkit.models.dlrm import DLRM, DLRMConfig

@@ -100,7 +100,8 @@ class Architecture:
     Attributes:
         name: the ``architecture`` key of its config (``"dlrm"``), unique in the registry.
         config_class: its config dataclass (``to_dict``/``from_dict``, see the module docstring).
-        model_class: its ``nn.Module``, built as ``model_class(config)``.
+        model_class: its ``nn.Module``, built as ``model_class(config)``; or a function of the config
+            returning a module of some other class (the ``user`` architecture: the user's own module).
         signature: config -> (inputs, outputs); input names are forward's parameter names,
             the one output is ``probability`` float32 (B, 1).
         example_inputs: (config, batch_size, seed) -> {input name: tensor} of random in-range
@@ -128,7 +129,7 @@ class Architecture:
 
     name: str
     config_class: type
-    model_class: type[nn.Module]
+    model_class: type[nn.Module] | Callable[[Any], nn.Module]
     signature: Callable[[Any], Signature]
     example_inputs: Callable[..., dict[str, torch.Tensor]]
     embedding_tables: Callable[[nn.Module], dict[str, nn.Module]]

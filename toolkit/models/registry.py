@@ -75,7 +75,8 @@ def architecture_of(model_or_config: nn.Module | Any) -> Architecture:
     config = getattr(model_or_config, "config", None) if is_model else model_or_config
     for arch in _REGISTRY.values():
         if isinstance(config, arch.config_class):
-            if is_model and not isinstance(model_or_config, arch.model_class):
+            # a model_class that is a function (the ``user`` architecture's) builds modules of the user's own classes
+            if is_model and isinstance(arch.model_class, type) and not isinstance(model_or_config, arch.model_class):
                 raise ValueError(f"{type(model_or_config).__name__} has a {arch.name} config but is not a {arch.model_class.__name__}")
             return arch
     what = f"{type(model_or_config).__name__} (a module)" if is_model else type(config).__name__
