@@ -32,6 +32,14 @@ CheckpointDir = Annotated[
 ]
 OnnxPath = Annotated[Path, typer.Option("--onnx", help="ONNX model file (its .data file lies next to it).")]
 RepositoryDir = Annotated[Path, typer.Option("--repository", help="Triton model repository folder.")]
+ModelFile = Annotated[
+    str | None,
+    typer.Option(
+        "--model-file",
+        help="A model of your own instead of a checkpoint: PATH.py:FACTORY, a self-contained file whose FACTORY() returns "
+        "(nn.Module, {input name: (dtype, shape)}); forward takes the inputs by name and returns the probability (B, 1).",
+    ),
+]
 ModelOption = Annotated[
     str,
     typer.Option(

@@ -20,15 +20,17 @@ from toolkit.cli._common import (
     CheckpointDir,
     CpuTarget,
     DataDir,
+    ModelFile,
     OnnxPath,
     RepositoryDir,
     checkpoint_splits,
     console,
 )
-from toolkit.errors import CheckpointError, DataError, RepositoryError
+from toolkit.errors import CheckpointError, DataError, ModelFileError, RepositoryError
 
 if TYPE_CHECKING:
     from toolkit.repository import InstanceGroup, VersionPolicy
+    from toolkit.train.checkpoint import Checkpoint
 
 _SAMPLE_ROWS = 256
 # toolkit.repository.builder.VARIANTS, for --variant's help without importing the builder (torch, onnx) at start-up;
@@ -125,6 +127,7 @@ def build(
         list[int] | None, typer.Option(help="model_warmup batch sizes, from real rows (repeatable; 0 for none). [default: 1]")
     ] = None,
     cpu: CpuTarget = "auto",
+    model_file: ModelFile = None,
 ) -> None:
     """Build the Triton model repository: every serving variant of a checkpoint, and its raw-feature ensembles.
 
@@ -133,6 +136,9 @@ def build(
     the onnxruntime backend), tensorrt and tensorrt_int8 (GPU only; skipped with the reason elsewhere).
     Every config comes from Triton's protobuf schema and is validated (`tritonrec validate`) before
     anything is installed; each model becomes version N+1 next to N, so a failed build changes nothing.
+    With --model-file (a model of your own, exported with `tritonrec export --model-file`) there is no
+    checkpoint: no ensembles by default (no vocabularies), warmup and checks on random in-range rows,
+    and the model folders are named after the file unless --model-name says otherwise.
     """
     from toolkit.repository import (
         TARGET_VARIANTS,
@@ -184,11 +190,23 @@ def build(
 
     with_ensembles = spec.ensembles if ensembles is None else ensembles
     k = top_k if top_k is not None else spec.top_k
-    samples = sample_rows(checkpoint, data_dir)
+    source: Path | Checkpoint = checkpoint
+    if model_file is not None:
+        from toolkit.models.user import load_model_file
+        from toolkit.train.checkpoint import Checkpoint
+
+        if checkpoint != DEFAULT_CHECKPOINT:
+            raise ModelFileError(f"give --checkpoint ({checkpoint}) or --model-file ({model_file}), not both")
+        model = load_model_file(model_file)
+        source = Checkpoint(model, model.config, None, {}, None)
+        with_ensembles = bool(ensembles)  # a model file has no vocabularies: only when asked (and then refused, saying why)
+        stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(model.config.source_file).stem)
+        model_name = model_name or stem
+    samples = sample_rows(checkpoint, data_dir) if model_file is None else None
     with console.status("building") as status:
         result = build_repository(
             repository,
-            checkpoint=checkpoint,
+            checkpoint=source,
             onnx_model=onnx,
             model_name=model_name or _architecture(checkpoint),
             options=options_for,

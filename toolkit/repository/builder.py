@@ -72,7 +72,7 @@ from toolkit.repository.versions import (
 )
 from toolkit.repository.warmup import write_warmup
 from toolkit.tensors import TensorSpec
-from toolkit.train.checkpoint import load_checkpoint
+from toolkit.train.checkpoint import Checkpoint, load_checkpoint
 
 __all__ = ["VARIANTS", "TARGETS", "TARGET_VARIANTS", "BuiltModel", "SkippedVariant", "BuildResult", "build_repository"]
 
@@ -234,7 +234,7 @@ def _placed(options: BatchingOptions, target: str) -> BatchingOptions:
 def build_repository(
     repository: Path,
     *,
-    checkpoint: Path,
+    checkpoint: Path | Checkpoint,
     onnx_model: Path | None = None,
     model_name: str = "dlrm",
     options: BatchingOptions | Callable[[str], BatchingOptions] | None = None,
@@ -252,7 +252,9 @@ def build_repository(
 
     Args:
         repository: the model repository folder (created if missing). Other models in it are kept.
-        checkpoint: a folder written by :func:`toolkit.train.save_checkpoint`.
+        checkpoint: a folder written by :func:`toolkit.train.save_checkpoint`, or a
+            :class:`~toolkit.train.checkpoint.Checkpoint` in memory (``path`` None: a user's model
+            loaded by :func:`toolkit.models.user.load_model_file`, whose metadata then names its file).
         onnx_model: the ONNX file exported from that checkpoint (external data alongside);
             needed by every variant but ``pytorch``.
         model_name: prefix of the model folders (``<model_name>_<variant>``).
@@ -304,7 +306,7 @@ def build_repository(
     else:
         options_for = options
     repository = Path(repository)
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     inputs, outputs = ckpt.architecture.signature(ckpt.config)
     result = BuildResult(repository)
 
@@ -402,7 +404,9 @@ def build_repository(
             # The vocabularies travel with every model: clients and ensembles map raw values with them.
             if ckpt.encoder is not None:
                 shutil.copyfile(ckpt.path / "vocabularies.json", model_dir / "vocabularies.json")
-            source = {"checkpoint": str(ckpt.path), **({"onnx": str(onnx_path)} if onnx_path else {}), **prepared.source}
+            model_file = getattr(ckpt.config, "source_file", "in memory")
+            origin = {"checkpoint": str(ckpt.path)} if ckpt.path is not None else {"model_file": model_file}
+            source = {**origin, **({"onnx": str(onnx_path)} if onnx_path else {}), **prepared.source}
             write_metadata(model_dir, ModelMetadata("ranker", variant, prepared.precision, source=source))
             ranker_configs[variant] = (config, prepared.precision)
             result.models.append(BuiltModel(name, variant, repository / name, spec.description, version, prepared.precision))
@@ -413,7 +417,8 @@ def build_repository(
         if ensembles:
             if ckpt.encoder is None:
                 raise RepositoryError(
-                    f"{checkpoint}: the checkpoint has no vocabularies (trained on pre-encoded ids): no raw features to map",
+                    f"{ckpt.path or getattr(ckpt.config, 'source_file', 'the model')}: the checkpoint has no vocabularies "
+                    "(trained on pre-encoded ids, or a model file's own module): no raw features to map",
                     hint="build without --ensembles",
                 )
             result.ensemble_ranker_reason = f"{ranker}: " + (

@@ -1,0 +1,40 @@
+"""``--model-file`` on ``tritonrec export`` and ``tritonrec build``: the bad inputs the commands refuse
+before any export or build starts (the served path is tests/integration/test_user_model_serving.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from toolkit.cli.app import app
+from toolkit.errors import ModelFileError
+
+FIXTURE = Path(__file__).parents[2] / "fixtures" / "models" / "user_bag_model.py"
+
+
+@pytest.mark.parametrize("command", [["export"], ["build", "--variant", "pytorch"]])
+def test_a_model_file_that_does_not_exist_is_named_by_the_command(tmp_path, command):
+    missing = tmp_path / "my_model.py"
+    done = CliRunner().invoke(app, [*command, "--model-file", f"{missing}:build", *_out(command, tmp_path)])
+    assert isinstance(done.exception, ModelFileError), done.output
+    assert f"{missing} does not exist" in str(done.exception)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", [["export", "some/checkpoint"], ["build", "--checkpoint", "some/checkpoint"]])
+def test_a_checkpoint_and_a_model_file_together_are_refused(tmp_path, command):
+    done = CliRunner().invoke(app, [*command, "--model-file", f"{FIXTURE}:build", *_out(command, tmp_path)])
+    assert isinstance(done.exception, ModelFileError), done.output
+    assert "not both" in str(done.exception)
+
+
+def test_a_factory_that_raises_shows_its_line_through_the_command(tmp_path):
+    done = CliRunner().invoke(app, ["export", "--model-file", f"{FIXTURE}:broken", "--out", str(tmp_path / "out" / "m.onnx")])
+    assert isinstance(done.exception, ModelFileError), done.output
+    assert 'in broken: return UserBagModel(num_users=sizes["items"]), {}' in str(done.exception)
+
+
+def _out(command: list[str], tmp_path: Path) -> list[str]:
+    return ["--out", str(tmp_path / "out" / "m.onnx")] if command[0] == "export" else ["--repository", str(tmp_path / "out")]
