@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from toolkit.models import dcnv2, deepfm, dlrm
+from toolkit.models import dcnv2, deepfm, dlrm, layers
 from toolkit.models.protocol import Architecture, FeatureSizes, config_from_fields
 from toolkit.models.registry import register
 from toolkit.models.signature import feature_example_inputs, feature_signature
@@ -92,7 +92,7 @@ DLRM_ARCHITECTURE = register(
         prunable_blocks=lambda m: named_modules(m, "bottom_mlp", "top_mlp"),
         cardinalities=_feature_cardinalities,
         config_for=config_maker(dlrm.DLRMConfig),
-        source_files=(Path(dlrm.__file__),),
+        source_files=(Path(dlrm.__file__), Path(layers.__file__)),
         macs_per_sample=_dlrm_macs,
     )
 )
@@ -109,7 +109,7 @@ DCNV2_ARCHITECTURE = register(
         prunable_blocks=lambda m: named_modules(m, "deep_mlp"),
         cardinalities=_feature_cardinalities,
         config_for=config_maker(dcnv2.DCNv2Config),
-        source_files=(Path(dcnv2.__file__),),
+        source_files=(Path(dcnv2.__file__), Path(layers.__file__)),
         macs_per_sample=_dcnv2_macs,
     )
 )
@@ -125,7 +125,7 @@ DEEPFM_ARCHITECTURE = register(
         prunable_blocks=lambda m: named_modules(m, "deep_mlp"),
         cardinalities=_feature_cardinalities,
         config_for=config_maker(deepfm.DeepFMConfig),
-        source_files=(Path(deepfm.__file__),),
+        source_files=(Path(deepfm.__file__), Path(layers.__file__)),
         macs_per_sample=_deepfm_macs,
     )
 )

@@ -2,8 +2,8 @@
 Network and Practical Lessons for Web-scale Learning to Rank Systems", WWW 2021,
 arXiv:2008.13535), written to export to ONNX and TensorRT.
 
-This file imports only torch and the standard library: the Triton repository builder
-copies it next to the PyTorch baseline's ``model.py``.
+This file imports only torch, the standard library and :mod:`toolkit.models.layers`: the Triton
+repository builder copies it and ``layers.py`` next to the PyTorch baseline's ``model.py``.
 
 Model (the paper's Figure 1 and equations 1–2):
 
@@ -22,10 +22,15 @@ Export-friendly: multi-valued features are padded ids with a masked sum over
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+if __package__:  # toolkit.models.dcnv2
+    from toolkit.models import layers
+else:  # the copy in a Triton Python-backend version folder, next to layers.py
+    import layers
 
 __all__ = ["DCNv2Config", "DCNv2", "CrossLayer", "STRUCTURES"]
 
@@ -69,21 +74,7 @@ class DCNv2Config:
     padding_id: int = 0
 
     def __post_init__(self) -> None:
-        if self.num_dense < 1:
-            raise ValueError(f"num_dense must be >= 1, got {self.num_dense}")
-        if not self.sparse_cardinalities:
-            raise ValueError("sparse_cardinalities must name at least one table")
-        if len(self.multi_hot_cardinalities) != len(self.multi_hot_lengths):
-            raise ValueError(
-                f"multi_hot_cardinalities has {len(self.multi_hot_cardinalities)} tables but "
-                f"multi_hot_lengths has {len(self.multi_hot_lengths)} lengths"
-            )
-        for name in ("sparse_cardinalities", "multi_hot_cardinalities", "multi_hot_lengths", "deep_mlp"):
-            bad = [v for v in getattr(self, name) if not isinstance(v, int) or v < 1]
-            if bad:
-                raise ValueError(f"{name} must hold positive integers, got {bad}")
-        if self.embedding_dim < 1:
-            raise ValueError(f"embedding_dim must be >= 1, got {self.embedding_dim}")
+        layers.check_feature_fields(self, ("sparse_cardinalities", "multi_hot_cardinalities", "multi_hot_lengths", "deep_mlp"))
         if self.num_cross_layers < 1:
             raise ValueError(f"num_cross_layers must be >= 1, got {self.num_cross_layers}")
         if self.cross_rank is not None and (not isinstance(self.cross_rank, int) or self.cross_rank < 1):
@@ -92,8 +83,7 @@ class DCNv2Config:
             raise ValueError(f"structure must be one of {list(STRUCTURES)}, got {self.structure!r}")
         if self.structure == "parallel" and not self.deep_mlp:
             raise ValueError("structure 'parallel' needs a deep network: deep_mlp must not be empty")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        layers.check_dropout(self.dropout)
 
     @property
     def input_width(self) -> int:
@@ -102,7 +92,7 @@ class DCNv2Config:
 
     def to_dict(self) -> dict:
         """JSON-safe form with a format version (saved as ``model_config.json``)."""
-        return {"format_version": CONFIG_FORMAT_VERSION, "architecture": ARCHITECTURE, **asdict(self)}
+        return layers.config_dict(self, ARCHITECTURE, CONFIG_FORMAT_VERSION)
 
     @classmethod
     def from_dict(cls, d: dict) -> DCNv2Config:
@@ -111,25 +101,7 @@ class DCNv2Config:
         Raises:
             ValueError: unknown format version or architecture, missing or invalid fields.
         """
-        d = dict(d)
-        version = d.pop("format_version", None)
-        arch = d.pop("architecture", None)
-        if version != CONFIG_FORMAT_VERSION or arch != ARCHITECTURE:
-            raise ValueError(f"expected a {ARCHITECTURE} config of format_version {CONFIG_FORMAT_VERSION}, got {arch!r} v{version!r}")
-        try:
-            return cls(**d)
-        except TypeError as exc:  # missing or unknown fields
-            raise ValueError(f"invalid {ARCHITECTURE} config: {exc}") from exc
-
-
-def _mlp(widths: list[int], dropout: float) -> nn.Sequential:
-    """Linear + ReLU (+ Dropout) for each consecutive pair of ``widths``."""
-    layers: list[nn.Module] = []
-    for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
-        layers += [nn.Linear(w_in, w_out), nn.ReLU()]
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-    return nn.Sequential(*layers)
+        return layers.config_from_dict(cls, d, ARCHITECTURE, CONFIG_FORMAT_VERSION)
 
 
 class CrossLayer(nn.Module):
@@ -173,15 +145,13 @@ class DCNv2(nn.Module):
         super().__init__()
         self.config = config
         e, d = config.embedding_dim, config.input_width
-        self.sparse_embeddings = nn.ModuleList(nn.Embedding(n, e) for n in config.sparse_cardinalities)
-        self.multi_hot_embeddings = nn.ModuleList(nn.Embedding(n, e) for n in config.multi_hot_cardinalities)
+        self.sparse_embeddings = layers.embedding_tables(config.sparse_cardinalities, e)
+        self.multi_hot_embeddings = layers.embedding_tables(config.multi_hot_cardinalities, e)
         self.cross_layers = nn.ModuleList(CrossLayer(d, config.cross_rank) for _ in range(config.num_cross_layers))
-        self.deep_mlp = _mlp([d, *config.deep_mlp], config.dropout)
+        self.deep_mlp = layers.relu_mlp([d, *config.deep_mlp], config.dropout)
         deep_out = config.deep_mlp[-1] if config.deep_mlp else d
         self.output_layer = nn.Linear(deep_out + d if config.structure == "parallel" else deep_out, 1)
-        for emb in self.modules():
-            if isinstance(emb, nn.Embedding):
-                nn.init.normal_(emb.weight, std=0.01)
+        layers.init_embeddings(self)
 
     def forward(self, dense_features: torch.Tensor, sparse_ids: torch.Tensor, multi_hot_ids: torch.Tensor | None = None) -> torch.Tensor:
         """See the class docstring for shapes and dtypes."""
@@ -189,15 +159,10 @@ class DCNv2(nn.Module):
 
     def logits(self, dense_features: torch.Tensor, sparse_ids: torch.Tensor, multi_hot_ids: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 1) float32 logits (the pre-sigmoid scores used by the training loss)."""
-        fields = [emb(sparse_ids[:, s]) for s, emb in enumerate(self.sparse_embeddings)]  # (B, E) each
-        start = 0
-        for length, emb in zip(self.config.multi_hot_lengths, self.multi_hot_embeddings, strict=True):
-            if multi_hot_ids is None:
-                raise ValueError("this DCNv2 has multi-valued features: pass multi_hot_ids")
-            ids = multi_hot_ids[:, start : start + length]
-            mask = (ids != self.config.padding_id).unsqueeze(-1).to(torch.float32)
-            fields.append((emb(ids) * mask).sum(dim=1))
-            start += length
+        fields = layers.sparse_fields(sparse_ids, self.sparse_embeddings)  # (B, E) each
+        fields += layers.multi_hot_fields(
+            multi_hot_ids, self.multi_hot_embeddings, self.config.multi_hot_lengths, self.config.padding_id, model_name="DCNv2"
+        )
         x0 = torch.cat([*fields, dense_features], dim=1)  # (B, d)
         x = x0
         for layer in self.cross_layers:

@@ -1,8 +1,8 @@
 """DeepFM (Guo, Tang, Ye, Li and He, "DeepFM: A Factorization-Machine based Neural Network
 for CTR Prediction", IJCAI 2017, arXiv:1703.04247), written to export to ONNX and TensorRT.
 
-This file imports only torch and the standard library: the Triton repository builder
-copies it next to the PyTorch baseline's ``model.py``.
+This file imports only torch, the standard library and :mod:`toolkit.models.layers`: the Triton
+repository builder copies it and ``layers.py`` next to the PyTorch baseline's ``model.py``.
 
 Model (the paper's Figure 1 and equations 1–4): ``ŷ = sigmoid(y_FM + y_DNN)`` where the FM
 and the deep network share the field embeddings.
@@ -24,10 +24,15 @@ Export-friendly: multi-valued features are padded ids with a masked sum over
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+if __package__:  # toolkit.models.deepfm
+    from toolkit.models import layers
+else:  # the copy in a Triton Python-backend version folder, next to layers.py
+    import layers
 
 __all__ = ["DeepFMConfig", "DeepFM"]
 
@@ -60,25 +65,10 @@ class DeepFMConfig:
     padding_id: int = 0
 
     def __post_init__(self) -> None:
-        if self.num_dense < 1:
-            raise ValueError(f"num_dense must be >= 1, got {self.num_dense}")
-        if not self.sparse_cardinalities:
-            raise ValueError("sparse_cardinalities must name at least one table")
-        if len(self.multi_hot_cardinalities) != len(self.multi_hot_lengths):
-            raise ValueError(
-                f"multi_hot_cardinalities has {len(self.multi_hot_cardinalities)} tables but "
-                f"multi_hot_lengths has {len(self.multi_hot_lengths)} lengths"
-            )
-        for name in ("sparse_cardinalities", "multi_hot_cardinalities", "multi_hot_lengths", "deep_mlp"):
-            bad = [v for v in getattr(self, name) if not isinstance(v, int) or v < 1]
-            if bad:
-                raise ValueError(f"{name} must hold positive integers, got {bad}")
+        layers.check_feature_fields(self, ("sparse_cardinalities", "multi_hot_cardinalities", "multi_hot_lengths", "deep_mlp"))
         if not self.deep_mlp:
             raise ValueError("deep_mlp must name at least one hidden width")
-        if self.embedding_dim < 1:
-            raise ValueError(f"embedding_dim must be >= 1, got {self.embedding_dim}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        layers.check_dropout(self.dropout)
 
     @property
     def num_fields(self) -> int:
@@ -87,7 +77,7 @@ class DeepFMConfig:
 
     def to_dict(self) -> dict:
         """JSON-safe form with a format version (saved as ``model_config.json``)."""
-        return {"format_version": CONFIG_FORMAT_VERSION, "architecture": ARCHITECTURE, **asdict(self)}
+        return layers.config_dict(self, ARCHITECTURE, CONFIG_FORMAT_VERSION)
 
     @classmethod
     def from_dict(cls, d: dict) -> DeepFMConfig:
@@ -96,25 +86,7 @@ class DeepFMConfig:
         Raises:
             ValueError: unknown format version or architecture, missing or invalid fields.
         """
-        d = dict(d)
-        version = d.pop("format_version", None)
-        arch = d.pop("architecture", None)
-        if version != CONFIG_FORMAT_VERSION or arch != ARCHITECTURE:
-            raise ValueError(f"expected a {ARCHITECTURE} config of format_version {CONFIG_FORMAT_VERSION}, got {arch!r} v{version!r}")
-        try:
-            return cls(**d)
-        except TypeError as exc:  # missing or unknown fields
-            raise ValueError(f"invalid {ARCHITECTURE} config: {exc}") from exc
-
-
-def _mlp(widths: list[int], dropout: float) -> nn.Sequential:
-    """Linear + ReLU (+ Dropout) for each consecutive pair of ``widths``."""
-    layers: list[nn.Module] = []
-    for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
-        layers += [nn.Linear(w_in, w_out), nn.ReLU()]
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-    return nn.Sequential(*layers)
+        return layers.config_from_dict(cls, d, ARCHITECTURE, CONFIG_FORMAT_VERSION)
 
 
 class DeepFM(nn.Module):
@@ -140,17 +112,15 @@ class DeepFM(nn.Module):
         super().__init__()
         self.config = config
         e = config.embedding_dim
-        self.sparse_embeddings = nn.ModuleList(nn.Embedding(n, e) for n in config.sparse_cardinalities)
-        self.multi_hot_embeddings = nn.ModuleList(nn.Embedding(n, e) for n in config.multi_hot_cardinalities)
-        self.sparse_weights = nn.ModuleList(nn.Embedding(n, 1) for n in config.sparse_cardinalities)
-        self.multi_hot_weights = nn.ModuleList(nn.Embedding(n, 1) for n in config.multi_hot_cardinalities)
+        self.sparse_embeddings = layers.embedding_tables(config.sparse_cardinalities, e)
+        self.multi_hot_embeddings = layers.embedding_tables(config.multi_hot_cardinalities, e)
+        self.sparse_weights = layers.embedding_tables(config.sparse_cardinalities, 1)
+        self.multi_hot_weights = layers.embedding_tables(config.multi_hot_cardinalities, 1)
         self.dense_vectors = nn.Parameter(torch.randn(config.num_dense, e) * 0.01)
         self.dense_weights = nn.Linear(config.num_dense, 1)
-        self.deep_mlp = _mlp([config.num_fields * e, *config.deep_mlp], config.dropout)
+        self.deep_mlp = layers.relu_mlp([config.num_fields * e, *config.deep_mlp], config.dropout)
         self.output_layer = nn.Linear(config.deep_mlp[-1], 1)
-        for emb in self.modules():
-            if isinstance(emb, nn.Embedding):
-                nn.init.normal_(emb.weight, std=0.01)
+        layers.init_embeddings(self)
 
     def forward(self, dense_features: torch.Tensor, sparse_ids: torch.Tensor, multi_hot_ids: torch.Tensor | None = None) -> torch.Tensor:
         """See the class docstring for shapes and dtypes."""
@@ -158,19 +128,14 @@ class DeepFM(nn.Module):
 
     def logits(self, dense_features: torch.Tensor, sparse_ids: torch.Tensor, multi_hot_ids: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 1) float32 logits ``y_FM + y_DNN`` (the pre-sigmoid scores used by the training loss)."""
-        vectors = [emb(sparse_ids[:, s]) for s, emb in enumerate(self.sparse_embeddings)]  # (B, E) each
+        lengths, padding_id = self.config.multi_hot_lengths, self.config.padding_id
+        vectors = layers.sparse_fields(sparse_ids, self.sparse_embeddings)  # (B, E) each
+        vectors += layers.multi_hot_fields(multi_hot_ids, self.multi_hot_embeddings, lengths, padding_id, model_name="DeepFM")
         first = self.dense_weights(dense_features)  # (B, 1): w · x_dense + b
-        for s, weight in enumerate(self.sparse_weights):
-            first = first + weight(sparse_ids[:, s])
-        start = 0
-        for length, emb, weight in zip(self.config.multi_hot_lengths, self.multi_hot_embeddings, self.multi_hot_weights, strict=True):
-            if multi_hot_ids is None:
-                raise ValueError("this DeepFM has multi-valued features: pass multi_hot_ids")
-            ids = multi_hot_ids[:, start : start + length]
-            mask = (ids != self.config.padding_id).unsqueeze(-1).to(torch.float32)  # (B, L, 1)
-            vectors.append((emb(ids) * mask).sum(dim=1))
-            first = first + (weight(ids) * mask).sum(dim=1)
-            start += length
+        for weight in layers.sparse_fields(sparse_ids, self.sparse_weights):  # (B, 1) each
+            first = first + weight
+        for weight in layers.multi_hot_fields(multi_hot_ids, self.multi_hot_weights, lengths, padding_id, model_name="DeepFM"):
+            first = first + weight
         fields = torch.cat([torch.stack(vectors, dim=1), dense_features.unsqueeze(-1) * self.dense_vectors], dim=1)  # (B, F, E)
         square_of_sum = fields.sum(dim=1).pow(2)  # (B, E)
         sum_of_squares = fields.pow(2).sum(dim=1)  # (B, E)

@@ -1,9 +1,9 @@
 """DLRM (Naumov et al., "Deep Learning Recommendation Model for Personalization and
 Recommendation Systems", arXiv:1906.00091, 2019), written to export to ONNX and TensorRT.
 
-This file imports only torch and the standard library: the Triton repository builder
-copies it next to the PyTorch baseline's ``model.py`` so that a served model folder
-is self-contained.
+This file imports only torch, the standard library and :mod:`toolkit.models.layers`: the Triton
+repository builder copies it and ``layers.py`` next to the PyTorch baseline's ``model.py`` so
+that a served model folder is self-contained.
 
 Export-friendly choices:
 
@@ -20,10 +20,15 @@ Export-friendly choices:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+if __package__:  # toolkit.models.dlrm
+    from toolkit.models import layers
+else:  # the copy in a Triton Python-backend version folder, next to layers.py
+    import layers
 
 __all__ = ["DLRMConfig", "DLRM", "RowwiseInt8Embedding", "RowwiseInt8EmbeddingCollection", "EMBEDDING_QUANTIZATIONS"]
 
@@ -67,29 +72,14 @@ class DLRMConfig:
     embedding_quantization: str = "none"
 
     def __post_init__(self) -> None:
-        if self.num_dense < 1:
-            raise ValueError(f"num_dense must be >= 1, got {self.num_dense}")
-        if not self.sparse_cardinalities:
-            raise ValueError("sparse_cardinalities must name at least one table")
-        if len(self.multi_hot_cardinalities) != len(self.multi_hot_lengths):
-            raise ValueError(
-                f"multi_hot_cardinalities has {len(self.multi_hot_cardinalities)} tables but "
-                f"multi_hot_lengths has {len(self.multi_hot_lengths)} lengths"
-            )
-        for name in ("sparse_cardinalities", "multi_hot_cardinalities", "multi_hot_lengths", "bottom_mlp", "top_mlp"):
-            bad = [v for v in getattr(self, name) if not isinstance(v, int) or v < 1]
-            if bad:
-                raise ValueError(f"{name} must hold positive integers, got {bad}")
-        if self.embedding_dim < 1:
-            raise ValueError(f"embedding_dim must be >= 1, got {self.embedding_dim}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        layers.check_feature_fields(self, ("sparse_cardinalities", "multi_hot_cardinalities", "multi_hot_lengths", "bottom_mlp", "top_mlp"))
+        layers.check_dropout(self.dropout)
         if self.embedding_quantization not in EMBEDDING_QUANTIZATIONS:
             raise ValueError(f"embedding_quantization must be one of {list(EMBEDDING_QUANTIZATIONS)}, got {self.embedding_quantization!r}")
 
     def to_dict(self) -> dict:
         """JSON-safe form with a format version (saved as ``model_config.json``)."""
-        return {"format_version": CONFIG_FORMAT_VERSION, "architecture": "dlrm", **asdict(self)}
+        return layers.config_dict(self, "dlrm", CONFIG_FORMAT_VERSION)
 
     @classmethod
     def from_dict(cls, d: dict) -> DLRMConfig:
@@ -98,27 +88,19 @@ class DLRMConfig:
         Raises:
             ValueError: unknown format version or architecture, missing or invalid fields.
         """
-        d = dict(d)
-        version = d.pop("format_version", None)
-        arch = d.pop("architecture", None)
-        if version != CONFIG_FORMAT_VERSION or arch != "dlrm":
-            raise ValueError(f"expected a dlrm config of format_version {CONFIG_FORMAT_VERSION}, got {arch!r} v{version!r}")
-        try:
-            return cls(**d)
-        except TypeError as exc:  # missing or unknown fields, values of the wrong type
-            raise ValueError(f"invalid dlrm config: {exc}") from exc
+        return layers.config_from_dict(cls, d, "dlrm", CONFIG_FORMAT_VERSION)
 
 
 def _mlp(widths: list[int], *, last_activation: bool, dropout: float = 0.0) -> nn.Sequential:
-    layers: list[nn.Module] = []
+    modules: list[nn.Module] = []
     for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-        layers.append(nn.Linear(w_in, w_out))
+        modules.append(nn.Linear(w_in, w_out))
         last = i == len(widths) - 2
         if not last or last_activation:
-            layers.append(nn.ReLU())
+            modules.append(nn.ReLU())
             if dropout > 0 and not last:
-                layers.append(nn.Dropout(dropout))
-    return nn.Sequential(*layers)
+                modules.append(nn.Dropout(dropout))
+    return nn.Sequential(*modules)
 
 
 class RowwiseInt8Embedding(nn.Module):
@@ -227,7 +209,7 @@ class DLRM(nn.Module):
         self.sparse_embeddings: nn.Module = (
             RowwiseInt8EmbeddingCollection(config.sparse_cardinalities, e)
             if quantized
-            else nn.ModuleList(nn.Embedding(n, e) for n in config.sparse_cardinalities)
+            else layers.embedding_tables(config.sparse_cardinalities, e)
         )
         self.multi_hot_embeddings = nn.ModuleList(table(n, e) for n in config.multi_hot_cardinalities)
         n_vectors = 1 + len(config.sparse_cardinalities) + len(config.multi_hot_cardinalities)
@@ -235,9 +217,7 @@ class DLRM(nn.Module):
         self.register_buffer("interaction_index", rows * n_vectors + cols, persistent=False)
         n_interactions = n_vectors * (n_vectors - 1) // 2
         self.top_mlp = _mlp([e + n_interactions, *config.top_mlp, 1], last_activation=False, dropout=config.dropout)
-        for emb in self.modules():
-            if isinstance(emb, nn.Embedding):
-                nn.init.normal_(emb.weight, std=0.01)
+        layers.init_embeddings(self)
 
     def forward(self, dense_features: torch.Tensor, sparse_ids: torch.Tensor, multi_hot_ids: torch.Tensor | None = None) -> torch.Tensor:
         """See the class docstring for shapes and dtypes."""
@@ -249,15 +229,11 @@ class DLRM(nn.Module):
         if isinstance(self.sparse_embeddings, RowwiseInt8EmbeddingCollection):
             vectors = [x.unsqueeze(1), self.sparse_embeddings(sparse_ids)]  # (B, 1, E), (B, S, E)
         else:
-            vectors = [x.unsqueeze(1)] + [emb(sparse_ids[:, s]).unsqueeze(1) for s, emb in enumerate(self.sparse_embeddings)]
-        start = 0
-        for length, emb in zip(self.config.multi_hot_lengths, self.multi_hot_embeddings, strict=True):
-            if multi_hot_ids is None:
-                raise ValueError("this DLRM has multi-valued features: pass multi_hot_ids")
-            ids = multi_hot_ids[:, start : start + length]
-            mask = (ids != self.config.padding_id).unsqueeze(-1).to(x.dtype)
-            vectors.append((emb(ids) * mask).sum(dim=1, keepdim=True))
-            start += length
+            vectors = [x.unsqueeze(1)] + [v.unsqueeze(1) for v in layers.sparse_fields(sparse_ids, self.sparse_embeddings)]
+        cfg = self.config
+        vectors += layers.multi_hot_fields(
+            multi_hot_ids, self.multi_hot_embeddings, cfg.multi_hot_lengths, cfg.padding_id, model_name="DLRM", dtype=x.dtype, keepdim=True
+        )  # (B, 1, E) each
         t = torch.cat(vectors, dim=1)  # (B, F, E)
         dots = torch.bmm(t, t.transpose(1, 2)).flatten(1)  # (B, F*F)
         interactions = torch.index_select(dots, 1, self.interaction_index)

@@ -120,8 +120,9 @@ class Architecture:
             ``options`` are config fields (``embedding_dim``, widths, ...). Raises ``ValueError``
             naming an unknown option and listing the known ones.
         source_files: files the Triton Python backend needs next to its ``model.py``; each
-            imports only torch and the standard library. ``source_files[0]`` defines
-            ``config_class`` and ``model_class`` under their own names.
+            imports only torch, the standard library and the other source files (as top-level
+            modules named after their file, e.g. ``layers`` for ``layers.py``).
+            ``source_files[0]`` defines ``config_class`` and ``model_class`` under their own names.
         macs_per_sample: model -> multiply-accumulates per input row, counted analytically from
             the layers as they are (pruned widths count); ``None`` when the architecture does not
             say (the compression report then refuses it, naming the architecture).

@@ -92,23 +92,41 @@ def test_embedding_tables_and_prunable_blocks_are_the_model_s_own_modules(name: 
 
 
 @pytest.mark.parametrize("name", BUILT_IN)
-def test_source_files_import_only_torch_and_the_standard_library(name: str) -> None:
+def test_source_files_import_only_torch_and_the_standard_library(name: str, tmp_path: Path) -> None:
     arch = get_architecture(name)
     assert arch.source_files[0].stem == arch.runner_manifest()["module"]
+    shipped = {Path(source).stem for source in arch.source_files}
     for source in arch.source_files:
         tree = ast.parse(Path(source).read_text())
-        imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-        imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-        assert imported <= {"torch", "__future__", *sys.stdlib_module_names}, (source, imported)
-    # imported alone, under its own module name, as the Python backend imports it from the version folder
-    module_name = f"shipped_{arch.module_name}"
-    spec = importlib.util.spec_from_file_location(module_name, arch.source_files[0])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # dataclasses look their module up while the class is made
+        # the package import of a sibling source file sits under `if __package__:`; the Python backend takes the else branch
+        branches = [n for n in ast.walk(tree) if isinstance(n, ast.If) and isinstance(n.test, ast.Name) and n.test.id == "__package__"]
+        in_package = {id(m) for b in branches for stmt in b.body for m in ast.walk(stmt)}
+        nodes = [n for n in ast.walk(tree) if id(n) not in in_package]
+        imported = {a.name.split(".")[0] for n in nodes if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module.split(".")[0] for n in nodes if isinstance(n, ast.ImportFrom) and n.module}
+        assert imported <= {"torch", "__future__", *shipped, *sys.stdlib_module_names}, (source, imported)
+    # copied alone into one folder and imported from it under its own module name, as the Python
+    # backend imports it from the version folder (torch_runner.py puts that folder on sys.path)
+    for source in arch.source_files:
+        (tmp_path / Path(source).name).write_bytes(Path(source).read_bytes())
+    sys.path.insert(0, str(tmp_path))
     try:
-        spec.loader.exec_module(module)
+        module = importlib.import_module(arch.module_name)
+        assert Path(module.__file__).parent == tmp_path
+        assert module.__package__ == ""
+        # the shipped copy loads the package model's state dict (same keys) and computes the same output
+        model = _model(name)
+        shipped_model = getattr(module, arch.runner_manifest()["model_class"])(
+            getattr(module, arch.runner_manifest()["config_class"]).from_dict(model.config.to_dict())
+        ).eval()
+        shipped_model.load_state_dict(model.state_dict())
+        inputs = arch.example_inputs(model.config, 16, seed=3)
+        with torch.no_grad():
+            torch.testing.assert_close(shipped_model(**inputs), model(**inputs), rtol=0, atol=0)  # same ops, same order
     finally:
-        del sys.modules[module_name]
+        sys.path.remove(str(tmp_path))
+        for stem in shipped:
+            sys.modules.pop(stem, None)
     namespace = vars(module)
     manifest = arch.runner_manifest()
     assert namespace[manifest["config_class"]].__name__ == arch.config_class.__name__

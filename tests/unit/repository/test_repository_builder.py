@@ -20,7 +20,7 @@ from toolkit.train import TrainConfig, dlrm_config_for, load_checkpoint, predict
 BASIC = ["pytorch", "onnx", "onnx_python"]
 SMALL = TrainConfig(embedding_dim=8, bottom_mlp=[16], top_mlp=[16])
 MODEL_FILES = {
-    "dlrm_pytorch": ["architecture.json", "dlrm.py", "model.pt", "model.py", "model_config.json"],
+    "dlrm_pytorch": ["architecture.json", "dlrm.py", "layers.py", "model.pt", "model.py", "model_config.json"],
     "dlrm_onnx": ["model.onnx", "model.onnx.data"],
     "dlrm_onnx_python": ["model.onnx", "model.onnx.data", "model.py"],
 }

@@ -101,7 +101,7 @@ def test_variant_specs_are_complete_and_consistent() -> None:
 
 def test_every_variant_writes_its_model_files(built, data) -> None:
     expected = {
-        "pytorch": ["architecture.json", "dlrm.py", "model.pt", "model.py", "model_config.json"],
+        "pytorch": ["architecture.json", "dlrm.py", "layers.py", "model.pt", "model.py", "model_config.json"],
         "onnx": ["model.onnx", "model.onnx.data"],  # the dynamo export keeps its weights next to it
         "onnx_python": ["model.onnx", "model.onnx.data", "model.py"],
     }
