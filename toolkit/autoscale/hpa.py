@@ -33,7 +33,7 @@ seconds; metric values are milli-units (``Quantity.MilliValue()``) as upstream c
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -64,6 +64,7 @@ __all__ = [
     "store_scale_event",
     "reconcile",
     "triton_queue_metric_us",
+    "drop_samples_before",
     "HpaCpu",
     "HpaQueueTime",
 ]
@@ -214,6 +215,73 @@ def _metric_usage_ratio(metrics: Mapping[str, int], target_usage: int) -> tuple[
     return usage / target_usage, usage
 
 
+#: The error of a proposal when no pod that counts has a sample (upstream's message).
+_NO_METRICS_ERROR = "did not receive metrics for targeted pods (pods might be unready)"
+
+
+def _counted_samples(
+    pods: Sequence[HpaPod], metrics: Mapping[str, PodMetric], *, cpu: bool, now: float
+) -> tuple[set[str], set[str], dict[str, frozenset[str] | int], dict[str, int]]:
+    """:func:`group_pods`, then the samples that count: ``(unready, missing, groups, values)``, with
+    ``groups`` the :class:`MetricResult` fields of the grouping and ``values`` pod name -> sample
+    (milli-units) of every pod neither ignored nor unready. Like upstream, samples of pods the selector
+    no longer lists stay in (the opening both ``GetResourceReplicas`` and ``calcPlainMetricReplicas`` share)."""
+    ready_count, unready, missing, ignored = group_pods(pods, metrics, cpu=cpu, now=now)
+    groups: dict[str, frozenset[str] | int] = {
+        "ready_pods": ready_count,
+        "unready_pods": frozenset(unready),
+        "missing_pods": frozenset(missing),
+        "ignored_pods": frozenset(ignored),
+    }
+    values = {name: m.value for name, m in metrics.items() if name not in ignored and name not in unready}
+    return unready, missing, groups, values
+
+
+def _replicas_counting_missing_and_unready(
+    current_replicas: int,
+    usage_ratio: float,
+    usage: int,
+    values: dict[str, int],
+    unready: set[str],
+    missing: set[str],
+    groups: Mapping[str, frozenset[str] | int],
+    *,
+    missing_on_scale_down: Callable[[str], int],
+    ratio_of: Callable[[Mapping[str, int]], float],
+    tolerance: float,
+) -> MetricResult:
+    """The proposal from ``usage_ratio`` (of ``values``, the ready pods' samples), where upstream's
+    ``GetResourceReplicas`` and ``calcPlainMetricReplicas`` run the same steps: with no unready pods to
+    count on a scale-up and none missing, ``ceil(ratio × ready pods)`` outside the tolerance; else the
+    missing pods count as ``missing_on_scale_down(name)`` on a scale-down and as 0 on a scale-up, the
+    unready ones as 0 on a scale-up, the ratio is taken again (``ratio_of``) and a proposal within the
+    tolerance or one that reverses direction keeps ``current_replicas``. ``values`` is filled in place."""
+    scale_up_with_unready = bool(unready) and usage_ratio > 1.0
+    if not scale_up_with_unready and not missing:
+        if _within_tolerance(usage_ratio, tolerance):
+            return MetricResult(current_replicas, usage, **groups)
+        return MetricResult(_ceil(usage_ratio * groups["ready_pods"]), usage, **groups)
+
+    if missing:
+        if usage_ratio < 1.0:
+            for name in missing:
+                values[name] = missing_on_scale_down(name)
+        elif usage_ratio > 1.0:
+            for name in missing:
+                values[name] = 0
+    if scale_up_with_unready:
+        for name in unready:
+            values[name] = 0
+
+    new_ratio = ratio_of(values)
+    if _within_tolerance(new_ratio, tolerance) or (usage_ratio < 1.0 < new_ratio) or (usage_ratio > 1.0 > new_ratio):
+        return MetricResult(current_replicas, usage, **groups)
+    new_replicas = _ceil(new_ratio * len(values))
+    if (new_ratio < 1.0 and new_replicas > current_replicas) or (new_ratio > 1.0 and new_replicas < current_replicas):
+        return MetricResult(current_replicas, usage, **groups)
+    return MetricResult(new_replicas, usage, **groups)
+
+
 def resource_replicas(
     current_replicas: int,
     target_utilization: int,
@@ -240,47 +308,28 @@ def resource_replicas(
         as 0% on a scale-up; a proposal that would reverse direction once they are counted keeps the
         current count.
     """
-    ready_count, unready, missing, ignored = group_pods(pods, metrics, cpu=cpu, now=now)
-    groups = {
-        "ready_pods": ready_count,
-        "unready_pods": frozenset(unready),
-        "missing_pods": frozenset(missing),
-        "ignored_pods": frozenset(ignored),
-    }
-    values = {name: m.value for name, m in metrics.items() if name not in ignored and name not in unready}
+    unready, missing, groups, values = _counted_samples(pods, metrics, cpu=cpu, now=now)
     if not values:
-        return MetricResult(None, error="did not receive metrics for targeted pods (pods might be unready)", **groups)
+        return MetricResult(None, error=_NO_METRICS_ERROR, **groups)
     requests = {p.name: p.request_milli for p in pods}
     try:
         usage_ratio, utilization, _ = _resource_utilization_ratio(values, requests, target_utilization)
     except ValueError as exc:
         return MetricResult(None, error=str(exc), **groups)
 
-    scale_up_with_unready = bool(unready) and usage_ratio > 1.0
-    if not scale_up_with_unready and not missing:
-        if _within_tolerance(usage_ratio, tolerance):
-            return MetricResult(current_replicas, utilization, **groups)
-        return MetricResult(_ceil(usage_ratio * ready_count), utilization, **groups)
-
-    if missing:
-        if usage_ratio < 1.0:
-            fallback = max(100, target_utilization)
-            for name in missing:
-                values[name] = requests[name] * fallback // 100
-        elif usage_ratio > 1.0:
-            for name in missing:
-                values[name] = 0
-    if scale_up_with_unready:
-        for name in unready:
-            values[name] = 0
-
-    new_ratio, _, _ = _resource_utilization_ratio(values, requests, target_utilization)
-    if _within_tolerance(new_ratio, tolerance) or (usage_ratio < 1.0 < new_ratio) or (usage_ratio > 1.0 > new_ratio):
-        return MetricResult(current_replicas, utilization, **groups)
-    new_replicas = _ceil(new_ratio * len(values))
-    if (new_ratio < 1.0 and new_replicas > current_replicas) or (new_ratio > 1.0 and new_replicas < current_replicas):
-        return MetricResult(current_replicas, utilization, **groups)
-    return MetricResult(new_replicas, utilization, **groups)
+    fallback = max(100, target_utilization)
+    return _replicas_counting_missing_and_unready(
+        current_replicas,
+        usage_ratio,
+        utilization,
+        values,
+        unready,
+        missing,
+        groups,
+        missing_on_scale_down=lambda name: requests[name] * fallback // 100,
+        ratio_of=lambda v: _resource_utilization_ratio(v, requests, target_utilization)[0],
+        tolerance=tolerance,
+    )
 
 
 def plain_metric_replicas(
@@ -304,43 +353,23 @@ def plain_metric_replicas(
         The proposal; ``usage`` is the average value (milli-units). Missing pods count as the target on
         a scale-down and as 0 on a scale-up; unready (Pending) pods count as 0 on a scale-up.
     """
-    ready_count, unready, missing, ignored = group_pods(pods, metrics, cpu=False, now=now)
-    groups = {
-        "ready_pods": ready_count,
-        "unready_pods": frozenset(unready),
-        "missing_pods": frozenset(missing),
-        "ignored_pods": frozenset(ignored),
-    }
-    # like upstream, samples of pods the selector no longer lists stay in the average
-    values = {name: m.value for name, m in metrics.items() if name not in ignored and name not in unready}
+    unready, missing, groups, values = _counted_samples(pods, metrics, cpu=False, now=now)
     if not values:
-        return MetricResult(None, error="did not receive metrics for targeted pods (pods might be unready)", **groups)
+        return MetricResult(None, error=_NO_METRICS_ERROR, **groups)
     usage_ratio, usage = _metric_usage_ratio(values, target_usage)
 
-    scale_up_with_unready = bool(unready) and usage_ratio > 1.0
-    if not scale_up_with_unready and not missing:
-        if _within_tolerance(usage_ratio, tolerance):
-            return MetricResult(current_replicas, usage, **groups)
-        return MetricResult(_ceil(usage_ratio * ready_count), usage, **groups)
-
-    if missing:
-        if usage_ratio < 1.0:
-            for name in missing:
-                values[name] = target_usage
-        elif usage_ratio > 1.0:
-            for name in missing:
-                values[name] = 0
-    if scale_up_with_unready:
-        for name in unready:
-            values[name] = 0
-
-    new_ratio, _ = _metric_usage_ratio(values, target_usage)
-    if _within_tolerance(new_ratio, tolerance) or (usage_ratio < 1.0 < new_ratio) or (usage_ratio > 1.0 > new_ratio):
-        return MetricResult(current_replicas, usage, **groups)
-    new_replicas = _ceil(new_ratio * len(values))
-    if (new_ratio < 1.0 and new_replicas > current_replicas) or (new_ratio > 1.0 and new_replicas < current_replicas):
-        return MetricResult(current_replicas, usage, **groups)
-    return MetricResult(new_replicas, usage, **groups)
+    return _replicas_counting_missing_and_unready(
+        current_replicas,
+        usage_ratio,
+        usage,
+        values,
+        unready,
+        missing,
+        groups,
+        missing_on_scale_down=lambda name: target_usage,
+        ratio_of=lambda v: _metric_usage_ratio(v, target_usage)[0],
+        tolerance=tolerance,
+    )
 
 
 def external_per_pod_replicas(
@@ -803,6 +832,18 @@ class HpaCpu(_HpaAutoscaler):
         return result, numbers
 
 
+def drop_samples_before(samples: dict[str, list[tuple[float, ...]]], cutoff: float) -> None:
+    """Keep, in place, each series' samples taken after ``cutoff`` (seconds; a sample's first item is
+    its time) and remove the series left empty: a series whose last sample is older than the range is
+    gone from a range query (Prometheus' staleness), as for the HPA's and KEDA's windows here."""
+    for name in list(samples):
+        kept = [s for s in samples[name] if s[0] > cutoff]
+        if kept:
+            samples[name] = kept
+        else:
+            del samples[name]
+
+
 def triton_queue_metric_us(queue_us_per_request: float, request_rate: float, *, models: int = 1, window_seconds: float = 30.0) -> float:
     """One pod's ``avg_time_queue_us`` as Triton's published prometheus-adapter rule computes it
     (``triton-inference-server/server`` ``deploy/k8s-onprem/values.yaml``)::
@@ -882,13 +923,7 @@ class HpaQueueTime(_HpaAutoscaler):
             series = self._samples.setdefault(pod.pod, [])
             if not series or series[-1][0] != pod.scraped_at:
                 series.append((pod.scraped_at, pod.queue_us_per_request, pod.request_rate))
-        cutoff = signals.now - self.window_seconds
-        for name in list(self._samples):
-            kept = [s for s in self._samples[name] if s[0] > cutoff]
-            if kept:
-                self._samples[name] = kept
-            else:
-                del self._samples[name]
+        drop_samples_before(self._samples, signals.now - self.window_seconds)
 
     def _metric(self, signals: DeploymentSignals) -> tuple[MetricResult, dict[str, float]]:
         pods = [self.pods.hpa_pod(p) for p in signals.pods]

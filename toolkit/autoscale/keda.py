@@ -33,7 +33,15 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from toolkit.autoscale.hpa import SYNC_PERIOD_SECONDS, TOLERANCE, HpaHistory, MetricResult, external_per_pod_replicas, reconcile
+from toolkit.autoscale.hpa import (
+    SYNC_PERIOD_SECONDS,
+    TOLERANCE,
+    HpaHistory,
+    MetricResult,
+    drop_samples_before,
+    external_per_pod_replicas,
+    reconcile,
+)
 from toolkit.autoscale.signals import Condition, DeploymentSignals, PodSignals, ScaleDecision
 from toolkit.autoscale.spec import AutoscalerSpec
 
@@ -136,13 +144,7 @@ class KedaThreshold:
             if not series or series[-1][0] != pod.scraped_at:
                 series.append((pod.scraped_at, value))
         # a series whose last sample is older than the range is gone from the query (Prometheus' staleness)
-        cutoff = signals.now - self.rate_window_seconds
-        for name in list(self._samples):
-            kept = [s for s in self._samples[name] if s[0] > cutoff]
-            if kept:
-                self._samples[name] = kept
-            else:
-                del self._samples[name]
+        drop_samples_before(self._samples, signals.now - self.rate_window_seconds)
 
     def query(self, signals: DeploymentSignals) -> tuple[float | None, str | None]:
         """The trigger's value now: ``(value, None)``, or ``(None, error)`` when the result is empty and
