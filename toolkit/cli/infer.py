@@ -11,8 +11,8 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from toolkit.cli._common import DEFAULT_CHECKPOINT, DEFAULT_DATA_DIR, CheckpointDir, DataDir, console, progress
-from toolkit.data import EncodedRows, load_splits
+from toolkit.cli._common import DEFAULT_CHECKPOINT, DEFAULT_DATA_DIR, CheckpointDir, DataDir, checkpoint_splits, console, progress
+from toolkit.data import EncodedRows
 
 if TYPE_CHECKING:
     from toolkit.serving import LatencyStats
@@ -37,8 +37,7 @@ def offline_reference(checkpoint: Path, data_dir: Path, n_rows: int | None = Non
     from toolkit.train import evaluate, load_checkpoint, predict
 
     ckpt = load_checkpoint(checkpoint)
-    seed = int(ckpt.metrics.get("split", {}).get("seed", 42))
-    rows = load_splits(data_dir, seed=seed, encoder=ckpt.encoder).test
+    rows = checkpoint_splits(checkpoint, data_dir, encoder=ckpt.encoder, metrics=ckpt.metrics).test
     if n_rows is not None:
         rows = rows.take(slice(0, n_rows))
     probabilities = predict(ckpt.model, rows)
