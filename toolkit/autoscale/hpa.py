@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from toolkit.autoscale.signals import Condition, DeploymentSignals, PodSignals, ScaleDecision
-from toolkit.autoscale.spec import AutoscalerSpec, ScalingRules
+from toolkit.autoscale.spec import AutoscalerSpec, ScalingPolicy, ScalingRules
 
 __all__ = [
     "TOLERANCE",
@@ -432,6 +432,20 @@ def replicas_change_per_period(period_seconds: float, events: Iterable[ScaleEven
     return sum(e.replica_change for e in events if e.timestamp > cutoff)
 
 
+def _period_starts(
+    current: int, up_events: Sequence[ScaleEvent], down_events: Sequence[ScaleEvent], rules: ScalingRules, now: float
+) -> list[tuple[ScalingPolicy, int]]:
+    """Each policy of ``rules`` with the replicas at the start of its period: ``current`` − pods added +
+    pods removed within it (what both ``calculateScaleUpLimitWithScalingRules`` and
+    ``calculateScaleDownLimitWithBehaviors`` count from)."""
+    starts = []
+    for policy in rules.policies or ():
+        added = replicas_change_per_period(policy.period_seconds, up_events, now)
+        removed = replicas_change_per_period(policy.period_seconds, down_events, now)
+        starts.append((policy, current - added + removed))
+    return starts
+
+
 def scale_up_limit(
     current: int, up_events: Sequence[ScaleEvent], down_events: Sequence[ScaleEvent], rules: ScalingRules, now: float
 ) -> int:
@@ -444,10 +458,7 @@ def scale_up_limit(
     if rules.select_policy == "Disabled":
         return current
     proposals = []
-    for policy in rules.policies or ():
-        added = replicas_change_per_period(policy.period_seconds, up_events, now)
-        removed = replicas_change_per_period(policy.period_seconds, down_events, now)
-        start = current - added + removed
+    for policy, start in _period_starts(current, up_events, down_events, rules, now):
         if policy.type == "Pods":
             proposals.append(start + policy.value)
         else:
@@ -464,10 +475,7 @@ def scale_down_limit(
     if rules.select_policy == "Disabled":
         return current
     proposals = []
-    for policy in rules.policies or ():
-        added = replicas_change_per_period(policy.period_seconds, up_events, now)
-        removed = replicas_change_per_period(policy.period_seconds, down_events, now)
-        start = current - added + removed
+    for policy, start in _period_starts(current, up_events, down_events, rules, now):
         if policy.type == "Pods":
             proposals.append(start - policy.value)
         else:
