@@ -23,6 +23,7 @@ Export-friendly: multi-valued features are padded ids with a masked sum over
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -42,7 +43,7 @@ STRUCTURES = ("stacked", "parallel")
 
 
 @dataclass
-class DCNv2Config:
+class DCNv2Config(layers.VersionedConfig):
     """Hyper-parameters of a :class:`DCNv2`.
 
     Attributes:
@@ -60,6 +61,9 @@ class DCNv2Config:
         dropout: dropout probability after each deep hidden layer (training only).
         padding_id: the id that marks padding in multi-valued features.
     """
+
+    ARCHITECTURE: ClassVar[str] = ARCHITECTURE
+    FORMAT_VERSION: ClassVar[int] = CONFIG_FORMAT_VERSION
 
     num_dense: int
     sparse_cardinalities: list[int]
@@ -89,19 +93,6 @@ class DCNv2Config:
     def input_width(self) -> int:
         """d = (S + M)·E + D, the width of x0 and of every cross layer."""
         return (len(self.sparse_cardinalities) + len(self.multi_hot_cardinalities)) * self.embedding_dim + self.num_dense
-
-    def to_dict(self) -> dict:
-        """JSON-safe form with a format version (saved as ``model_config.json``)."""
-        return layers.config_dict(self, ARCHITECTURE, CONFIG_FORMAT_VERSION)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> DCNv2Config:
-        """Inverse of :meth:`to_dict`.
-
-        Raises:
-            ValueError: unknown format version or architecture, missing or invalid fields.
-        """
-        return layers.config_from_dict(cls, d, ARCHITECTURE, CONFIG_FORMAT_VERSION)
 
 
 class CrossLayer(nn.Module):

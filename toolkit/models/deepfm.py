@@ -25,6 +25,7 @@ Export-friendly: multi-valued features are padded ids with a masked sum over
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -41,7 +42,7 @@ ARCHITECTURE = "deepfm"
 
 
 @dataclass
-class DeepFMConfig:
+class DeepFMConfig(layers.VersionedConfig):
     """Hyper-parameters of a :class:`DeepFM`.
 
     Attributes:
@@ -54,6 +55,9 @@ class DeepFMConfig:
         dropout: dropout probability after each deep hidden layer (training only).
         padding_id: the id that marks padding in multi-valued features.
     """
+
+    ARCHITECTURE: ClassVar[str] = ARCHITECTURE
+    FORMAT_VERSION: ClassVar[int] = CONFIG_FORMAT_VERSION
 
     num_dense: int
     sparse_cardinalities: list[int]
@@ -74,19 +78,6 @@ class DeepFMConfig:
     def num_fields(self) -> int:
         """F = S + M + D."""
         return len(self.sparse_cardinalities) + len(self.multi_hot_cardinalities) + self.num_dense
-
-    def to_dict(self) -> dict:
-        """JSON-safe form with a format version (saved as ``model_config.json``)."""
-        return layers.config_dict(self, ARCHITECTURE, CONFIG_FORMAT_VERSION)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> DeepFMConfig:
-        """Inverse of :meth:`to_dict`.
-
-        Raises:
-            ValueError: unknown format version or architecture, missing or invalid fields.
-        """
-        return layers.config_from_dict(cls, d, ARCHITECTURE, CONFIG_FORMAT_VERSION)
 
 
 class DeepFM(nn.Module):

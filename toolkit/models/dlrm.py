@@ -21,6 +21,7 @@ Export-friendly choices:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -39,7 +40,7 @@ EMBEDDING_QUANTIZATIONS = ("none", "int8_rowwise")
 
 
 @dataclass
-class DLRMConfig:
+class DLRMConfig(layers.VersionedConfig):
     """Hyper-parameters of a :class:`DLRM`.
 
     Attributes:
@@ -60,6 +61,9 @@ class DLRMConfig:
             this field existed load as ``"none"``.
     """
 
+    ARCHITECTURE: ClassVar[str] = "dlrm"
+    FORMAT_VERSION: ClassVar[int] = CONFIG_FORMAT_VERSION
+
     num_dense: int
     sparse_cardinalities: list[int]
     multi_hot_cardinalities: list[int] = field(default_factory=list)
@@ -76,19 +80,6 @@ class DLRMConfig:
         layers.check_dropout(self.dropout)
         if self.embedding_quantization not in EMBEDDING_QUANTIZATIONS:
             raise ValueError(f"embedding_quantization must be one of {list(EMBEDDING_QUANTIZATIONS)}, got {self.embedding_quantization!r}")
-
-    def to_dict(self) -> dict:
-        """JSON-safe form with a format version (saved as ``model_config.json``)."""
-        return layers.config_dict(self, "dlrm", CONFIG_FORMAT_VERSION)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> DLRMConfig:
-        """Inverse of :meth:`to_dict`.
-
-        Raises:
-            ValueError: unknown format version or architecture, missing or invalid fields.
-        """
-        return layers.config_from_dict(cls, d, "dlrm", CONFIG_FORMAT_VERSION)
 
 
 def _mlp(widths: list[int], *, last_activation: bool, dropout: float = 0.0) -> nn.Sequential:

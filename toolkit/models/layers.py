@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import torch
 from torch import nn
@@ -25,8 +25,7 @@ __all__ = [
     "multi_hot_fields",
     "check_feature_fields",
     "check_dropout",
-    "config_dict",
-    "config_from_dict",
+    "VersionedConfig",
     "relu_mlp",
 ]
 
@@ -120,26 +119,33 @@ def check_dropout(dropout: float) -> None:
         raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
 
 
-def config_dict(config: Any, architecture: str, format_version: int) -> dict:
-    """``config`` (a dataclass) as a JSON-safe dict led by ``format_version`` and ``architecture``."""
-    return {"format_version": format_version, "architecture": architecture, **asdict(config)}
+class VersionedConfig:
+    """The dict form of an architecture's config dataclass (``model_config.json``), for a subclass
+    that sets ``ARCHITECTURE`` (its registry name) and ``FORMAT_VERSION`` (class variables, not fields)."""
 
+    ARCHITECTURE: ClassVar[str]
+    FORMAT_VERSION: ClassVar[int]
 
-def config_from_dict(config_class: type, d: dict, architecture: str, format_version: int) -> Any:
-    """Inverse of :func:`config_dict`.
+    def to_dict(self) -> dict:
+        """JSON-safe form led by ``format_version`` and ``architecture`` (saved as ``model_config.json``)."""
+        return {"format_version": self.FORMAT_VERSION, "architecture": self.ARCHITECTURE, **asdict(self)}  # type: ignore[call-overload]
 
-    Raises:
-        ValueError: another format version or architecture, missing, unknown or invalid fields.
-    """
-    d = dict(d)
-    version = d.pop("format_version", None)
-    arch = d.pop("architecture", None)
-    if version != format_version or arch != architecture:
-        raise ValueError(f"expected a {architecture} config of format_version {format_version}, got {arch!r} v{version!r}")
-    try:
-        return config_class(**d)
-    except TypeError as exc:  # missing or unknown fields, values of the wrong type
-        raise ValueError(f"invalid {architecture} config: {exc}") from exc
+    @classmethod
+    def from_dict(cls, d: dict) -> Self:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ValueError: another format version or architecture, missing, unknown or invalid fields.
+        """
+        d = dict(d)
+        version = d.pop("format_version", None)
+        arch = d.pop("architecture", None)
+        if version != cls.FORMAT_VERSION or arch != cls.ARCHITECTURE:
+            raise ValueError(f"expected a {cls.ARCHITECTURE} config of format_version {cls.FORMAT_VERSION}, got {arch!r} v{version!r}")
+        try:
+            return cls(**d)
+        except TypeError as exc:  # missing or unknown fields, values of the wrong type
+            raise ValueError(f"invalid {cls.ARCHITECTURE} config: {exc}") from exc
 
 
 def relu_mlp(widths: Sequence[int], dropout: float) -> nn.Sequential:
