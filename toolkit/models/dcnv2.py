@@ -43,15 +43,12 @@ STRUCTURES = ("stacked", "parallel")
 
 
 @dataclass
-class DCNv2Config(layers.VersionedConfig):
+class DCNv2Config(layers.FeatureFieldsConfig):
     """Hyper-parameters of a :class:`DCNv2`.
 
     Attributes:
-        num_dense: D, the number of dense features.
-        sparse_cardinalities: table sizes of the S single-valued categorical features.
-        multi_hot_cardinalities: table sizes of the M multi-valued features (padded ids).
-        multi_hot_lengths: padded length L_m of each multi-valued feature.
-        embedding_dim: E, the width of every field embedding.
+        num_dense, sparse_cardinalities, multi_hot_cardinalities, multi_hot_lengths, embedding_dim:
+            the feature fields (see :class:`toolkit.models.layers.FeatureFieldsConfig`).
         num_cross_layers: L_c >= 1 cross layers.
         cross_rank: ``None`` for full-rank cross layers (W_l is d×d), or r >= 1 for the
             low-rank form U_l V_lᵀ (the paper finds r ≈ d/4 keeps the accuracy of full rank).
@@ -65,11 +62,6 @@ class DCNv2Config(layers.VersionedConfig):
     ARCHITECTURE: ClassVar[str] = ARCHITECTURE
     FORMAT_VERSION: ClassVar[int] = CONFIG_FORMAT_VERSION
 
-    num_dense: int
-    sparse_cardinalities: list[int]
-    multi_hot_cardinalities: list[int] = field(default_factory=list)
-    multi_hot_lengths: list[int] = field(default_factory=list)
-    embedding_dim: int = 16
     num_cross_layers: int = 3
     cross_rank: int | None = None
     structure: str = "stacked"

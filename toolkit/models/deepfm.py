@@ -42,15 +42,13 @@ ARCHITECTURE = "deepfm"
 
 
 @dataclass
-class DeepFMConfig(layers.VersionedConfig):
+class DeepFMConfig(layers.FeatureFieldsConfig):
     """Hyper-parameters of a :class:`DeepFM`.
 
     Attributes:
-        num_dense: D, the number of dense features (each one FM field).
-        sparse_cardinalities: table sizes of the S single-valued categorical features.
-        multi_hot_cardinalities: table sizes of the M multi-valued features (padded ids).
-        multi_hot_lengths: padded length L_m of each multi-valued feature.
-        embedding_dim: E, the width of every field embedding (the FM's latent dimension k).
+        num_dense, sparse_cardinalities, multi_hot_cardinalities, multi_hot_lengths, embedding_dim:
+            the feature fields (see :class:`toolkit.models.layers.FeatureFieldsConfig`); each dense
+            feature is one FM field, and E is the FM's latent dimension k.
         deep_mlp: hidden widths of the deep network (ReLU after each), at least one.
         dropout: dropout probability after each deep hidden layer (training only).
         padding_id: the id that marks padding in multi-valued features.
@@ -59,11 +57,6 @@ class DeepFMConfig(layers.VersionedConfig):
     ARCHITECTURE: ClassVar[str] = ARCHITECTURE
     FORMAT_VERSION: ClassVar[int] = CONFIG_FORMAT_VERSION
 
-    num_dense: int
-    sparse_cardinalities: list[int]
-    multi_hot_cardinalities: list[int] = field(default_factory=list)
-    multi_hot_lengths: list[int] = field(default_factory=list)
-    embedding_dim: int = 16
     deep_mlp: list[int] = field(default_factory=lambda: [128, 64])
     dropout: float = 0.0
     padding_id: int = 0

@@ -40,16 +40,13 @@ EMBEDDING_QUANTIZATIONS = ("none", "int8_rowwise")
 
 
 @dataclass
-class DLRMConfig(layers.VersionedConfig):
+class DLRMConfig(layers.FeatureFieldsConfig):
     """Hyper-parameters of a :class:`DLRM`.
 
     Attributes:
-        num_dense: D, the number of dense features.
-        sparse_cardinalities: table sizes of the S single-valued categorical features.
-        multi_hot_cardinalities: table sizes of the M multi-valued categorical features
-            (one padded id tensor each; id ``padding_id`` is masked out).
-        multi_hot_lengths: padded length L_m of each multi-valued feature.
-        embedding_dim: E, the width of every embedding and of the bottom MLP's output.
+        num_dense, sparse_cardinalities, multi_hot_cardinalities, multi_hot_lengths, embedding_dim:
+            the feature fields (see :class:`toolkit.models.layers.FeatureFieldsConfig`); E is also
+            the width of the bottom MLP's output.
         bottom_mlp: hidden widths of the bottom MLP (its output layer has width E).
         top_mlp: hidden widths of the top MLP (its output layer has width 1).
         dropout: dropout probability after each top-MLP hidden layer (training only).
@@ -64,11 +61,6 @@ class DLRMConfig(layers.VersionedConfig):
     ARCHITECTURE: ClassVar[str] = "dlrm"
     FORMAT_VERSION: ClassVar[int] = CONFIG_FORMAT_VERSION
 
-    num_dense: int
-    sparse_cardinalities: list[int]
-    multi_hot_cardinalities: list[int] = field(default_factory=list)
-    multi_hot_lengths: list[int] = field(default_factory=list)
-    embedding_dim: int = 16
     bottom_mlp: list[int] = field(default_factory=lambda: [64])
     top_mlp: list[int] = field(default_factory=lambda: [64, 32])
     dropout: float = 0.0

@@ -12,7 +12,7 @@ Multi-valued features are padded ids with a masked sum over ``nn.Embedding`` loo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Self
 
 import torch
@@ -25,7 +25,7 @@ __all__ = [
     "multi_hot_fields",
     "check_feature_fields",
     "check_dropout",
-    "VersionedConfig",
+    "FeatureFieldsConfig",
     "relu_mlp",
 ]
 
@@ -119,16 +119,37 @@ def check_dropout(dropout: float) -> None:
         raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
 
 
-class VersionedConfig:
-    """The dict form of an architecture's config dataclass (``model_config.json``), for a subclass
-    that sets ``ARCHITECTURE`` (its registry name) and ``FORMAT_VERSION`` (class variables, not fields)."""
+@dataclass
+class FeatureFieldsConfig:
+    """The fields every architecture's config starts with (those :class:`~toolkit.models.protocol.FeatureSizes`
+    fills from the data, then the embedding width), and the config's dict form (``model_config.json``).
+
+    A subclass is a dataclass that adds its own fields (all with defaults) and sets the class
+    variables ``ARCHITECTURE`` (its registry name) and ``FORMAT_VERSION``.
+
+    Attributes:
+        num_dense: D, the number of dense features (``dense_features`` float32 (B, D)).
+        sparse_cardinalities: table sizes of the S single-valued categorical features
+            (``sparse_ids`` int64 (B, S)).
+        multi_hot_cardinalities: table sizes of the M multi-valued categorical features (one
+            padded id tensor each; the config's ``padding_id`` is masked out).
+        multi_hot_lengths: padded length L_m of each multi-valued feature
+            (``multi_hot_ids`` int64 (B, sum L_m)).
+        embedding_dim: E, the width of every field embedding.
+    """
 
     ARCHITECTURE: ClassVar[str]
     FORMAT_VERSION: ClassVar[int]
 
+    num_dense: int
+    sparse_cardinalities: list[int]
+    multi_hot_cardinalities: list[int] = field(default_factory=list)
+    multi_hot_lengths: list[int] = field(default_factory=list)
+    embedding_dim: int = 16
+
     def to_dict(self) -> dict:
         """JSON-safe form led by ``format_version`` and ``architecture`` (saved as ``model_config.json``)."""
-        return {"format_version": self.FORMAT_VERSION, "architecture": self.ARCHITECTURE, **asdict(self)}  # type: ignore[call-overload]
+        return {"format_version": self.FORMAT_VERSION, "architecture": self.ARCHITECTURE, **asdict(self)}
 
     @classmethod
     def from_dict(cls, d: dict) -> Self:
