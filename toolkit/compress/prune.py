@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from toolkit.compress.prunable import require_linear_layers
 from toolkit.compress.recipe import PruneConfig
 from toolkit.data.features import EncodedRows
 from toolkit.errors import CompressError, TrainError
@@ -136,7 +137,8 @@ def prune(
         surviving (fine-tuned) weights. Its outputs are checked to equal the pruned module's.
 
     Raises:
-        CompressError: ``model`` is not a registered architecture's or has no hidden layer; a layer would keep 0
+        CompressError: ``model`` has no ``nn.Linear`` at all (said so), is not a registered architecture's or
+            has no hidden layer; a layer would keep 0
             neurons (names the layer, its width and the largest ratio that keeps one); the
             global budget is smaller than the number of hidden layers; the splits are empty,
             of the wrong widths or (``val``) single-class; ``batch_size``/``taylor_batches``
@@ -145,6 +147,7 @@ def prune(
     """
     import torch_pruning as tp  # heavy import, only needed here
 
+    require_linear_layers(model)
     hidden0 = _hidden_by_block(model)
     for name, value in (("batch_size", batch_size), ("taylor_batches", taylor_batches)):
         if value < 1:
