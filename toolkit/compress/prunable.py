@@ -36,7 +36,7 @@ from torch import nn
 
 from toolkit.errors import CompressError
 
-__all__ = ["PrunableLinears", "find_prunable_linears", "require_linear_layers"]
+__all__ = ["PrunableLinears", "find_prunable_linears", "prune_linears", "require_linear_layers"]
 
 
 @dataclass(frozen=True)
@@ -168,3 +168,64 @@ def _trial_cut(tp, model: nn.Module, name: str, inputs: Mapping[str, torch.Tenso
     except Exception as exc:  # a shape the graph does not see (a reshape, an interaction) breaks the forward
         return f"a model with one neuron fewer there fails to run ({type(exc).__name__})"
     return None if got == expected else f"a model with one neuron fewer there returns shape {got} instead of {expected}"
+
+
+def prune_linears(model: nn.Module, example_inputs: Mapping[str, torch.Tensor], ratio: float) -> nn.Module:
+    """A copy of ``model`` whose prunable ``nn.Linear`` layers (:func:`find_prunable_linears`) each keep
+    ``round((1 - ratio) * width)`` (at least 1) of their output neurons, the largest by Torch-Pruning's
+    :class:`~torch_pruning.importance.MagnitudeImportance` (p=2, over the layer's whole group). No
+    fine-tuning: a user's model comes with no rows of its own here.
+
+    A user's model (``config.linear_widths``, :class:`toolkit.models.user_model.UserModelConfig`) is
+    rebuilt from its config with the new widths, so checkpoints, export and the Python backend's torch
+    runner build the pruned shape; the rebuilt copy is checked to answer exactly what the pruned one does.
+
+    Raises:
+        CompressError: ``ratio`` outside (0, 1); nothing prunable (naming why each layer is kept); the
+            rebuilt model disagrees with the pruned one.
+    """
+    import dataclasses
+
+    import torch_pruning as tp
+
+    from toolkit.models.registry import architecture_of
+
+    if not 0 < ratio < 1:
+        raise CompressError(f"prune: ratio={ratio}, expected a number in (0, 1)")
+    found = find_prunable_linears(model, example_inputs)
+    if not found.prunable:
+        kept = "; ".join(f"{k}: {v}" for k, v in found.kept.items())
+        raise CompressError(f"prune: no nn.Linear of {type(model).__name__} may lose neurons ({kept})")
+    pruned = copy.deepcopy(model).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        graph = tp.DependencyGraph().build_dependency(pruned, example_inputs=dict(example_inputs))
+    modules = dict(pruned.named_modules())
+    importance = tp.importance.MagnitudeImportance(p=2)
+    for name in found.prunable:
+        layer = modules[name]
+        width = layer.out_features
+        keep = max(1, int((1.0 - ratio) * width + 0.5))
+        scores = importance(graph.get_pruning_group(layer, tp.prune_linear_out_channels, idxs=list(range(width))))
+        order = sorted(range(width), key=lambda i: (-float(scores[i]), i))
+        drop = sorted(order[keep:])
+        if drop:
+            graph.get_pruning_group(layer, tp.prune_linear_out_channels, idxs=drop).prune()
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "linear_widths"):
+        return pruned
+    original = dict(model.named_modules())
+    widths = {
+        n: [m.in_features, m.out_features]
+        for n, m in pruned.named_modules()
+        if isinstance(m, nn.Linear) and (m.in_features, m.out_features) != (original[n].in_features, original[n].out_features)
+    }
+    new_config = dataclasses.replace(config, linear_widths={**config.linear_widths, **widths})
+    with torch.random.fork_rng(devices=[]):
+        rebuilt = architecture_of(new_config).build(new_config)
+    rebuilt.load_state_dict(pruned.state_dict())
+    rebuilt.eval()
+    with torch.no_grad():
+        if not torch.equal(rebuilt(**example_inputs), pruned(**example_inputs)):
+            raise CompressError(f"prune: {type(model).__name__} rebuilt from its config answers differently from the pruned copy")
+    return rebuilt

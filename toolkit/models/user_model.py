@@ -41,12 +41,16 @@ class UserModelConfig:
             module's ``forward``), ``dtype`` (numpy name, ``"float32"``, ``"int64"``), ``shape``
             (``None`` first for the batch dimension B, then fixed sizes) and, for integer
             inputs, ``high``: ids are drawn from ``[0, high)`` for example inputs.
+        linear_widths: ``{qualified name: [in_features, out_features]}`` of the ``nn.Linear`` layers
+            whose widths differ from what the factory builds (after structured pruning); each is
+            replaced by an ``nn.Linear`` of these widths before the state dict is loaded.
     """
 
     source_file: str
     source: str
     factory: str
     inputs: list[dict] = field(default_factory=list)
+    linear_widths: dict[str, list[int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON-safe dict with ``architecture`` ``"user"`` and ``format_version``."""
@@ -64,8 +68,8 @@ class UserModelConfig:
         if arch != ARCHITECTURE or version != FORMAT_VERSION:
             raise ValueError(f"expected a {ARCHITECTURE!r} config of format_version {FORMAT_VERSION}, got {arch!r} version {version!r}")
         names = {"source_file", "source", "factory", "inputs"}
-        if set(d) != names:
-            raise ValueError(f"a {ARCHITECTURE!r} config has the fields {sorted(names)}, got {sorted(d)}")
+        if not names <= set(d) <= names | {"linear_widths"}:
+            raise ValueError(f"a {ARCHITECTURE!r} config has the fields {sorted(names)} (and linear_widths), got {sorted(d)}")
         return cls(**d)
 
 
@@ -109,5 +113,12 @@ def UserModel(config: UserModelConfig) -> nn.Module:  # noqa: N802  (the runner 
             f"{config.source_file}:{config.factory}() must return (module, signature) with an nn.Module first, got {type(result).__name__}"
         )
     model = result[0]
+    for name, (in_features, out_features) in config.linear_widths.items():
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        old = getattr(parent, attr)
+        if not isinstance(old, nn.Linear):
+            raise TypeError(f"{config.source_file}:{config.factory}(): {name} is a {type(old).__name__}, expected an nn.Linear to resize")
+        setattr(parent, attr, nn.Linear(in_features, out_features, bias=old.bias is not None))
     model.config = config
     return model

@@ -51,3 +51,32 @@ def test_prune_refuses_a_module_with_no_linear_layers_saying_so(synthetic_splits
         prune(EmbeddingsOnly(), PruneConfig(ratio=0.5), s.train, s.val)
     with pytest.raises(CompressError, match="has no nn.Linear layers"):
         find_prunable_linears(EmbeddingsOnly(), {"ids": torch.zeros(4, 2, dtype=torch.int64)})
+
+
+def test_a_users_module_pruned_by_half_is_rebuilt_from_its_config_and_exports_with_parity(tmp_path):
+    import json
+
+    from toolkit.compress.prunable import prune_linears
+    from toolkit.export.model import export_model
+    from toolkit.models import config_from_dict
+
+    model = load_model_file(f"{FIXTURE}:build")
+    arch = architecture_of(model)
+    pruned = prune_linears(model, arch.example_inputs(model.config, 8), 0.5)
+    assert pruned.config.linear_widths == {
+        "dense_tower.0": [3, 8],
+        "dense_tower.2": [8, 8],
+        "head.0": [14, 8],
+        "head.2": [8, 1],
+    }
+    assert model.dense_tower[0].out_features == 16  # the original is untouched
+    # what the Python backend does: the config (JSON) and the state dict alone rebuild the pruned module
+    config = config_from_dict(json.loads(json.dumps(pruned.config.to_dict())))
+    served = arch.build(config)
+    served.load_state_dict(pruned.state_dict())
+    served.eval()
+    rows = arch.example_inputs(model.config, 64, seed=5)
+    with torch.no_grad():
+        torch.testing.assert_close(served(**rows), pruned(**rows), rtol=0, atol=0)
+    report = export_model(pruned, tmp_path / "model.onnx")
+    assert report.passed and report.max_abs_diff <= 1e-5
