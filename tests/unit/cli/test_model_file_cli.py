@@ -38,3 +38,14 @@ def test_a_factory_that_raises_shows_its_line_through_the_command(tmp_path):
 
 def _out(command: list[str], tmp_path: Path) -> list[str]:
     return ["--out", str(tmp_path / "out" / "m.onnx")] if command[0] == "export" else ["--repository", str(tmp_path / "out")]
+
+
+def test_ensembles_for_a_model_file_are_refused_for_want_of_vocabularies(tmp_path):
+    from toolkit.errors import RepositoryError
+
+    repository = tmp_path / "out"
+    args = ["build", "--model-file", f"{FIXTURE}:build", "--variant", "pytorch", "--ensembles", "--repository", str(repository)]
+    done = CliRunner().invoke(app, args)
+    assert isinstance(done.exception, RepositoryError), done.output
+    assert f"{FIXTURE.resolve()}: the checkpoint has no vocabularies" in str(done.exception)
+    assert not any(repository.glob("*/config.pbtxt"))  # nothing installed
