@@ -4,7 +4,9 @@ interaction, forward's arguments in another order than its signature) through ``
 
 The ``pytorch`` variant runs the user's own class in the torch runner, rebuilt from the file text
 its ``model_config.json`` carries; ``onnx_python`` runs the export. Both must answer what the
-module's own ``forward`` answers on the same rows.
+module's own ``forward`` answers on the same rows. The same module pruned by half
+(:func:`~toolkit.compress.prunable.prune_linears`, from Python) is exported, built and served
+next to it: the torch runner rebuilds the pruned widths from its config.
 """
 
 from __future__ import annotations
@@ -18,9 +20,13 @@ import torch
 from typer.testing import CliRunner
 
 from toolkit.cli.app import app
+from toolkit.compress.prunable import prune_linears
+from toolkit.export.model import export_model
 from toolkit.models import architecture_of
 from toolkit.models.user import load_model_file
+from toolkit.repository import build_repository
 from toolkit.serving import InferenceClient, TritonServer, free_ports
+from toolkit.train.checkpoint import Checkpoint
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +41,7 @@ def _cli(*args: str) -> str:
     return done.output
 
 
-def test_a_users_module_from_a_file_is_exported_built_and_served_like_its_own_forward(tmp_path):
+def test_a_users_module_and_its_pruned_copy_are_exported_built_and_served_like_their_own_forward(tmp_path):
     spec = f"{FIXTURE}:build"
     onnx = tmp_path / "onnx" / "model.onnx"
     repository = tmp_path / "model_repository"
@@ -60,19 +66,33 @@ def test_a_users_module_from_a_file_is_exported_built_and_served_like_its_own_fo
     assert served_config["architecture"] == "user" and served_config["source"] == FIXTURE.read_text()
 
     model = load_model_file(spec)
-    rows = {k: v.numpy() for k, v in architecture_of(model).example_inputs(model.config, 300, seed=11).items()}
-    with torch.no_grad():
-        # by position, in forward's order (genre_ids, dense, user_item): the module's own call
-        want = model(*(torch.from_numpy(rows[n]) for n in ("genre_ids", "dense", "user_item")))
-    want = want.numpy().reshape(-1)
-    assert want.std() > 1e-3  # the rows get different scores, so a swapped input would show
+    arch = architecture_of(model)
+    pruned = prune_linears(model, arch.example_inputs(model.config, 8), 0.5)
+    pruned_onnx = tmp_path / "pruned" / "model.onnx"
+    export_model(pruned, pruned_onnx)
+    build_repository(
+        repository,
+        checkpoint=Checkpoint(pruned, pruned.config, None, {}, None),
+        onnx_model=pruned_onnx,
+        model_name="user_bag_pruned",
+        variants=["pytorch", "onnx_python"],
+    )
+    rows = {k: v.numpy() for k, v in arch.example_inputs(model.config, 300, seed=11).items()}
+    wants = {}
+    for family, module in (("user_bag_model", model), ("user_bag_pruned", pruned)):
+        with torch.no_grad():
+            # by position, in forward's order (genre_ids, dense, user_item): the module's own call
+            wants[family] = module(*(torch.from_numpy(rows[n]) for n in ("genre_ids", "dense", "user_item"))).numpy().reshape(-1)
+        assert wants[family].std() > 1e-3  # the rows get different scores, so a swapped input would show
+    assert np.abs(wants["user_bag_pruned"] - wants["user_bag_model"]).max() > 1e-4  # the pruned one is another model
 
     ports = dict(zip(("http_port", "grpc_port", "metrics_port"), free_ports(3), strict=True))
     with TritonServer(repository, **ports) as server:
         states = {m.name: m.state for m in server.model_states()}
-        for variant in ("pytorch", "onnx_python"):
-            name = f"user_bag_model_{variant}"
-            assert states[name] == "READY", (name, states)
-            with InferenceClient(server.grpc_url, protocol="grpc", model_name=name) as client:
-                got = client.infer_batched(rows, 64)["probability"].reshape(-1)
-            np.testing.assert_allclose(got, want, rtol=0, atol=ATOL, err_msg=name)
+        for family, want in wants.items():
+            for variant in ("pytorch", "onnx_python"):
+                name = f"{family}_{variant}"
+                assert states[name] == "READY", (name, states)
+                with InferenceClient(server.grpc_url, protocol="grpc", model_name=name) as client:
+                    got = client.infer_batched(rows, 64)["probability"].reshape(-1)
+                np.testing.assert_allclose(got, want, rtol=0, atol=ATOL, err_msg=name)
