@@ -16,8 +16,9 @@ from toolkit.errors import EXTRAS
 ROOT = Path(__file__).resolve().parents[2]
 # Provided where the code runs, not by pip: Triton's Python backend gives the models in
 # toolkit/repository/python_models/ its utilities, and the torch runner imports the copy of
-# toolkit/models/dlrm.py written next to it.
-PROVIDED = {"triton_python_backend_utils", "dlrm"}
+# toolkit/models/dlrm.py written next to it; the model files there import the copy of
+# toolkit/models/layers.py written beside them.
+PROVIDED = {"triton_python_backend_utils", "dlrm", "layers"}
 
 
 def _name(requirement: str) -> str:
