@@ -108,7 +108,16 @@ def test_tritonrec_serve_lists_each_refused_model_with_its_reason(tmp_path: Path
                 break
     finally:
         proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=60)
+        try:  # serve stops its server within 30 s (SIGINT, then SIGKILL) and exits
+            rest, _ = proc.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            import psutil  # never leave it (or the server it started) running for the next test
+
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                child.kill()
+            proc.kill()
+            rest, _ = proc.communicate()
+            pytest.fail("tritonrec serve did not exit within 90 s of Ctrl-C:\n" + "".join(lines) + rest)
     out = "".join(lines) + rest
     assert proc.returncode == 0, out
     rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") >= 5}
