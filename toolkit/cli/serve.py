@@ -83,7 +83,10 @@ def serve(
         response_cache_bytes=None if response_cache_mb is None else response_cache_mb * 1024 * 1024,
     )
     on_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None  # `docker stop` / Kubernetes: stop like Ctrl-C
+    # `docker stop` / Kubernetes send SIGTERM: stop like Ctrl-C. SIGINT is set explicitly too: a process started
+    # in the background of a non-interactive shell (`tritonrec serve &`, CI scripts) inherits it ignored, and
+    # Python then never raises KeyboardInterrupt for it.
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)} if on_main_thread else {}
     try:
         with console.status(f"starting Triton on {model_repository} ..."):
             server.start()
@@ -98,5 +101,5 @@ def serve(
         console.print("stopping Triton ...")
     finally:
         server.stop()
-        if on_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
