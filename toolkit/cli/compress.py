@@ -96,6 +96,11 @@ def compress_command(
     console.print(variants_table(report))
     console.print(selection_lines(report, spec.name), highlight=False)
     console.print(f"compressed model, recipe and report written to [bold]{out}[/bold]")
+    if (out / "skipped.json").is_file():
+        import json
+
+        for what, why in json.loads((out / "skipped.json").read_text()).items():
+            console.print(f"[yellow]{what}: {why}[/yellow]", highlight=False)
     if not mine["within_budget"]:
         console.print(
             f"[red]{spec.name}: test AUC {mine['test_auc']:.4f} is {mine['auc_ratio']:.2%} of the baseline's, "

@@ -9,6 +9,7 @@ eager baseline and the FP32 ONNX model, and judges it against the recipe's accur
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from toolkit.compress.bench import Variant, measure_variants, onnx_size_bytes
 from toolkit.compress.distill import distill
 from toolkit.compress.onnx_quant import convert_fp16, quantize_dynamic_int8, quantize_static_int8, resolve_reduce_range
 from toolkit.compress.prune import prune
-from toolkit.compress.quantize_embeddings import quantize_embeddings
+from toolkit.compress.quantize_embeddings import quantize_embeddings, rebuilds_from_config
 from toolkit.compress.recipe import ONNX_STEPS, Recipe, StepConfig, save_recipe
 from toolkit.compress.select import Candidate, select_candidate
 from toolkit.compress.stats import count_params, macs_per_sample, state_dict_bytes
@@ -279,10 +280,20 @@ def compress_and_report(
 
 
 def save_compressed(result: CompressedModel, out: Path, encoder: FeatureEncoder | None, metrics: dict) -> Path:
-    """Write a compressed model folder atomically: ``checkpoint/``, ``model.onnx`` (+ data), ``recipe.json``."""
+    """Write a compressed model folder atomically: ``checkpoint/``, ``model.onnx`` (+ data), ``recipe.json``.
+
+    ``checkpoint/`` is written only where ``load_checkpoint`` rebuilds the model from it
+    (:func:`~toolkit.compress.quantize_embeddings.rebuilds_from_config`): a DLRM always; DCN-v2,
+    DeepFM or a user's module whose tables were made int8 in place are served from ``model.onnx``,
+    and ``skipped.json`` says why there is no checkpoint (``{"checkpoint": reason}``).
+    """
     out = Path(out)
+    why = rebuilds_from_config(result.model)
     with atomic_directory(out) as tmp:
-        save_checkpoint(tmp / "checkpoint", result.model, encoder, metrics)
+        if why is None:
+            save_checkpoint(tmp / "checkpoint", result.model, encoder, metrics)
+        else:
+            (tmp / "skipped.json").write_text(json.dumps({"checkpoint": f"no checkpoint/: {why}; serve model.onnx"}, indent=2) + "\n")
         copy_onnx_model(result.onnx_path, tmp, "model.onnx")
         save_recipe(result.recipe, tmp / "recipe.json")
     return out

@@ -24,22 +24,32 @@ to the integer zero point can take, so the top of the range never clips to 127.
 
 **Bytes.** ``E + 2 + 1`` bytes per row instead of ``4 E``: 19/64 = 29.7% for E = 16.
 
-The quantized model is a :class:`~toolkit.models.dlrm.DLRM` with
-``embedding_quantization="int8_rowwise"``: its tables are
-:class:`~toolkit.models.dlrm.RowwiseInt8Embedding` modules that gather int8 rows and
-dequantize only those (ONNX: ``Gather`` on an int8 initializer, then ``Cast``/``Sub``/``Mul``).
-Its state dict round-trips through ``save_checkpoint``/``load_checkpoint`` unchanged.
+**Any module.** :func:`quantize_embeddings` walks the module tree (``named_modules``, not
+field names) and replaces every ``nn.Embedding`` with a
+:class:`~toolkit.models.dlrm.RowwiseInt8Embedding` and every ``nn.EmbeddingBag`` with a
+:class:`RowwiseInt8EmbeddingBag` wherever it sits, so DCN-v2, DeepFM and a user's own module
+get int8 tables too. Both gather int8 rows and dequantize only those (ONNX: ``Gather`` on an
+int8 initializer, then ``Cast``/``Sub``/``Mul``).
+
+The DLRM keeps its own layout: a :class:`~toolkit.models.dlrm.DLRM` with
+``embedding_quantization="int8_rowwise"`` (the single-valued tables fused into one
+:class:`~toolkit.models.dlrm.RowwiseInt8EmbeddingCollection`), whose state dict round-trips
+through ``save_checkpoint``/``load_checkpoint`` unchanged. Another architecture's config says
+nothing of its tables' storage, so its quantized copy exports and serves from ONNX but is not
+rebuilt by ``load_checkpoint`` (:func:`rebuilds_from_config` tells which).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
+from toolkit.compress.errors import StepRefused
 from toolkit.compress.recipe import QuantizeEmbeddingsConfig
 from toolkit.errors import CompressError
 from toolkit.models.dlrm import DLRM, RowwiseInt8Embedding, RowwiseInt8EmbeddingCollection
@@ -52,6 +62,8 @@ __all__ = [
     "row_error_bound",
     "quantize_embeddings",
     "embedding_bytes",
+    "rebuilds_from_config",
+    "RowwiseInt8EmbeddingBag",
 ]
 
 QMIN, QMAX = -128, 127
@@ -144,6 +156,76 @@ def row_error_bound(weight: torch.Tensor) -> torch.Tensor:
     return (hi - lo) / _STEPS * (1 + _FP16_REL) / 2 + _FP16_TINY / 2 + w.abs().max(dim=1).values * 2 * _F32_REL
 
 
+class RowwiseInt8EmbeddingBag(nn.Module):
+    """An ``nn.EmbeddingBag`` stored as row-wise INT8: ``E + 3`` bytes per row, called as the bag it replaces.
+
+    The rows live in :attr:`table`, a :class:`~toolkit.models.dlrm.RowwiseInt8Embedding`
+    (state-dict keys ``table.codes``, ``table.scales``, ``table.zero_points``).
+    ``forward(input, offsets=None, per_sample_weights=None)`` takes what ``nn.EmbeddingBag`` takes:
+    ``input`` (B, L) int64 (one bag per row) or (N,) int64 with ``offsets`` (B,) int64 (bag
+    starts), the same ``mode`` (``"sum"``, ``"mean"``, ``"max"``), ``padding_idx`` (its ids left out
+    of the bag, as PyTorch does) and ``include_last_offset``, and returns (B, E) float32. Only the
+    rows of ``input`` are gathered and dequantized; a (B, L) input (sum or mean, or max without
+    ``padding_idx``) is then a masked reduction over L, which exports to ONNX as an int8
+    ``Gather`` and a ``ReduceSum``/``ReduceMax``; other calls reduce the dequantized rows with
+    ``F.embedding_bag``.
+    """
+
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        *,
+        mode: str = "mean",
+        padding_idx: int | None = None,
+        include_last_offset: bool = False,
+    ) -> None:
+        super().__init__()
+        if mode not in ("sum", "mean", "max"):
+            raise ValueError(f"RowwiseInt8EmbeddingBag mode must be 'sum', 'mean' or 'max', got {mode!r}")
+        self.table = RowwiseInt8Embedding(num_embeddings, embedding_dim)
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.mode, self.padding_idx, self.include_last_offset = mode, padding_idx, include_last_offset
+
+    def forward(
+        self, input: torch.Tensor, offsets: torch.Tensor | None = None, per_sample_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """See the class docstring: (B, L) ids, or (N,) ids with (B,) offsets -> (B, E) float32."""
+        rows = self.table(input)  # (B, L, E) or (N, E): only the looked-up rows are dequantized
+        padded = self.padding_idx is not None
+        fixed_bags = input.dim() == 2 and offsets is None
+        if fixed_bags and (per_sample_weights is None or self.mode == "sum") and not (self.mode == "max" and padded):
+            if per_sample_weights is not None:
+                rows = rows * per_sample_weights.unsqueeze(-1).to(rows.dtype)
+            if self.mode == "max":
+                return rows.amax(dim=1)
+            if not padded:
+                return rows.sum(dim=1) if self.mode == "sum" else rows.mean(dim=1)
+            mask = (input != self.padding_idx).unsqueeze(-1).to(rows.dtype)  # (B, L, 1)
+            total = (rows * mask).sum(dim=1)
+            return total if self.mode == "sum" else total / mask.sum(dim=1).clamp(min=1.0)  # an all-padding bag is 0, as in PyTorch
+        flat = rows.reshape(-1, self.embedding_dim)
+        n = flat.shape[0]
+        index = torch.arange(n, device=input.device).reshape(input.shape)
+        pad = None
+        if padded:  # padding ids point at an extra zero row that F.embedding_bag leaves out
+            flat = torch.cat([flat, flat.new_zeros(1, self.embedding_dim)])
+            index = torch.where(input == self.padding_idx, torch.full_like(index, n), index)
+            pad = n
+        return nn.functional.embedding_bag(
+            index,
+            flat,
+            offsets,
+            mode=self.mode,
+            per_sample_weights=per_sample_weights,
+            include_last_offset=self.include_last_offset,
+            padding_idx=pad,
+        )
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, mode={self.mode!r}, int8 row-wise"
+
+
 def _quantized_table(emb: nn.Module, name: str) -> RowwiseInt8Embedding:
     if isinstance(emb, RowwiseInt8Embedding):
         return copy.deepcopy(emb)
@@ -157,28 +239,118 @@ def _quantized_table(emb: nn.Module, name: str) -> RowwiseInt8Embedding:
     return table
 
 
-def quantize_embeddings(model: DLRM, config: QuantizeEmbeddingsConfig | None = None) -> DLRM:
-    """A new DLRM whose embedding tables are row-wise INT8 copies of ``model``'s.
+def _quantized_bag(bag: nn.EmbeddingBag, name: str) -> RowwiseInt8EmbeddingBag:
+    quantized = RowwiseInt8EmbeddingBag(
+        bag.num_embeddings, bag.embedding_dim, mode=bag.mode, padding_idx=bag.padding_idx, include_last_offset=bag.include_last_offset
+    )
+    for buffer, values in zip(
+        (quantized.table.codes, quantized.table.scales, quantized.table.zero_points), quantize_rows(bag.weight, name=name), strict=True
+    ):
+        buffer.copy_(values)
+    return quantized
 
-    Every table (single- and multi-valued) is quantized with :func:`quantize_rows` (the
-    single-valued ones into one fused :class:`RowwiseInt8EmbeddingCollection`); the
-    MLP weights and biases are copied unchanged. The new model's config is ``model.config``
-    with ``embedding_quantization="int8_rowwise"``, so ``DLRM(new.config).load_state_dict(
-    new.state_dict())`` rebuilds it (what ``load_checkpoint`` does). ``model`` is not modified.
-    An already-quantized model is copied as it is. The result is in eval mode.
+
+def quantize_embeddings(
+    model: nn.Module, config: QuantizeEmbeddingsConfig | None = None, *, example_inputs: Mapping[str, torch.Tensor] | None = None
+) -> nn.Module:
+    """A copy of ``model`` whose embedding tables are row-wise INT8 (:func:`quantize_rows`).
+
+    * A :class:`~toolkit.models.dlrm.DLRM`: a new DLRM whose config is ``model.config`` with
+      ``embedding_quantization="int8_rowwise"`` (the single-valued tables fused into one
+      :class:`RowwiseInt8EmbeddingCollection`), so ``DLRM(new.config).load_state_dict(new.state_dict())``
+      rebuilds it (what ``load_checkpoint`` does). An already-quantized DLRM is copied as it is.
+    * Any other module (DCN-v2, DeepFM, a user's own): every ``nn.Embedding`` found by walking
+      ``named_modules`` becomes a :class:`RowwiseInt8Embedding` and every ``nn.EmbeddingBag`` a
+      :class:`RowwiseInt8EmbeddingBag` at the same path (a table registered under two paths stays
+      one shared table). Everything else is copied unchanged, the config included.
+
+    The copy is then run on ``example_inputs`` (default: its registered architecture's example
+    inputs, when it has one) to prove that ``forward`` works with the new tables. ``model`` is not
+    modified; the result is in eval mode.
 
     Args:
-        model: a trained FP32 :class:`~toolkit.models.dlrm.DLRM`.
+        model: a trained float32 module (CPU).
         config: the recipe step (it has no options yet; ``None`` means the defaults).
+        example_inputs: ``{forward parameter: tensor}`` for the check (optional).
 
     Raises:
-        CompressError: ``model`` is not a DLRM, or a table cannot be quantized (NaN/Inf rows,
-            ranges beyond FP16), naming the table and row.
+        StepRefused: the module has no ``nn.Embedding``/``nn.EmbeddingBag``; a table renormalizes
+            its rows at lookup (``max_norm``); or its ``forward`` fails with the int8 tables (it
+            reads a table's ``weight`` itself) — each naming the module path and why.
+        CompressError: a table cannot be quantized (NaN/Inf rows, ranges beyond FP16), naming the
+            table and row.
     """
     if config is not None and not isinstance(config, QuantizeEmbeddingsConfig):
         raise CompressError(f"quantize_embeddings expects a QuantizeEmbeddingsConfig, got {type(config).__name__}")
-    if not isinstance(model, DLRM):
-        raise CompressError(f"quantize_embeddings expects a DLRM, got {type(model).__name__}")
+    if not isinstance(model, nn.Module):
+        raise CompressError(f"quantize_embeddings expects an nn.Module, got {type(model).__name__}")
+    if isinstance(model, DLRM):
+        return _quantize_dlrm(model)
+    kind = type(model).__name__
+    tables = [(n, m) for n, m in model.named_modules(remove_duplicate=False) if isinstance(m, nn.Embedding | nn.EmbeddingBag)]
+    if not tables:
+        if any(isinstance(m, RowwiseInt8Embedding) for m in model.modules()):
+            return copy.deepcopy(model).eval()  # already quantized
+        raise StepRefused(
+            "quantize_embeddings",
+            f"quantize_embeddings: {kind} has no nn.Embedding or nn.EmbeddingBag (it has {_layer_kinds(model)}); "
+            "there is no embedding table to quantize",
+        )
+    for name, table in tables:
+        if table.max_norm is not None:
+            raise StepRefused(
+                "quantize_embeddings",
+                f"quantize_embeddings: {name or kind} ({type(table).__name__}, max_norm={table.max_norm}) renormalizes its "
+                "rows at each lookup, which fixed int8 codes cannot do",
+                hint="renormalize the table's rows once (torch.renorm) and set max_norm=None before compressing",
+            )
+    quantized = copy.deepcopy(model)
+    replacements: dict[int, nn.Module] = {}
+    with torch.no_grad():
+        for name, table in list(quantized.named_modules(remove_duplicate=False)):
+            if not isinstance(table, nn.Embedding | nn.EmbeddingBag):
+                continue
+            if id(table) not in replacements:
+                where = name or kind
+                quantize = _quantized_table if isinstance(table, nn.Embedding) else _quantized_bag
+                replacements[id(table)] = quantize(table, where)
+            if not name:  # the module is itself one table
+                return replacements[id(table)].eval()
+            parent, _, attr = name.rpartition(".")
+            setattr(quantized.get_submodule(parent), attr, replacements[id(table)])
+    quantized.eval()
+    inputs = example_inputs if example_inputs is not None else _registered_example_inputs(model)
+    if inputs is not None:
+        try:
+            with torch.no_grad():
+                quantized(**inputs)
+        except Exception as exc:
+            names = ", ".join(dict.fromkeys(n for n, _ in tables))
+            raise StepRefused(
+                "quantize_embeddings",
+                f"quantize_embeddings: {kind}'s forward fails once its tables ({names}) are int8 "
+                f"({type(exc).__name__}: {exc}); it must call each table (table(ids)), not read its weight",
+            ) from exc
+    return quantized
+
+
+def _layer_kinds(model: nn.Module) -> str:
+    kinds = sorted({type(m).__name__ for m in model.modules() if m is not model and not list(m.children())})
+    return ", ".join(kinds) or "no layers"
+
+
+def _registered_example_inputs(model: nn.Module) -> dict[str, torch.Tensor] | None:
+    """Its architecture's example inputs (4 rows), or None for a module of no registered architecture."""
+    from toolkit.models.registry import architecture_of
+
+    try:
+        arch = architecture_of(model)
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return arch.example_inputs(model.config, 4)
+
+
+def _quantize_dlrm(model: DLRM) -> DLRM:
     new_config = dataclasses.replace(model.config, embedding_quantization="int8_rowwise")
     quantized = DLRM(new_config)
     with torch.no_grad():
@@ -198,6 +370,33 @@ def quantize_embeddings(model: DLRM, config: QuantizeEmbeddingsConfig | None = N
             getattr(quantized, attr).load_state_dict(getattr(model, attr).state_dict())
     quantized.eval()
     return quantized
+
+
+def rebuilds_from_config(model: nn.Module) -> str | None:
+    """Why ``load_checkpoint`` could not rebuild ``model`` from its config and state dict; None when it can.
+
+    A DLRM with int8 tables rebuilds (its config says so); DCN-v2, DeepFM or a user's module whose
+    tables were quantized in place does not: their configs build float32 tables.
+    """
+    from toolkit.models.registry import architecture_of
+
+    try:
+        arch = architecture_of(model)
+    except (ValueError, TypeError, AttributeError) as exc:
+        return f"{type(model).__name__} is no registered architecture's model ({exc})"
+    with torch.random.fork_rng(devices=[]):
+        try:
+            rebuilt = arch.build(model.config)
+        except Exception as exc:  # a user's factory may fail in any way
+            return f"its config does not build ({type(exc).__name__}: {exc})"
+    expected, got = set(rebuilt.state_dict()), set(model.state_dict())
+    if expected != got:
+        extra = sorted(got - expected)[:3]
+        return (
+            f"a {arch.name} config builds float32 tables, while this model's state dict holds {', '.join(extra)}"
+            f"{', ...' if len(got - expected) > 3 else ''} (int8 tables quantized in place)"
+        )
+    return None
 
 
 def embedding_bytes(model: nn.Module) -> int:
