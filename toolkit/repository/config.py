@@ -29,6 +29,8 @@ __all__ = [
     "tensor_entry",
     "thread_parameter_keys",
     "config_to_text",
+    "config_to_json",
+    "retuned_config",
     "parse_config",
     "read_config",
     "config_tensor_specs",
@@ -368,6 +370,14 @@ def tensor_entry(spec: TensorSpec, max_batch_size: int) -> dict:
     return entry
 
 
+def _batcher_knobs(options: BatchingOptions) -> dict:
+    """``dynamic_batching``'s queue delay and preferred batch sizes (the list only when it has entries)."""
+    batching: dict = {"max_queue_delay_microseconds": options.max_queue_delay_us}
+    if options.preferred_batch_sizes:
+        batching["preferred_batch_size"] = list(options.preferred_batch_sizes)
+    return batching
+
+
 def _accelerator(options: BatchingOptions) -> dict:
     accelerator: dict = {"name": options.gpu_execution_accelerator}
     if options.gpu_execution_accelerator == "tensorrt":
@@ -444,9 +454,7 @@ def build_model_config(
     if backend is not None:
         d["backend"] = backend
     if options.dynamic_batching:
-        batching: dict = {"max_queue_delay_microseconds": options.max_queue_delay_us}
-        if options.preferred_batch_sizes:
-            batching["preferred_batch_size"] = list(options.preferred_batch_sizes)
+        batching: dict = _batcher_knobs(options)
         if options.has_queue_policy:
             batching["default_queue_policy"] = {
                 "timeout_action": options.queue_timeout_action,
@@ -469,6 +477,72 @@ def build_model_config(
             except (json_format.ParseError, TypeError, AttributeError) as exc:
                 raise RepositoryError(f"model {name!r}: model_warmup[{i}] is not a Triton ModelWarmup ({exc})") from exc
     return config
+
+
+def retuned_config(
+    base: ModelConfig,
+    *,
+    max_batch_size: int,
+    instance_count: int,
+    max_queue_delay_us: int,
+    preferred_batch_sizes: Sequence[int],
+    intra_op_threads: int,
+    inter_op_threads: int,
+) -> ModelConfig:
+    """A copy of ``base`` with its batching, instance count and ONNX Runtime threads changed; the rest kept.
+
+    The values are checked as :class:`BatchingOptions` checks them (the same messages) and
+    written as :func:`build_model_config` writes them: ``max_batch_size``;
+    ``instance_group[0].count`` (the group's kind and GPUs kept); ``dynamic_batching``'s
+    ``max_queue_delay_microseconds`` and ``preferred_batch_size`` (switched on where ``base``
+    had no dynamic batching; a queue policy and the batcher's other settings kept); the thread
+    ``parameters`` under the keys of ``base``'s platform or backend
+    (:func:`thread_parameter_keys`). Tensors, backend, version policy, warmup and everything
+    else stay as they are. The copy is rebuilt with ``json_format.ParseDict`` (Triton's
+    schema), like every config the toolkit writes. Used by ``tritonrec tune`` for its
+    candidates and the config it writes.
+
+    Raises:
+        RepositoryError: ``base`` has ``max_batch_size: 0`` (its dims include the batch
+            dimension, so batching cannot be switched on by the config alone); ``base`` has
+            several instance groups (a heterogeneous placement: which count would change is not
+            clear); a value out of range (naming the field, as :class:`BatchingOptions` does).
+    """
+    if base.max_batch_size == 0:
+        raise RepositoryError(
+            f"model {base.name!r} has max_batch_size 0: its dims include the batch dimension, so it cannot be tuned for batching",
+            hint="build the model with --max-batch-size >= 1",
+        )
+    if len(base.instance_group) > 1:
+        raise RepositoryError(
+            f"model {base.name!r} has {len(base.instance_group)} instance groups (a heterogeneous placement); "
+            "only the instance count of a single group can be changed",
+            hint="tune a build with one instance group, then add the other groups with `tritonrec build --instance-group`",
+        )
+    options = BatchingOptions(
+        max_batch_size=max_batch_size,
+        max_queue_delay_us=max_queue_delay_us,
+        preferred_batch_sizes=list(preferred_batch_sizes),
+        instance_count=instance_count,
+        intra_op_threads=intra_op_threads,
+        inter_op_threads=inter_op_threads,
+    )
+    d = json_format.MessageToDict(base, preserving_proto_field_name=True)
+    d["max_batch_size"] = options.max_batch_size
+    group = dict(d["instance_group"][0]) if d.get("instance_group") else {}
+    group["count"] = options.instance_count
+    d["instance_group"] = [group]
+    batching = {k: v for k, v in d.get("dynamic_batching", {}).items() if k != "preferred_batch_size"}
+    d["dynamic_batching"] = batching | _batcher_knobs(options)
+    threads = options.thread_parameters(platform=base.platform or None, backend=base.backend or None)
+    d["parameters"] = d.get("parameters", {}) | {k: {"string_value": v} for k, v in threads.items()}
+    return json_format.ParseDict(d, ModelConfig())
+
+
+def config_to_json(config: ModelConfig) -> str:
+    """The JSON of ``config`` that Triton's model-control API takes (``load_model(name, config=...)``,
+    Triton docs "Model Repository Extension"): one line, field names as in ``config.pbtxt``."""
+    return json_format.MessageToJson(config, preserving_proto_field_name=True, indent=None)
 
 
 def config_to_text(config: ModelConfig) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,7 +36,15 @@ from toolkit.perf.tune import (
     summarize,
     write_version,
 )
-from toolkit.repository.config import BatchingOptions, InstanceGroup, build_model_config, config_to_text, parse_config, read_config
+from toolkit.repository.config import (
+    BatchingOptions,
+    InstanceGroup,
+    VersionPolicy,
+    build_model_config,
+    config_to_text,
+    parse_config,
+    read_config,
+)
 from toolkit.tensors import TensorSpec
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "perf" / "tune_movielens_curves.json"
@@ -347,6 +357,28 @@ def test_candidate_config_uses_the_onnxruntime_backend_thread_parameters():
     assert "intra_op_threads" not in config.parameters
 
 
+def test_candidate_config_keeps_what_it_does_not_tune_and_checks_values_as_the_builder_does():
+    # the config goes through repository.config.retuned_config: a queue policy, the response cache, the
+    # version policy and the group's GPUs stay; a preferred batch size over max_batch_size gets BatchingOptions' message
+    options = BatchingOptions(
+        max_batch_size=256,
+        preferred_batch_sizes=[64],
+        queue_timeout_us=5000,
+        max_queue_size=32,
+        response_cache=True,
+        version_policy=VersionPolicy("all"),
+        instance_groups=[InstanceGroup("KIND_GPU", 1, gpus=[0, 1])],
+    )
+    base = build_model_config("m", INPUTS, OUTPUTS, options, backend="python")
+    config = candidate_config(base, Candidate(2, 500, 128, (), 1, 1))
+    assert config.dynamic_batching.default_queue_policy == base.dynamic_batching.default_queue_policy
+    assert config.response_cache.enable and config.version_policy == base.version_policy
+    assert config.instance_group[0].count == 2 and list(config.instance_group[0].gpus) == [0, 1]
+    assert list(config.dynamic_batching.preferred_batch_size) == [] and config.max_batch_size == 128
+    with pytest.raises(RepositoryError, match=r"preferred_batch_size \[512\] must lie in \[1, max_batch_size=256\]"):
+        candidate_config(base, Candidate(1, 100, 256, (512,), 1, 1))
+
+
 def test_candidate_config_refuses_a_model_that_does_not_batch():
     base = build_model_config("m", INPUTS, OUTPUTS, BatchingOptions(max_batch_size=0, dynamic_batching=False), backend="python")
     with pytest.raises(RepositoryError, match="max_batch_size 0"):
@@ -417,3 +449,14 @@ def test_write_version_refuses_a_model_without_versions_or_another_models_config
     (repo / "empty" / "config.pbtxt").write_text("")
     with pytest.raises(RepositoryError, match="no version folder"):
         write_version(repo, "empty", type(config)())
+
+
+def test_the_tune_package_never_imports_torch_nor_the_builder():
+    # importing toolkit.repository.config runs toolkit/repository/__init__.py, whose builder (torch) is
+    # imported on first use only; lint-imports does not see that, so it is checked at run time
+    code = (
+        "import sys, toolkit.perf.tune; "
+        "print([m for m in ('torch', 'toolkit.train', 'toolkit.export', 'toolkit.repository.builder') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
