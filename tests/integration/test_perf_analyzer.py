@@ -25,11 +25,11 @@ from tritonclient.grpc import model_config_pb2 as mc
 from typer.testing import CliRunner
 
 from toolkit.cli.app import app
-from toolkit.cli.perf import test_rows as checkpoint_test_rows  # aliased: pytest would collect a test_* name
 from toolkit.errors import PerfError
 from toolkit.perf import PerfAnalyzer, find_perf_analyzer, parse_profile_export, read_input_data, run_perf_analyzer, write_input_data
 from toolkit.perf.sweep import ensemble_steps, rows_for_model, scrape_counters, sweep_model
 from toolkit.repository import build_repository
+from toolkit.repository.rows import checkpoint_test_rows
 from toolkit.serving import InferenceClient, TritonServer, free_ports
 
 pytestmark = pytest.mark.integration

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-from toolkit.data.checkpoint_split import checkpoint_splits  # noqa: F401 (the commands' one checkpoint -> split loader)
 
 # Piped or logged output (make, CI) gets 120 columns instead of rich's 80, so tables don't truncate.
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -69,3 +70,16 @@ def progress() -> Progress:
         console=console,
         transient=False,
     )
+
+
+def print_note(line: str) -> None:
+    """Print one ``note:`` line (yellow label; the text is printed as it is, not as rich markup)."""
+    console.print(f"[yellow]note:[/yellow] {escape(line)}", highlight=False)
+
+
+@contextlib.contextmanager
+def row_progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A :func:`progress` bar over ``total`` rows; yields the callback that advances it by the rows just answered."""
+    with progress() as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)

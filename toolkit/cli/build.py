@@ -7,7 +7,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -23,16 +22,15 @@ from toolkit.cli._common import (
     ModelFile,
     OnnxPath,
     RepositoryDir,
-    checkpoint_splits,
     console,
+    print_note,
 )
-from toolkit.errors import CheckpointError, DataError, ModelFileError, RepositoryError
+from toolkit.errors import ModelFileError, RepositoryError
 
 if TYPE_CHECKING:
     from toolkit.repository import InstanceGroup, VersionPolicy
     from toolkit.train.checkpoint import Checkpoint
 
-_SAMPLE_ROWS = 256
 # toolkit.repository.builder.VARIANTS, for --variant's help without importing the builder (torch, onnx) at start-up;
 # tests/unit/cli/test_cli_imports.py checks that the two agree.
 VARIANTS = ("pytorch", "onnx", "onnx_int8", "onnx_fp16", "onnx_python", "onnx_int8_python", "onnx_fp16_python", "tensorrt", "tensorrt_int8")
@@ -62,17 +60,6 @@ def _version_policy(text: str) -> VersionPolicy:
     except ValueError:
         pass
     raise RepositoryError(f"--version-policy {text!r}: expected latest[:N], all or specific:V1,V2")
-
-
-def sample_rows(checkpoint: Path, data_dir: Path) -> dict[str, np.ndarray] | None:
-    """The first training rows of the checkpoint's split (real, in-range ids), or None without data."""
-    if not (checkpoint / "vocabularies.json").is_file() or not data_dir.is_dir():
-        return None
-    try:
-        return checkpoint_splits(checkpoint, data_dir).train.take(slice(0, _SAMPLE_ROWS)).inputs()
-    except (CheckpointError, DataError) as exc:
-        console.print(f"[yellow]note:[/yellow] no real sample rows from {data_dir} ({escape(str(exc))}); using random in-range rows")
-        return None
 
 
 def _architecture(checkpoint: Path) -> str:
@@ -149,6 +136,7 @@ def build(
         load_build_file,
         validate_repository,
     )
+    from toolkit.repository.rows import checkpoint_sample_rows
 
     spec = load_build_file(build_file) if build_file else BuildFile()
     if build_file is not None and model_name is None:
@@ -202,7 +190,7 @@ def build(
         with_ensembles = bool(ensembles)  # a model file has no vocabularies: only when asked (and then refused, saying why)
         stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(model.config.source_file).stem)
         model_name = model_name or stem
-    samples = sample_rows(checkpoint, data_dir) if model_file is None else None
+    samples = None if model_file is not None else checkpoint_sample_rows(checkpoint, data_dir, on_note=print_note)
     with console.status("building") as status:
         result = build_repository(
             repository,

@@ -17,12 +17,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from toolkit._io import atomic_write_json, atomic_write_text
-from toolkit.cli._common import DEFAULT_DATA_DIR, DEFAULT_REPOSITORY, DataDir, ModelOption, RepositoryDir, console, progress
-from toolkit.cli.build import sample_rows
-from toolkit.cli.infer import AUC_TOLERANCE, measure_variant, offline_reference
-from toolkit.cli.train import report_table
-from toolkit.cli.verify import report_notes
-from toolkit.cli.verify import report_table as verify_table
+from toolkit.cli._common import (
+    DEFAULT_DATA_DIR,
+    DEFAULT_REPOSITORY,
+    DataDir,
+    ModelOption,
+    RepositoryDir,
+    console,
+    print_note,
+    progress,
+    row_progress,
+)
+from toolkit.cli._tables import train_report_table, verify_report_notes, verify_report_table
 from toolkit.data import fetch_movielens
 
 _COLUMNS = ("variant", "protocol", "offline AUC", "served AUC", "|ΔAUC|", "p50 ms", "p99 ms", "status")
@@ -48,9 +54,12 @@ def demo(
     over HTTP and gRPC and verify every variant."""
     from toolkit.export.checkpoint import export_checkpoint
     from toolkit.repository import BatchingOptions, build_repository
+    from toolkit.repository.rows import checkpoint_sample_rows
     from toolkit.serving import TritonServer, explain_load_failure, free_ports
+    from toolkit.serving.quality import AUC_TOLERANCE, measure_served
     from toolkit.serving.verify import DEFAULT_AUC_BUDGET, verify_repository
     from toolkit.train import EpochStats, TrainConfig, train_checkpoint
+    from toolkit.train.reference import offline_reference
 
     started = time.perf_counter()
     checkpoint, onnx_path = workdir / "checkpoint", workdir / "onnx" / "model.onnx"
@@ -74,7 +83,7 @@ def demo(
             on_step=lambda d, t: bar.update(task, completed=d, total=t),
             on_epoch=on_epoch,
         )
-    console.print(report_table(report))
+    console.print(train_report_table(report))
 
     console.rule("[bold]3/6 export")
     with console.status("exporting to ONNX and checking parity with PyTorch on the test split"):
@@ -91,7 +100,7 @@ def demo(
             options=BatchingOptions(warmup_batch_sizes=[1]),
             target="cpu",
             ensembles=True,
-            sample_inputs=sample_rows(checkpoint, data_dir),
+            sample_inputs=checkpoint_sample_rows(checkpoint, data_dir, on_note=print_note),
             progress=status.update,
         )
     console.print("built " + ", ".join(f"{b.name} (v{b.version}, {b.precision})" for b in result.models) + f" in {repository}")
@@ -123,7 +132,19 @@ def demo(
                 )
                 continue
             for protocol, url in (("http", server.http_url), ("grpc", server.grpc_url)):
-                quality, latency = measure_variant(url, protocol, b.name, ref, batch_size=256, latency_requests=latency_requests)
+                with row_progress(f"{b.name} over {protocol}: test rows", len(ref.rows)) as advance:
+                    served = measure_served(
+                        url,
+                        protocol,  # type: ignore[arg-type]
+                        b.name,
+                        ref.rows.inputs(),
+                        ref.rows.labels,
+                        reference=ref.probabilities,
+                        batch_size=256,
+                        latency_requests=latency_requests,
+                        progress=advance,
+                    )
+                quality, latency = served.quality, served.latency
                 delta = abs(quality.auc - ref.auc)
                 if b.precision == "fp32":
                     status = "ok" if delta <= AUC_TOLERANCE else f"FAIL: |ΔAUC| > {AUC_TOLERANCE:g}"
@@ -159,8 +180,8 @@ def demo(
     for r in rows:
         table.add_row(*(r[c] for c in _COLUMNS))
     console.print(table)
-    console.print(verify_table(verified))
-    for line in report_notes(verified):
+    console.print(verify_report_table(verified))
+    for line in verify_report_notes(verified):
         console.print(escape(line), highlight=False, soft_wrap=True)
     elapsed = time.perf_counter() - started
     summary = {

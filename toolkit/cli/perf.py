@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
 import typer
 from rich.table import Table
 
@@ -18,25 +17,12 @@ from toolkit.cli._common import (
     DEFAULT_REPOSITORY,
     CheckpointDir,
     DataDir,
-    checkpoint_splits,
     console,
 )
 from toolkit.errors import PerfError, optional_dependencies
 
 if TYPE_CHECKING:
     from toolkit.perf.sweep import Sweep
-
-
-def test_rows(checkpoint: Path, data_dir: Path, n_rows: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """The first ``n_rows`` rows of the checkpoint's test split (its seed and vocabularies), read
-    without torch, twice: encoded (``EncodedRows.inputs()``, what a ranker takes) and as the
-    raw-feature request of the same rows (:func:`toolkit.repository.raw_inputs.raw_request`,
-    BYTES, what ``<model>_ensemble`` takes)."""
-    from toolkit.repository.raw_inputs import raw_request
-
-    splits = checkpoint_splits(checkpoint, data_dir)
-    index = slice(0, n_rows)
-    return splits.test.take(index).inputs(), raw_request(splits.raw_test.take(index))
 
 
 def _auc_of(report: Path | None, name: str | None) -> float | None:
@@ -94,6 +80,7 @@ def perf(
         from toolkit.perf.report import headline, write_perf_report
         from toolkit.perf.sweep import ensemble_steps, is_raw_feature_model, rows_for_model, sweep_model
     from toolkit.perf.analyzer import find_perf_analyzer
+    from toolkit.repository.rows import checkpoint_test_rows
     from toolkit.serving import InferenceClient, TritonServer, free_ports
 
     for p in protocol:
@@ -106,7 +93,7 @@ def perf(
     rates = [float(r) for r in request_rate.split(",")] if request_rate else None
     levels = None if rates else [int(c) for c in concurrency.split(",")]
     analyzer = find_perf_analyzer()
-    encoded, raw = test_rows(checkpoint, data_dir, rows)
+    encoded, raw = checkpoint_test_rows(checkpoint, data_dir, rows)
     server = None
     if url is None:
         ports = dict(zip(("http_port", "grpc_port", "metrics_port"), free_ports(3), strict=True))

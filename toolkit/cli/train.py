@@ -6,31 +6,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from toolkit.cli._common import DEFAULT_CHECKPOINT, DEFAULT_DATA_DIR, DataDir, ModelOption, console, progress
-
-#: How the tables name the registered architectures (others appear under their registry name).
-ARCHITECTURE_TITLES = {"dlrm": "DLRM", "dcnv2": "DCN-v2", "deepfm": "DeepFM"}
+from toolkit.cli._tables import train_report_table
 
 if TYPE_CHECKING:
-    from toolkit.train import EpochStats, TrainReport
-
-
-def report_table(report: TrainReport) -> Table:
-    """Test AUC and log loss of the trained model and its baselines."""
-    table = Table(title="Test split (random 80/10/10)")
-    for column in ("model", "test AUC", "test log loss"):
-        table.add_column(column, justify="right" if column != "model" else "left")
-    table.add_row(
-        ARCHITECTURE_TITLES.get(report.architecture, report.architecture),
-        f"{report.test_auc:.4f}",
-        f"{report.test_log_loss:.4f}",
-        style="bold",
-    )
-    for b in report.baselines:
-        table.add_row(f"{b.name} ({b.detail})", f"{b.test_auc:.4f}", f"{b.test_log_loss:.4f}")
-    return table
+    from toolkit.train import EpochStats
 
 
 def train(
@@ -76,7 +57,7 @@ def train(
 
         report = train_checkpoint(data_dir, out, config, split_seed=seed, baselines=baselines, on_step=on_step, on_epoch=on_epoch)
         bar.update(task, description=f"done (best epoch {report.result.best_epoch})")
-    console.print(report_table(report))
+    console.print(train_report_table(report))
     if baselines and not report.beats_baselines:
         console.print(f"[yellow]warning: the {model} model does not beat every baseline on test AUC[/yellow]")
     console.print(f"checkpoint written to [bold]{out}[/bold]")

@@ -13,7 +13,6 @@ from rich.table import Table
 
 from toolkit._io import atomic_write_json
 from toolkit.cli._common import DEFAULT_CHECKPOINT, DEFAULT_DATA_DIR, DEFAULT_REPOSITORY, CheckpointDir, DataDir, console
-from toolkit.cli.perf import test_rows
 
 if TYPE_CHECKING:
     from toolkit.perf.tune import TuneResult
@@ -112,6 +111,7 @@ def tune_command(
     """
     from toolkit.perf.analyzer import find_perf_analyzer
     from toolkit.perf.tune import MeasureSettings, Objective, SearchSpace, tune
+    from toolkit.repository.rows import checkpoint_test_rows
     from toolkit.serving import TritonServer, free_ports
 
     space = SearchSpace(
@@ -126,7 +126,7 @@ def tune_command(
         concurrency=_ints(concurrency, "--concurrency"), batch_size=batch_size, measurement_interval_ms=measurement_interval_ms
     )
     analyzer = find_perf_analyzer()
-    encoded, _raw = test_rows(checkpoint, data_dir, rows)
+    encoded, _raw = checkpoint_test_rows(checkpoint, data_dir, rows)
     server = None
     if url is None:
         ports = dict(zip(("http_port", "grpc_port", "metrics_port"), free_ports(3), strict=True))

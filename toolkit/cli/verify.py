@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from toolkit.cli._common import DEFAULT_DATA_DIR, DEFAULT_REPOSITORY, DataDir, console
-
-if TYPE_CHECKING:
-    from toolkit.serving.verify import VerifyReport
+from toolkit.cli._tables import verify_report_notes, verify_report_table
 
 # toolkit.serving.verify's defaults, without importing it (tritonclient, scikit-learn) at start-up;
 # tests/unit/cli/test_cli_imports.py checks that they agree.
 DEFAULT_AUC_BUDGET = 0.99
 DEFAULT_FP32_MAX_ABS_DIFF = 1e-5
-
-_STYLE = {"pass": "green", "fail": "bold red", "reference": "cyan", "not loaded": "yellow", "skipped": "dim"}
 
 
 def verify(
@@ -65,8 +60,8 @@ def verify(
             fp32_max_abs_diff=fp32_tolerance,
             on_progress=status.update,
         )
-    console.print(report_table(report))
-    for line in report_notes(report):
+    console.print(verify_report_table(report))
+    for line in verify_report_notes(report):
         console.print(escape(line), highlight=False, soft_wrap=True)
     if out is not None:
         report.write(out)
@@ -75,29 +70,3 @@ def verify(
         names = ", ".join(r.model for r in report.failed)
         console.print(f"[red]{len(report.failed)} model(s) outside their tolerance: {names}[/red]")
         raise typer.Exit(1)
-
-
-def report_table(report: VerifyReport) -> Table:
-    """The report for people: one row per model (the reasons are in :func:`report_notes`)."""
-    references = ", ".join(f"{r['model']} AUC {r['auc']:.6f}" for r in report.references.values())
-    table = Table(title=f"{report.repository}: {report.n_rows:,} test rows over {report.protocol}; reference {references}")
-    numbers = ("max |Δp| vs PyTorch", "served AUC")
-    for column in ("model", "variant", "precision", "status", *numbers, "tolerance"):
-        table.add_column(column, justify="right" if column in numbers else "left", no_wrap=column in ("model", "status"))
-    for r in report.results:
-        style = _STYLE.get(r.status, "")
-        table.add_row(
-            r.model,
-            r.variant or "-",
-            r.precision or ("unknown" if r.role in ("ranker", "ensemble") else "-"),
-            f"[{style}]{r.status}[/{style}]" if style else r.status,
-            "-" if r.max_abs_diff is None or r.status == "reference" else f"{r.max_abs_diff:.2e}",
-            "-" if r.auc is None else f"{r.auc:.6f}",
-            r.tolerance.describe() if r.tolerance else "-",
-        )
-    return table
-
-
-def report_notes(report: VerifyReport) -> list[str]:
-    """One line per model with something to say: why it failed, was not loaded or skipped, or what was assumed."""
-    return [f"{r.model} ({r.status}): {r.reason}" for r in report.results if r.reason and r.status != "reference"]

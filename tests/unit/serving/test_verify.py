@@ -12,7 +12,8 @@ import pytest
 from google.protobuf import json_format, text_format
 from rich.console import Console
 
-from toolkit.cli.verify import report_notes, report_table
+from toolkit.cli._tables import verify_report_notes as report_notes
+from toolkit.cli._tables import verify_report_table as report_table
 from toolkit.errors import RepositoryError
 from toolkit.repository.config import ModelConfig
 from toolkit.repository.metadata import ModelMetadata, write_metadata
