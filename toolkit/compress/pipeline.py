@@ -17,7 +17,6 @@ from pathlib import Path
 from toolkit._io import atomic_directory
 from toolkit.compress.bench import Variant, measure_variants, onnx_size_bytes
 from toolkit.compress.distill import distill
-from toolkit.compress.onnx_quant import convert_fp16, quantize_dynamic_int8, quantize_static_int8, resolve_reduce_range
 from toolkit.compress.prune import prune
 from toolkit.compress.quantize_embeddings import quantize_embeddings, rebuilds_from_config
 from toolkit.compress.recipe import ONNX_STEPS, Recipe, StepConfig, save_recipe
@@ -33,6 +32,7 @@ from toolkit.metrics import evaluate
 from toolkit.models.dlrm import DLRM
 from toolkit.models.registry import architecture_of
 from toolkit.models.signature import DLRM_OUTPUT
+from toolkit.optimize.onnx_quant import convert_fp16, quantize_dynamic_int8, quantize_static_int8, resolve_reduce_range
 from toolkit.train.checkpoint import save_checkpoint
 
 __all__ = ["CompressionData", "CompressedModel", "apply_torch_steps", "compress", "budget_fields", "compress_and_report"]

@@ -41,11 +41,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from toolkit.compress.onnx_quant import check_finite_outputs, convert_fp16, quantize_dynamic_int8
 from toolkit.cpu import int8_settings
 from toolkit.errors import CompressError, RepositoryError
 from toolkit.export import copy_onnx_model, read_io_specs
 from toolkit.export.tensorrt import BUILD_INFO_FILE, PLAN_FILE, build_engine, tensorrt_unavailable
+from toolkit.optimize.onnx_quant import check_finite_outputs, convert_fp16, quantize_dynamic_int8
 from toolkit.repository.config import thread_parameter_keys
 from toolkit.repository.ensemble import python_model_source
 from toolkit.tensors import TensorSpec
@@ -364,7 +364,7 @@ def quantize_qdq_for_tensorrt(src: Path, dst: Path, calibration_inputs: Mapping[
     zero points of 0; TensorRT developer guide, "Explicit Quantization"), MinMax calibration,
     per-channel weights, only ``MatMul``/``Gemm`` inputs quantized (their outputs stay float,
     ``OpTypesToExcludeOutputQuantization``), activation-by-activation ``MatMul`` nodes (the DLRM's
-    dot interaction) left in float. Unlike :func:`toolkit.compress.onnx_quant.quantize_static_int8`,
+    dot interaction) left in float. Unlike :func:`toolkit.optimize.onnx_quant.quantize_static_int8`,
     whose asymmetric activations TensorRT rejects.
 
     Args:

@@ -350,7 +350,7 @@ def test_max_batch_size_0_builds_with_a_whole_request_warmup(tmp_path: Path, art
 
 
 def test_the_cpu_ranker_keeps_int8_only_when_it_is_timed_faster(tmp_path: Path, artifacts: Artifacts, synthetic_splits) -> None:
-    from toolkit.compress.onnx_quant import quantize_dynamic_int8
+    from toolkit.optimize.onnx_quant import quantize_dynamic_int8
     from toolkit.repository.ranker_choice import ranker_verdict, time_onnx_files
 
     # the AMD EPYC (AVX2) measurement: INT8 at 0.93x FP32 -> FP32; the Intel VNNI one, 1.76x -> INT8

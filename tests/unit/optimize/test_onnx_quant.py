@@ -14,8 +14,14 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from toolkit.compress import onnx_quant
-from toolkit.compress.onnx_quant import (
+from toolkit.compress.quantize_embeddings import quantize_embeddings
+from toolkit.compress.recipe import OnnxDynamicInt8Config, OnnxFp16Config, OnnxStaticInt8Config
+from toolkit.errors import CompressError
+from toolkit.export import export_onnx, external_data_files, read_io_specs
+from toolkit.metrics import auc
+from toolkit.models import dlrm_example_inputs
+from toolkit.optimize import onnx_quant
+from toolkit.optimize.onnx_quant import (
     _RowBatches,
     check_finite_outputs,
     convert_fp16,
@@ -23,12 +29,6 @@ from toolkit.compress.onnx_quant import (
     quantize_dynamic_int8,
     quantize_static_int8,
 )
-from toolkit.compress.quantize_embeddings import quantize_embeddings
-from toolkit.compress.recipe import OnnxDynamicInt8Config, OnnxFp16Config, OnnxStaticInt8Config
-from toolkit.errors import CompressError
-from toolkit.export import export_onnx, external_data_files, read_io_specs
-from toolkit.metrics import auc
-from toolkit.models import dlrm_example_inputs
 from toolkit.train import TrainConfig, train_dlrm
 
 #: Largest |Δp| of dynamic INT8 against FP32 on the test split (see the first test for why).
@@ -406,7 +406,7 @@ def test_a_failing_pre_processing_is_skipped_with_a_warning(dlrm_onnx, synthetic
         raise RuntimeError("symbolic shape inference failed")
 
     monkeypatch.setattr(shape_inference, "quant_pre_process", broken)
-    with caplog.at_level("WARNING", logger="toolkit.compress.onnx_quant"):
+    with caplog.at_level("WARNING", logger="toolkit.optimize.onnx_quant"):
         dst = quantize_dynamic_int8(dlrm_onnx["fp32"], tmp_path / "model.onnx", OnnxDynamicInt8Config())
     assert "quant_pre_process failed on" in caplog.text and "quantizing it without pre-processing" in caplog.text
     test = synthetic_splits.test.inputs()

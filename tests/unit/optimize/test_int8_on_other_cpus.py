@@ -18,10 +18,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from toolkit.compress.onnx_quant import quantize_dynamic_int8, quantize_static_int8
 from toolkit.compress.recipe import OnnxDynamicInt8Config, OnnxStaticInt8Config
 from toolkit.export import export_onnx
 from toolkit.models import dlrm_example_inputs
+from toolkit.optimize.onnx_quant import quantize_dynamic_int8, quantize_static_int8
 from toolkit.train import TrainConfig, train_dlrm
 
 QEMU = shutil.which("qemu-x86_64")
