@@ -19,7 +19,13 @@ What a build does (TensorRT Python API, TensorRT 10: ``trt.Builder``,
    rows are launch-bound anyway); every other dimension must be fixed in the ONNX file;
 3. FP16 (``BuilderFlag.FP16``), or INT8 (``BuilderFlag.INT8`` + FP16 for the layers left in
    float) from a Q/DQ ONNX model (explicit quantization) or a calibration cache (implicit
-   quantization with a cache-only calibrator);
+   quantization with a cache-only calibrator). The Q/DQ model comes from the toolkit's one
+   static INT8 implementation, :func:`toolkit.optimize.quantize_qdq_for_tensorrt`
+   (ONNX Runtime's ``quantize_static``, symmetric, float weights with Q/DQ pairs, float
+   biases), or from the user; before any TensorRT call it is checked on the CPU for what
+   TensorRT's explicit quantization refuses (:func:`qdq_findings`: a zero point other than 0,
+   unsigned INT8, a scale that is not a positive constant, per-channel activation scales, an
+   INT32 quantized bias, dynamic-quantization ops);
 4. read the engine back and check each I/O tensor's batch dimension is dynamic (-1) and the
    profile covers ``max_batch_size`` (:func:`profile_findings`) *before* anything is written;
 5. compare the engine with ONNX Runtime (CPU) on real rows with Polygraphy's ``Comparator``
@@ -34,7 +40,7 @@ says so in words.
 
 Needs an NVIDIA GPU, the ``tensorrt`` Python package and ``polygraphy`` (``make gpu-deps``,
 pinned in ``requirements-gpu.txt``). Nothing here imports them at module import time;
-:func:`profile_findings` is pure and runs anywhere.
+:func:`profile_findings` and :func:`qdq_findings` are pure and run anywhere.
 """
 
 from __future__ import annotations
@@ -70,6 +76,7 @@ __all__ = [
     "gpu_info",
     "plan_findings",
     "profile_findings",
+    "qdq_findings",
     "read_plan_io",
     "read_plan_profiles",
     "tensorrt_unavailable",
@@ -278,6 +285,139 @@ def profile_findings(
                     f"{model} {role} '{name}' has a fixed batch dimension of {dims[0]} (shape {_describe(dims)}), but "
                     f"max_batch_size={max_batch_size} needs a dynamic one (-1); fix: re-export the ONNX file with a dynamic "
                     "batch dimension (`tritonrec export` does) and rebuild the engine, or build with --max-batch-size 0"
+                )
+    return findings
+
+
+#: Quantized ops TensorRT's ONNX parser cannot import: ONNX Runtime's dynamic INT8 and its
+#: QOperator format (TensorRT takes INT8 only as QuantizeLinear/DequantizeLinear pairs).
+QDQ_UNSUPPORTED_OPS = frozenset(
+    {
+        "DynamicQuantizeLinear",
+        "MatMulInteger",
+        "ConvInteger",
+        "MatMulIntegerToFloat",
+        "DynamicQuantizeMatMul",
+        "QLinearMatMul",
+        "QLinearConv",
+        "QGemm",
+        "QLinearAdd",
+        "QLinearMul",
+    }
+)
+
+
+def _constant_values(model) -> dict[str, object]:
+    """``{name: TensorProto}`` of the top-level initializers and ``Constant`` outputs (external data not read)."""
+    values: dict[str, object] = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value" and attr.HasField("t"):
+                    values[node.output[0]] = attr.t
+    return values
+
+
+def _tensor_array(tensor, base_dir: Path | None) -> np.ndarray:
+    import onnx
+    from onnx import numpy_helper
+
+    if tensor.data_location == onnx.TensorProto.EXTERNAL and base_dir is not None:
+        tensor = onnx.TensorProto.FromString(tensor.SerializeToString())
+        onnx.external_data_helper.load_external_data_for_tensor(tensor, str(base_dir))
+    return numpy_helper.to_array(tensor)
+
+
+def qdq_findings(model_or_path) -> list[str]:
+    """What stops TensorRT from building an explicitly quantized INT8 engine from this Q/DQ model.
+
+    Pure (ONNX only, no TensorRT or GPU): it checks on the CPU what TensorRT's explicit
+    quantization takes (TensorRT developer guide, "Working with Quantized Types": symmetric
+    quantization to signed INT8, the scale a build-time constant, per-tensor scales for
+    activations and per-tensor or per-channel ones for weights) on every top-level
+    ``QuantizeLinear``/``DequantizeLinear`` node:
+
+    * a zero point that is not all 0 (ONNX Runtime's default asymmetric activations), or of
+      type UINT8;
+    * a scale that is not a constant (initializer or ``Constant``), or not finite and > 0;
+    * a ``QuantizeLinear`` of an activation (not of a constant weight) with more than one scale;
+    * a ``DequantizeLinear`` of an INT32 constant (ONNX Runtime's quantized bias), which
+      TensorRT's parser refuses ("only activation types allowed as input", onnx/onnx-tensorrt#850);
+
+    plus ops TensorRT cannot import (:data:`QDQ_UNSUPPORTED_OPS`), and a model with no Q/DQ
+    node at all (an INT8 engine would then have no scales). A scale or zero point shared by a
+    ``QuantizeLinear`` and its ``DequantizeLinear`` is reported once, at the first node reading it.
+
+    Args:
+        model_or_path: an ``onnx.ModelProto`` or the ``.onnx`` file (external data next to it).
+
+    Returns:
+        One line per problem, naming the node, the value found and the fix; ``[]`` when none.
+
+    Raises:
+        ExportError: the file cannot be read as an ONNX model.
+    """
+    import onnx
+
+    if isinstance(model_or_path, (str, Path)):
+        path = Path(model_or_path)
+        try:
+            model = onnx.load_model(str(path), load_external_data=False)
+        except Exception as exc:
+            raise ExportError(f"cannot read ONNX model {path}: {type(exc).__name__}: {exc}") from exc
+        base_dir, label = path.parent, path.name
+    else:
+        model, base_dir, label = model_or_path, None, "the model"
+    constants = _constant_values(model)
+    fix = "quantize with toolkit.optimize.quantize_qdq_for_tensorrt (symmetric INT8), or give a calibration cache"
+    findings: list[str] = []
+    unsupported = sorted({n.op_type for n in model.graph.node} & QDQ_UNSUPPORTED_OPS)
+    if unsupported:
+        findings.append(
+            f"{label} holds {', '.join(unsupported)}, which TensorRT's ONNX parser cannot import "
+            f"(INT8 must be QuantizeLinear/DequantizeLinear pairs); fix: {fix}"
+        )
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    if not qdq and not unsupported:
+        findings.append(f"{label} has no QuantizeLinear/DequantizeLinear nodes, so an INT8 engine would have no scales; fix: {fix}")
+    seen: set[str] = set()
+    for node in qdq:
+        data = constants.get(node.input[0])
+        if node.op_type == "DequantizeLinear" and data is not None and data.data_type == onnx.TensorProto.INT32:
+            findings.append(
+                f"{label} DequantizeLinear node '{node.name or node.output[0]}' reads the INT32 constant '{node.input[0]}' "
+                f"(a quantized bias), which TensorRT's ONNX parser refuses; fix: {fix}"
+            )
+        where = f"{label} {node.op_type} node '{node.name or node.output[0]}'"
+        scale_name = node.input[1] if len(node.input) > 1 else ""
+        scale = constants.get(scale_name)
+        if scale_name in seen and (len(node.input) < 3 or node.input[2] in seen):
+            continue
+        seen.update(node.input[1:3])
+        if scale is None:
+            findings.append(f"{where}: its scale '{scale_name}' is not a constant; TensorRT needs build-time scales; fix: {fix}")
+        else:
+            values = _tensor_array(scale, base_dir).astype(np.float64)
+            if values.size == 0 or not np.all(np.isfinite(values)) or not np.all(values > 0):
+                bad = values[~(np.isfinite(values) & (values > 0))] if values.size else values
+                findings.append(f"{where}: scale '{scale_name}' holds {bad[:3].tolist()}, expected finite values > 0; fix: {fix}")
+            elif node.op_type == "QuantizeLinear" and values.size > 1 and node.input[0] not in constants:
+                findings.append(
+                    f"{where}: {values.size} scales (per channel) for an activation; TensorRT quantizes activations per tensor; fix: {fix}"
+                )
+        if len(node.input) > 2 and node.input[2]:
+            zp = constants.get(node.input[2])
+            if zp is None:
+                findings.append(f"{where}: its zero point '{node.input[2]}' is not a constant; fix: {fix}")
+                continue
+            if zp.data_type == onnx.TensorProto.UINT8:
+                findings.append(f"{where}: zero point '{node.input[2]}' is UINT8; TensorRT quantizes to signed INT8 only; fix: {fix}")
+            values = _tensor_array(zp, base_dir)
+            if values.any():
+                nonzero = values[values != 0]
+                findings.append(
+                    f"{where}: zero point '{node.input[2]}' is {int(nonzero.flat[0])} ({nonzero.size} of {values.size} "
+                    f"nonzero); TensorRT takes symmetric quantization only (zero point 0); fix: {fix}"
                 )
     return findings
 
@@ -592,8 +732,10 @@ def build_engine(
     """Build, check, compare and write a TensorRT engine for ``onnx_path`` (see the module docstring).
 
     Args:
-        onnx_path: the ONNX file (FP32; for ``precision="int8"`` a Q/DQ model, or an FP32 one
-            with ``calibration_cache``). Every non-batch dimension must be fixed.
+        onnx_path: the ONNX file (FP32; for ``precision="int8"`` a symmetric Q/DQ model, checked
+            with :func:`qdq_findings` before TensorRT is called, e.g. from
+            :func:`toolkit.optimize.quantize_qdq_for_tensorrt`; or an FP32 one with
+            ``calibration_cache``). Every non-batch dimension must be fixed.
         plan_path: where ``model.plan`` goes; ``tensorrt_build.json`` is written next to it.
         max_batch_size: the Triton config's value; the profile's batch range is [1, max_batch_size].
             0 only for an ONNX file with fully static shapes.
@@ -612,7 +754,9 @@ def build_engine(
         The files written, the engine's I/O tensors and its profile, the record and the comparison.
 
     Raises:
-        ExportError: no GPU/TensorRT/Polygraphy here; an unknown precision; a fixed batch dimension
+        ExportError: an INT8 model without a calibration cache that TensorRT's explicit
+            quantization refuses (:func:`qdq_findings`, checked first, on any machine); no
+            GPU/TensorRT/Polygraphy here; an unknown precision; a fixed batch dimension
             with ``max_batch_size > 0``; a dynamic non-batch dimension; the ONNX parser's errors;
             a failed build; a profile that does not cover ``max_batch_size`` (:func:`profile_findings`);
             outputs beyond the tolerance. Nothing is written then.
@@ -624,6 +768,10 @@ def build_engine(
         raise ExportError(f"a calibration cache ({calibration_cache}) is only used for INT8 engines, not {precision}")
     if opt_batch_size is not None and not 1 <= opt_batch_size <= max(max_batch_size, 1):
         raise ExportError(f"opt_batch_size={opt_batch_size} must lie in [1, max_batch_size={max_batch_size}]")
+    if precision == "int8" and calibration_cache is None:
+        findings = qdq_findings(onnx_path)  # on the CPU, before any TensorRT call
+        if findings:
+            raise ExportError(f"no INT8 engine can be built from {onnx_path}: " + "; ".join(findings), hint="nothing was written")
     trt = _require_tensorrt()
     check_batch_dimension(onnx_path, max_batch_size)
     read_io_specs(onnx_path)  # a readable ONNX file, with clear errors

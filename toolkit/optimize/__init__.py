@@ -13,9 +13,11 @@ Where it sits in the data flow, and so in the layers (``.importlinter``)::
   TensorRT engine), with parity checks.
 * :mod:`toolkit.optimize` (this package) converts an ONNX file into another ONNX file with
   ONNX Runtime's tools (:mod:`toolkit.optimize.onnx_quant`): the recipe steps
-  ``onnx_dynamic_int8``, ``onnx_static_int8``, ``onnx_fp16`` and the repository builder's
-  ``onnx_int8``/``onnx_fp16`` variants. It reads the step configs from
-  :mod:`toolkit.compress.recipe` (below it) and never imports the repository.
+  ``onnx_dynamic_int8``, ``onnx_static_int8``, ``onnx_fp16``, the repository builder's
+  ``onnx_int8``/``onnx_fp16`` variants, and the Q/DQ model TensorRT's INT8 engines are built
+  from (:func:`quantize_qdq_for_tensorrt`: the same static INT8 implementation with symmetric
+  activations, checked with :func:`toolkit.export.tensorrt.qdq_findings`). It reads the
+  step configs from :mod:`toolkit.compress.recipe` (below it) and never imports the repository.
 
 The recipe runner, which applies a whole recipe (PyTorch steps, export, the ONNX step) and
 times the candidates (``toolkit.compress.pipeline``, ``select``, ``bench``), spans all three
@@ -29,6 +31,7 @@ from toolkit.optimize.onnx_quant import (
     convert_fp16,
     find_fp16_unsafe_nodes,
     quantize_dynamic_int8,
+    quantize_qdq_for_tensorrt,
     quantize_static_int8,
     resolve_reduce_range,
 )
@@ -39,6 +42,7 @@ __all__ = [
     "convert_fp16",
     "find_fp16_unsafe_nodes",
     "quantize_dynamic_int8",
+    "quantize_qdq_for_tensorrt",
     "quantize_static_int8",
     "resolve_reduce_range",
 ]

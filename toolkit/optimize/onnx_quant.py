@@ -1,13 +1,16 @@
-"""Post-training compression of an exported ONNX model with ONNX Runtime's tools.
+"""ONNX-file optimizers: INT8 and FP16 conversions of an exported model with ONNX Runtime's tools.
 
-Three conversions, each ``(src .onnx, dst .onnx, step config) -> dst``:
+Each conversion is ``(src .onnx, dst .onnx, step config) -> dst``:
 
 * :func:`quantize_dynamic_int8`: ``onnxruntime.quantization.quantize_dynamic``. INT8 weights
   for MatMul/Gemm, activations quantized at run time (``DynamicQuantizeLinear`` +
   ``MatMulInteger``). No calibration data needed.
 * :func:`quantize_static_int8`: ``quantize_static`` in QDQ format (``QuantizeLinear`` /
   ``DequantizeLinear`` pairs on the weight and activation inputs of MatMul/Gemm), activation
-  ranges calibrated on rows.
+  ranges calibrated on rows. The one static INT8 Q/DQ implementation: the recipe step
+  ``onnx_static_int8`` runs it for ONNX Runtime, and :func:`quantize_qdq_for_tensorrt` runs it
+  in the form TensorRT's explicit quantization imports (the ``tensorrt_int8``
+  variant), checked with :func:`toolkit.export.tensorrt.qdq_findings`.
 * :func:`convert_fp16`: FP16 weights and compute with FP32 inputs and outputs, keeping the
   nodes whose constants or attributes FP16 cannot represent in FP32.
 
@@ -55,6 +58,7 @@ __all__ = [
     "check_finite_outputs",
     "find_fp16_unsafe_nodes",
     "quantize_dynamic_int8",
+    "quantize_qdq_for_tensorrt",
     "quantize_static_int8",
     "resolve_reduce_range",
     "convert_fp16",
@@ -76,6 +80,8 @@ _UNDERFLOW_NEGLIGIBLE_ABOVE = 2.0**-13
 _SINGLE_FILE_LIMIT = 2**31 - 2**24
 _DEFAULT_SAMPLE_ROWS = 8
 _CALIBRATION_BATCH_ROWS = 256
+# quantize_static's extra options for TensorRT's explicit quantization (see quantize_static_int8).
+_TENSORRT_QDQ_OPTIONS = {"ActivationSymmetric": True, "WeightSymmetric": True, "AddQDQPairToWeight": True, "QuantizeBias": False}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,6 +409,7 @@ def quantize_static_int8(
     sample_inputs: Mapping[str, np.ndarray] | None = None,
     quantize_activation_matmuls: bool = False,
     cpu: str = "auto",
+    tensorrt: bool = False,
 ) -> Path:
     """Static INT8 quantization in QDQ format (``onnxruntime.quantization.quantize_static``).
 
@@ -412,7 +419,8 @@ def quantize_static_int8(
     Activation ranges are calibrated (``config.calibration_method``: MinMax, Entropy or
     Percentile) on the first ``config.calibration_rows`` rows of ``calibration_inputs`` in
     batches of 256; weights are QInt8 (per output channel when ``config.per_channel``),
-    activations QInt8.
+    activations QInt8: asymmetric (a zero point per tensor, the full int8 range for the
+    one-sided outputs of a ReLU) unless ``tensorrt``.
 
     What is quantized: only ``MatMul`` and ``Gemm`` nodes are handed to the quantizer
     (``op_types_to_quantize``), so embedding ``Gather`` nodes never are. Their weight and
@@ -434,6 +442,13 @@ def quantize_static_int8(
         quantize_activation_matmuls: also quantize activation-by-activation ``MatMul`` nodes.
         cpu: the serving CPU; decides ``reduce_range`` when ``config.reduce_range`` is None
             (as for :func:`quantize_dynamic_int8`).
+        tensorrt: write the form TensorRT's explicit quantization imports
+            (:func:`quantize_qdq_for_tensorrt`): zero points of 0 for activations and weights
+            (``ActivationSymmetric``, ``WeightSymmetric``); weights kept float, each with a
+            ``QuantizeLinear``/``DequantizeLinear`` pair (``AddQDQPairToWeight``) as QAT
+            exports write them; biases left float (``QuantizeBias=False``: TensorRT's parser
+            refuses the int32 bias ``DequantizeLinear`` written otherwise, onnx/onnx-tensorrt#850).
+            ONNX Runtime computes the same values either way; the file is larger (float weights).
 
     Returns:
         ``dst``.
@@ -479,7 +494,10 @@ def quantize_static_int8(
                 calibrate_method=method,
                 nodes_to_exclude=excluded,
                 use_external_data_format=_is_large(model_in),
-                extra_options={"OpTypesToExcludeOutputQuantization": list(QUANTIZED_OP_TYPES)},
+                extra_options={
+                    "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OP_TYPES),
+                    **(_TENSORRT_QDQ_OPTIONS if tensorrt else {}),
+                },
             )
         except Exception as exc:
             raise CompressError(
@@ -490,8 +508,64 @@ def quantize_static_int8(
         if sample_inputs is None:
             sample_inputs = {k: v[: max(config.calibration_rows, 1)] for k, v in arrays.items()}
         _install(model, dst, sample_inputs)
-    log.info("static INT8 (QDQ, reduce_range=%s): %s -> %s (%s)", reduce_range, src, dst, _op_summary(model))
+    log.info(
+        "static INT8 (QDQ, %s, reduce_range=%s): %s -> %s (%s)",
+        "for TensorRT: symmetric, float weights with Q/DQ pairs" if tensorrt else "asymmetric activations",
+        reduce_range,
+        src,
+        dst,
+        _op_summary(model),
+    )
     return dst
+
+
+def quantize_qdq_for_tensorrt(src: Path, dst: Path, calibration_inputs: Mapping[str, np.ndarray]) -> Path:
+    """The Q/DQ INT8 model a TensorRT INT8 engine is built from (explicit quantization), on CPU.
+
+    :func:`quantize_static_int8` with the settings TensorRT's explicit quantization takes
+    (TensorRT developer guide, "Working with Quantized Types": symmetric quantization, signed
+    INT8, so every zero point is 0): ``tensorrt=True``, MinMax calibration on all of
+    ``calibration_inputs`` (at least 16 rows are asked for; fewer are all used), per-channel
+    weights, 8-bit weights (``reduce_range=False``: a GPU's INT8 kernels do not saturate as x86
+    AVX2's do). The same Q/DQ placement as the ONNX Runtime step: only ``MatMul``/``Gemm``
+    inputs, activation-by-activation ``MatMul`` nodes left in float. The result is checked with
+    :func:`toolkit.export.tensorrt.qdq_findings` (what TensorRT's ONNX parser refuses) and run
+    once in ONNX Runtime (finite outputs); TensorRT itself then builds it with
+    :func:`toolkit.export.tensorrt.build_engine` ``(precision="int8")``, and Polygraphy compares
+    the engine against ONNX Runtime running this same file.
+
+    Args:
+        src: the FP32 ``.onnx`` file (external data next to it is fine).
+        dst: the Q/DQ ``.onnx`` file to write.
+        calibration_inputs: ``{graph input name: array}`` real rows (in-range ids), N >= 1.
+
+    Returns:
+        ``dst``.
+
+    Raises:
+        CompressError: as :func:`quantize_static_int8`; or the result holds something TensorRT
+            would refuse (the findings, naming the node; ``dst`` is then removed).
+    """
+    from toolkit.export.tensorrt import qdq_findings
+
+    config = OnnxStaticInt8Config(
+        per_channel=True, reduce_range=False, calibration_method="minmax", calibration_rows=max(16, _rows_of(calibration_inputs))
+    )
+    dst = Path(dst)
+    quantize_static_int8(src, dst, config, calibration_inputs, tensorrt=True)
+    findings = qdq_findings(dst)
+    if findings:
+        for path in (dst, dst.parent / (dst.name + ".data")):
+            path.unlink(missing_ok=True)
+        raise CompressError(
+            f"the Q/DQ INT8 model {dst} is not one TensorRT imports: " + "; ".join(findings),
+            hint="report this: quantize_static_int8(tensorrt=True) should write only what TensorRT imports",
+        )
+    return dst
+
+
+def _rows_of(arrays: Mapping[str, np.ndarray]) -> int:
+    return int(next(iter(arrays.values())).shape[0]) if arrays else 0
 
 
 def _activation_matmuls(model_path: Path) -> list[str]:

@@ -45,7 +45,7 @@ from toolkit.cpu import int8_settings
 from toolkit.errors import CompressError, RepositoryError
 from toolkit.export import copy_onnx_model, read_io_specs
 from toolkit.export.tensorrt import BUILD_INFO_FILE, PLAN_FILE, build_engine, tensorrt_unavailable
-from toolkit.optimize.onnx_quant import check_finite_outputs, convert_fp16, quantize_dynamic_int8
+from toolkit.optimize.onnx_quant import check_finite_outputs, convert_fp16, quantize_dynamic_int8, quantize_qdq_for_tensorrt
 from toolkit.repository.config import thread_parameter_keys
 from toolkit.repository.ensemble import python_model_source
 from toolkit.tensors import TensorSpec
@@ -60,7 +60,6 @@ __all__ = [
     "onnx_precision",
     "prepare_variant",
     "resolve_sample_inputs",
-    "quantize_qdq_for_tensorrt",
     "variant_unavailable",
 ]
 
@@ -336,89 +335,6 @@ def _make_onnx(
     }
 
 
-class _Rows:
-    """An ONNX Runtime ``CalibrationDataReader`` over sample rows, ``batch`` rows at a time."""
-
-    def __init__(self, arrays: Mapping[str, np.ndarray], batch: int = 256) -> None:
-        self.arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
-        self.n = next(iter(self.arrays.values())).shape[0]
-        self.batch = batch
-        self.start = 0
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self.start >= self.n:
-            return None
-        out = {k: v[self.start : self.start + self.batch] for k, v in self.arrays.items()}
-        self.start += self.batch
-        return out
-
-    def rewind(self) -> None:
-        self.start = 0
-
-
-def quantize_qdq_for_tensorrt(src: Path, dst: Path, calibration_inputs: Mapping[str, np.ndarray]) -> Path:
-    """Static INT8 in the Q/DQ form TensorRT imports (explicit quantization), calibrated on real rows.
-
-    ``onnxruntime.quantization.quantize_static`` in QDQ format with symmetric INT8 weights and
-    activations (``WeightSymmetric``/``ActivationSymmetric``: TensorRT's ONNX parser accepts only
-    zero points of 0; TensorRT developer guide, "Explicit Quantization"), MinMax calibration,
-    per-channel weights, only ``MatMul``/``Gemm`` inputs quantized (their outputs stay float,
-    ``OpTypesToExcludeOutputQuantization``), activation-by-activation ``MatMul`` nodes (the DLRM's
-    dot interaction) left in float. Unlike :func:`toolkit.optimize.onnx_quant.quantize_static_int8`,
-    whose asymmetric activations TensorRT rejects.
-
-    Args:
-        src: the FP32 ``.onnx`` file (external data next to it is fine).
-        dst: the Q/DQ ``.onnx`` file to write (one self-contained file).
-        calibration_inputs: ``{input name: array}`` real rows (in-range ids), N >= 1.
-
-    Returns:
-        ``dst``, checked to run in ONNX Runtime with finite outputs.
-
-    Raises:
-        RepositoryError: the quantizer failed, or the result gives NaN/Inf on the rows.
-    """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    src, dst = Path(src), Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    model = onnx.load_model(str(src), load_external_data=True)
-    single = dst.parent / f"fp32_{dst.name}"
-    onnx.save_model(model, str(single))  # one file: the quantizer saves intermediate models elsewhere
-    constants = {t.name for t in model.graph.initializer}
-    constants.update(o for n in model.graph.node if n.op_type == "Constant" for o in n.output)
-    activation_matmuls = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name and not constants.intersection(n.input)]
-    try:
-        quantize_static(
-            str(single),
-            str(dst),
-            _Rows(calibration_inputs),
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["MatMul", "Gemm"],
-            per_channel=True,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=activation_matmuls,
-            extra_options={
-                "ActivationSymmetric": True,
-                "WeightSymmetric": True,
-                "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"],
-            },
-        )
-    except Exception as exc:
-        raise RepositoryError(
-            f"static Q/DQ INT8 quantization of {src} for TensorRT failed: {type(exc).__name__}: {str(exc)[:500]}"
-        ) from exc
-    finally:
-        single.unlink(missing_ok=True)
-    try:
-        check_finite_outputs(dst, _check_rows(calibration_inputs))
-    except CompressError as exc:
-        raise RepositoryError(f"the Q/DQ INT8 model for TensorRT is unusable: {exc}", hint=exc.hint) from exc
-    return dst
-
-
 def _prepare_tensorrt(
     spec: VariantSpec,
     version_dir: Path,
@@ -444,9 +360,15 @@ def _prepare_tensorrt(
         elif quant_ops:
             source["int8"] = "explicit quantization: the given Q/DQ model"
         else:
-            build_from = reference = quantize_qdq_for_tensorrt(onnx_model, work_dir / "qdq" / "model.onnx", samples)
+            try:
+                build_from = reference = quantize_qdq_for_tensorrt(onnx_model, work_dir / "qdq" / "model.onnx", samples)
+            except CompressError as exc:
+                raise RepositoryError(f"the Q/DQ INT8 model for TensorRT could not be made: {exc}", hint=exc.hint) from exc
             rows = next(iter(samples.values())).shape[0]
-            source["int8"] = f"explicit quantization: symmetric static Q/DQ INT8 calibrated (MinMax) on {rows} sample rows"
+            source["int8"] = (
+                f"explicit quantization: symmetric static Q/DQ INT8 (toolkit.optimize.quantize_qdq_for_tensorrt) calibrated (MinMax) "
+                f"on {rows} sample rows"
+            )
     elif quant_ops:
         raise RepositoryError(
             f"{onnx_model} is already INT8-quantized ({', '.join(quant_ops)}); the FP16 TensorRT variant needs the FP32 export",

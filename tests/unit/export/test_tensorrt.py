@@ -1,7 +1,9 @@
-"""TensorRT engines: the pure profile checks everywhere, the engine builds on a GPU machine only.
+"""TensorRT engines: the pure profile and Q/DQ checks everywhere, the engine builds on a GPU machine only.
 
 Where there is no NVIDIA GPU or no ``tensorrt``, the ``gpu`` tests are skipped with the
-reason :func:`tensorrt_unavailable` gives; nothing is faked.
+reason :func:`tensorrt_unavailable` gives; nothing is faked. The CPU side of the INT8 path,
+the Q/DQ ONNX file TensorRT is handed (:func:`toolkit.optimize.quantize_qdq_for_tensorrt`),
+is made and run here with real ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -11,8 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
+from toolkit.compress.recipe import OnnxStaticInt8Config
 from toolkit.errors import ExportError
 from toolkit.export import export_onnx, profile_findings, tensorrt_unavailable
 from toolkit.export.tensorrt import (
@@ -22,9 +29,11 @@ from toolkit.export.tensorrt import (
     build_engine,
     cuda_device_unavailable,
     plan_findings,
+    qdq_findings,
     read_plan_io,
     read_plan_profiles,
 )
+from toolkit.optimize import quantize_dynamic_int8, quantize_qdq_for_tensorrt, quantize_static_int8
 
 GOOD = {"x": ((1, 4), (32, 4), (32, 4)), "ids": ((1, 3), (32, 3), (32, 3))}
 
@@ -92,6 +101,103 @@ def test_the_tolerances_name_their_source() -> None:
     assert ENGINE_TOLERANCES["fp16"].atol == 1e-2 and "2**-11" in ENGINE_TOLERANCES["fp16"].source
     assert ENGINE_TOLERANCES["int8"].source
     assert "TensorRT version" in PLAN_PORTABILITY_NOTE and "GPU" in PLAN_PORTABILITY_NOTE
+
+
+# ---------------------------------------------------------------------------------------------
+# the Q/DQ model of the INT8 path (CPU: made and run with ONNX Runtime)
+
+
+def _ort(path: Path, rows: dict[str, np.ndarray]) -> np.ndarray:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, rows)[0]
+
+
+@pytest.fixture(scope="module")
+def qdq_onnx(mlp_onnx: Path, rows, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Q/DQ model an INT8 engine of ``mlp_onnx`` is built from, calibrated on the 500 rows."""
+    return quantize_qdq_for_tensorrt(mlp_onnx, tmp_path_factory.mktemp("qdq") / "model.onnx", rows)
+
+
+def test_the_qdq_model_for_tensorrt_is_symmetric_int8_and_runs_close_to_fp32(qdq_onnx: Path, mlp_onnx: Path, rows) -> None:
+    assert qdq_findings(qdq_onnx) == []
+    model = onnx.load_model(str(qdq_onnx))
+    inits = {t.name: t for t in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    gemms = [n for n in model.graph.node if n.op_type == "Gemm"]
+    assert len(gemms) == 2  # both Linear layers
+    for gemm in gemms:
+        activation, weight, bias = (producers.get(name) for name in gemm.input)
+        assert activation.op_type == "DequantizeLinear" and producers[activation.input[0]].op_type == "QuantizeLinear"
+        # the weight: float, with a per-channel Q/DQ pair TensorRT folds; the bias: float, not an INT32 DequantizeLinear
+        assert weight.op_type == "DequantizeLinear" and producers[weight.input[0]].op_type == "QuantizeLinear"
+        assert inits[producers[weight.input[0]].input[0]].data_type == TensorProto.FLOAT
+        assert numpy_helper.to_array(inits[weight.input[1]]).size == inits[producers[weight.input[0]].input[0]].dims[0]
+        assert bias is None and inits[gemm.input[2]].data_type == TensorProto.FLOAT
+    zero_points = {n.input[2] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")}
+    assert {inits[z].data_type for z in zero_points} == {TensorProto.INT8}
+    assert not any(numpy_helper.to_array(inits[z]).any() for z in zero_points)  # TensorRT: zero point 0
+
+    diff = np.abs(_ort(qdq_onnx, rows) - _ort(mlp_onnx, rows))
+    # measured max 0.0032 (mean 0.0006) on these 500 rows; 0.02 is the INT8 bound the compress tests hold a DLRM to,
+    # far below what a wrong scale or a sign error gives (the output's spread is ~0.04, its range 0..1)
+    assert diff.max() < 0.02
+
+
+def test_tensorrt_refuses_other_int8_models_on_the_cpu_before_any_tensorrt_call(mlp_onnx: Path, rows, tmp_path: Path) -> None:
+    """ONNX Runtime's own static INT8 (asymmetric, INT32 biases), dynamic INT8, or no Q/DQ at all: named, nothing built."""
+    asymmetric = quantize_static_int8(mlp_onnx, tmp_path / "asym" / "model.onnx", OnnxStaticInt8Config(reduce_range=False), rows)
+    dynamic = quantize_dynamic_int8(mlp_onnx, tmp_path / "dyn" / "model.onnx")
+
+    findings = qdq_findings(asymmetric)
+    zero_points = [f for f in findings if "symmetric quantization only (zero point 0)" in f]
+    assert any("QuantizeLinear node 'relu_QuantizeLinear': zero point 'relu_zero_point' is -128" in f for f in zero_points)
+    assert len(zero_points) == len({f.split("zero point '")[1] for f in zero_points})  # each shared zero point once
+    biases = [f for f in findings if "(a quantized bias), which TensorRT's ONNX parser refuses" in f]
+    assert len(biases) == 2 and len(findings) == len(zero_points) + len(biases)
+    assert "MatMulInteger" in qdq_findings(dynamic)[0] and "cannot import" in qdq_findings(dynamic)[0]
+    assert "has no QuantizeLinear/DequantizeLinear nodes" in qdq_findings(mlp_onnx)[0]
+
+    plan = tmp_path / "engine" / "model.plan"
+    for model, expected in ((asymmetric, "zero point"), (dynamic, "MatMulInteger"), (mlp_onnx, "no QuantizeLinear")):
+        with pytest.raises(ExportError, match=f"no INT8 engine can be built from .*{expected}"):
+            build_engine(model, plan, max_batch_size=32, precision="int8", sample_inputs=rows)
+    assert not plan.parent.exists()
+
+
+def _qdq_graph(scale: np.ndarray, zero_point: np.ndarray | None, *, scale_as_input: bool = False) -> onnx.ModelProto:
+    inits = [] if scale_as_input else [numpy_helper.from_array(scale, "s")]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])]
+    if scale_as_input:
+        inputs.append(helper.make_tensor_value_info("s", TensorProto.FLOAT, list(scale.shape)))
+    names = ["x", "s"]
+    if zero_point is not None:
+        inits.append(numpy_helper.from_array(zero_point, "zp"))
+        names.append("zp")
+    nodes = [helper.make_node("QuantizeLinear", names, ["q"], name="q"), helper.make_node("DequantizeLinear", ["q", *names[1:]], ["y"])]
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_qdq_findings_name_each_thing_tensorrt_explicit_quantization_refuses() -> None:
+    one = np.array(0.1, np.float32)
+    assert qdq_findings(_qdq_graph(one, np.array(0, np.int8))) == []
+    assert qdq_findings(_qdq_graph(one, None)) == []  # no zero point: 0
+
+    (unsigned,) = qdq_findings(_qdq_graph(one, np.array(0, np.uint8)))
+    assert "QuantizeLinear node 'q': zero point 'zp' is UINT8; TensorRT quantizes to signed INT8 only" in unsigned
+    (zero_scale,) = qdq_findings(_qdq_graph(np.array(0.0, np.float32), np.array(0, np.int8)))
+    assert "scale 's' holds [0.0], expected finite values > 0" in zero_scale
+    (per_channel,) = qdq_findings(_qdq_graph(np.full(4, 0.1, np.float32), np.zeros(4, np.int8)))
+    assert "4 scales (per channel) for an activation; TensorRT quantizes activations per tensor" in per_channel
+    (runtime_scale,) = qdq_findings(_qdq_graph(one, np.array(0, np.int8), scale_as_input=True))
+    assert "its scale 's' is not a constant; TensorRT needs build-time scales" in runtime_scale
+    assert all("fix: quantize with toolkit.optimize.quantize_qdq_for_tensorrt" in f for f in (unsigned, zero_scale, per_channel))
+
+
+def test_qdq_findings_of_an_unreadable_file_name_it(tmp_path: Path) -> None:
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"not an onnx file")
+    with pytest.raises(ExportError, match=r"cannot read ONNX model .*model.onnx"):
+        qdq_findings(bad)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,3 +282,17 @@ def test_an_engine_beyond_the_tolerance_is_refused(needs_tensorrt, mlp_onnx: Pat
         build_engine(mlp_onnx, plan, max_batch_size=32, sample_inputs=rows, reference_onnx=other)
 
     assert not plan.exists() and not (plan.parent / "tensorrt_build.json").exists()
+
+
+@pytest.mark.gpu
+def test_an_int8_engine_is_built_from_the_qdq_model_and_compared_with_onnx_runtime_on_it(
+    needs_tensorrt, qdq_onnx: Path, rows, tmp_path: Path
+) -> None:
+    plan = tmp_path / "dlrm_tensorrt_int8" / "1" / "model.plan"
+
+    build = build_engine(qdq_onnx, plan, max_batch_size=32, precision="int8", sample_inputs=rows)
+
+    assert build.precision == "int8" and build.info["quantization"] == "explicit (Q/DQ nodes of the ONNX model)"
+    assert build.comparison is not None and build.comparison.passed and build.comparison.reference.endswith(qdq_onnx.name)
+    assert build.comparison.max_abs_diff["probability"] <= ENGINE_TOLERANCES["int8"].atol
+    assert plan_findings(plan, 32) == []

@@ -20,12 +20,12 @@ from toolkit.data import load_splits
 from toolkit.errors import RepositoryError
 from toolkit.export import read_io_specs
 from toolkit.metrics import auc
+from toolkit.optimize import quantize_qdq_for_tensorrt
 from toolkit.repository.variants import (
     VARIANT_SPECS,
     PreparedVariant,
     onnx_precision,
     prepare_variant,
-    quantize_qdq_for_tensorrt,
     variant_unavailable,
 )
 from toolkit.train import load_checkpoint, predict
