@@ -1,10 +1,16 @@
-"""Compression: structured pruning, distillation, INT8 embeddings, ONNX INT8/FP16, the accuracy budget.
+"""Compression of the PyTorch model: structured pruning, distillation, INT8 embeddings, the recipes and the accuracy budget.
 
 A :class:`~toolkit.compress.recipe.Recipe` is an ordered list of step configs
 (``PruneConfig``, ``DistillConfig``, ``QuantizeEmbeddingsConfig``, ``OnnxDynamicInt8Config``,
 ``OnnxStaticInt8Config``, ``OnnxFp16Config``); :func:`~toolkit.compress.pipeline.compress`
 applies one, :func:`~toolkit.compress.pipeline.compress_and_report` measures the results
 side by side with the FP32 baselines.
+
+This stage changes the PyTorch model before export and sits below :mod:`toolkit.export` in
+the layers (``.importlinter``); the ONNX steps convert the exported file in
+:mod:`toolkit.optimize`, above export. The recipe runner (``pipeline``, ``select``, ``bench``)
+calls export and optimize and so belongs above them; until it moves to :mod:`toolkit.optimize`,
+its imports of those two are the layers contract's named exceptions.
 """
 
 from toolkit.compress.recipe import (
