@@ -63,6 +63,21 @@ def test_pipeline_writes_checkpoint_onnx_with_parity_report_and_repository(pipel
         assert read_config(pipeline["repository"] / name / "config.pbtxt").max_batch_size == 256
 
 
+def test_build_samples_real_training_rows_and_says_why_when_it_cannot(tmp_path, pipeline):
+    # what `tritonrec build` and `tritonrec demo` give the builder: the checkpoint's first training rows,
+    # or None with one note line when the data folder cannot be read (the builder then uses random rows)
+    from toolkit.repository.rows import SAMPLE_ROWS, checkpoint_sample_rows
+
+    notes: list[str] = []
+    rows = checkpoint_sample_rows(pipeline["checkpoint"], pipeline["data"], on_note=notes.append)
+    assert rows is not None and notes == []
+    assert {len(v) for v in rows.values()} == {SAMPLE_ROWS}
+    (tmp_path / "empty").mkdir()
+    assert checkpoint_sample_rows(pipeline["checkpoint"], tmp_path / "empty", on_note=notes.append) is None
+    assert len(notes) == 1 and notes[0].startswith(f"no real sample rows from {tmp_path / 'empty'}"), notes
+    assert checkpoint_sample_rows(pipeline["checkpoint"], tmp_path / "missing", on_note=notes.append) is None and len(notes) == 1
+
+
 def test_missing_dataset_folder_is_one_clear_line(tmp_path):
     assert_clean_error(tritonrec("data", "info", "--data-dir", tmp_path / "nowhere"), "nowhere", "does not exist", "hint:")
 
