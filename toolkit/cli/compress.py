@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 import tempfile
@@ -11,7 +12,70 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from toolkit.cli._common import DEFAULT_CHECKPOINT, DEFAULT_DATA_DIR, CpuTarget, DataDir, console
+from toolkit.cli._common import DEFAULT_CHECKPOINT, DEFAULT_DATA_DIR, CpuTarget, DataDir, ModelFile, console
+from toolkit.errors import ModelFileError
+
+StudentFile = Annotated[
+    str | None,
+    typer.Option(
+        "--student-file",
+        help="With --model-file: the student the recipe's distill step trains, PATH.py:FACTORY like --model-file "
+        "(a module taking the same inputs by name).",
+    ),
+]
+RowsFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--rows",
+        help="With --model-file: labelled rows, an .npz with one array per input of the signature plus 'label' (0/1), "
+        "split 80/10/10 (seed 42) to fine-tune, distill and check AUC; without it those steps are skipped, saying so.",
+    ),
+]
+
+
+def outcomes_table(report: dict) -> Table:
+    """Per recipe step (then the export and the AUC check): applied, skipped or refused, and why."""
+    table = Table(title=f"{report['module']}: what each step did")
+    for column in ("step", "status", "why / how"):
+        table.add_column(column, no_wrap=column != "why / how")
+    colors = {"applied": "green", "skipped": "yellow", "refused": "red"}
+    for o in report["steps"]:
+        table.add_row(o["kind"], f"[{colors[o['status']]}]{o['status']}[/]", o["reason"])
+    return table
+
+
+def _compress_model_file(model_file: str, student_file: str | None, rows: Path | None, recipe: Path, out: Path, cpu: str) -> None:
+    from toolkit.compress.bench import machine_info
+    from toolkit.compress.module import compress_module, load_labelled_rows, save_module_compression
+    from toolkit.compress.recipe import load_recipe
+    from toolkit.models.user import load_model_file
+
+    spec = load_recipe(recipe)
+    module = load_model_file(model_file)
+    student = load_model_file(student_file) if student_file else None
+    labelled = load_labelled_rows(rows, module.config.inputs) if rows is not None else None
+    with tempfile.TemporaryDirectory(prefix="tritonrec-compress-") as tmp:
+        with console.status(f"compressing {model_file} with {recipe}") as status:
+            result = compress_module(
+                module, recipe=spec, workdir=Path(tmp), rows=labelled, student=student, cpu_target=cpu, on_log=status.update
+            )
+        result.report["command"] = shlex.join(["tritonrec", *sys.argv[1:]])
+        result.report["machine"] = machine_info()
+        save_module_compression(result, out)
+    console.print(outcomes_table(result.report))
+    console.print(f"compressed model.onnx, recipe and report written to [bold]{out}[/bold]")
+    if (out / "skipped.json").is_file():
+        console.print(f"[yellow]{json.loads((out / 'skipped.json').read_text())['checkpoint']}[/yellow]", highlight=False)
+    distilled = any(o.kind == "distill" and o.status == "applied" for o in result.outcomes)
+    served = student_file if distilled else model_file  # the module model.onnx was exported from
+    console.print(f"serve it: tritonrec build --model-file {served} --onnx {out / 'model.onnx'} --variant onnx_python", highlight=False)
+    if result.report.get("within_budget") is False:
+        t = result.report["test"]
+        console.print(
+            f"[red]{spec.name}: test AUC {t['compressed']['auc']:.4f} is {t['auc_ratio']:.2%} of the module's, "
+            f"below the budget of {spec.min_auc_ratio:.1%}: not fit to serve[/red]"
+        )
+        raise typer.Exit(1)
 
 
 def variants_table(report: dict) -> Table:
@@ -58,6 +122,9 @@ def compress_command(
     data_dir: DataDir = DEFAULT_DATA_DIR,
     rounds: Annotated[int, typer.Option(help="Interleaved timing rounds (medians are reported).")] = 3,
     cpu: CpuTarget = "auto",
+    model_file: ModelFile = None,
+    student_file: StudentFile = None,
+    rows: RowsFile = None,
 ) -> None:
     """Compress a checkpoint with a recipe (pruning, distillation, INT8 embeddings, ONNX INT8/FP16).
 
@@ -70,7 +137,24 @@ def compress_command(
     model faster on this CPU within the budget (the recipe's "select": max_throughput by default,
     min_latency, or as_written); the report says why each was kept or dropped. INT8 weights are
     quantized for --cpu (7-bit on x86-64 without VNNI, where 8-bit ones lose accuracy).
+
+    --model-file PATH.py:FACTORY compresses a module of your own instead (any nn.Module with
+    nn.Embedding/nn.EmbeddingBag tables and nn.Linear layers): pruning through Torch-Pruning's
+    dependency graph, INT8 tables in place, distillation into --student-file, the ONNX step; with
+    --rows its labelled rows fine-tune, distill and check the AUC budget. A step that cannot apply
+    is refused naming the module path, the other steps still run; the steps are applied as written.
     """
+    if model_file is not None:
+        if checkpoint != DEFAULT_CHECKPOINT:
+            raise ModelFileError(f"give a checkpoint ({checkpoint}) or --model-file ({model_file}), not both")
+        _compress_model_file(model_file, student_file, rows, recipe, out, cpu)
+        return
+    for name, value in (("--student-file", student_file), ("--rows", rows)):
+        if value is not None:
+            raise ModelFileError(
+                f"{name} {value} goes with --model-file; a checkpoint distills into a narrower copy of its architecture "
+                "(the recipe's distill step) and uses its own data split",
+            )
     from toolkit.compress.bench import machine_info
     from toolkit.compress.pipeline import CompressionData, compress_and_report, save_compressed
     from toolkit.compress.recipe import load_recipe
@@ -97,8 +181,6 @@ def compress_command(
     console.print(selection_lines(report, spec.name), highlight=False)
     console.print(f"compressed model, recipe and report written to [bold]{out}[/bold]")
     if (out / "skipped.json").is_file():
-        import json
-
         for what, why in json.loads((out / "skipped.json").read_text()).items():
             console.print(f"[yellow]{what}: {why}[/yellow]", highlight=False)
     if not mine["within_budget"]:

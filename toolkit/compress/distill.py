@@ -26,7 +26,7 @@ from toolkit.models.protocol import FeatureSizes
 from toolkit.models.registry import architecture_of
 from toolkit.train.loop import EpochStats, train_epochs
 
-__all__ = ["distill", "student_config"]
+__all__ = ["distill", "distill_into", "student_config"]
 
 
 def student_config(teacher: nn.Module, config: DistillConfig) -> Any:
@@ -72,11 +72,33 @@ def _architecture(model: nn.Module):
         ) from exc
 
 
+def _logit_fn(model: nn.Module) -> Callable[..., torch.Tensor]:
+    """``model.logits``, or ``logit(model(**x))`` for a module that returns only probabilities (a user's)."""
+    if hasattr(model, "logits"):
+        return model.logits
+    return lambda **x: torch.logit(model(**x), eps=1e-6)
+
+
 @torch.no_grad()
 def _logits(model: nn.Module, xs: dict[str, torch.Tensor], batch_size: int = 4096) -> torch.Tensor:
     model.eval()
+    fn = _logit_fn(model)
     n = len(next(iter(xs.values())))
-    return torch.cat([model.logits(**{k: x[i : i + batch_size] for k, x in xs.items()}).reshape(-1) for i in range(0, n, batch_size)])
+    return torch.cat([fn(**{k: x[i : i + batch_size] for k, x in xs.items()}).reshape(-1) for i in range(0, n, batch_size)])
+
+
+class _WithLogits(nn.Module):
+    """A student that returns probabilities, with the ``logits`` the training loop calls (``logit(p)``)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
+        return self.module(**inputs)
+
+    def logits(self, **inputs: torch.Tensor) -> torch.Tensor:
+        return torch.logit(self.module(**inputs), eps=1e-6)
 
 
 def distill(
@@ -133,6 +155,17 @@ def distill(
     log = on_log or (lambda _msg: None)
     cfg = student_config(teacher, config)
 
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        student = arch.build(cfg)
+        shown = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in dataclasses.asdict(FeatureSizes(1, [1]))}
+        log(f"distill: student {arch.name} " + ", ".join(f"{k}={v}" for k, v in shown.items() if k != "padding_id"))
+        _train_student(teacher, student, config, train, val, batch_size=batch_size, log=log)
+    return student
+
+
+def _train_student(teacher: nn.Module, student: nn.Module, config: DistillConfig, train, val, *, batch_size: int, log) -> None:
+    """Train ``student`` in place on the distillation loss (see :func:`distill`) with the one training loop."""
     xs = _tensors(train)
     y = torch.from_numpy(np.ascontiguousarray(train.labels, dtype=np.float32))
     was_training = teacher.training
@@ -148,26 +181,62 @@ def distill(
     def on_epoch(stats: EpochStats) -> None:
         log(f"distill epoch {stats.epoch}/{config.max_epochs}: train loss {stats.train_loss:.4f}, val AUC {stats.val_auc:.4f}")
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        student = arch.build(cfg)
-        shown = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in dataclasses.asdict(FeatureSizes(1, [1]))}
-        log(f"distill: student {arch.name} " + ", ".join(f"{k}={v}" for k, v in shown.items() if k != "padding_id"))
-        try:
-            history, best_epoch = train_epochs(  # the one training loop, with the distillation loss
-                student,
-                xs,
-                y,
-                val,
-                max_epochs=config.max_epochs,
-                patience=config.patience,
-                learning_rate=config.learning_rate,
-                batch_size=batch_size,
-                loss_of=loss_of,
-                on_epoch=on_epoch,
-            )
-        except TrainError as exc:
-            raise CompressError(f"distill: {exc}; try a lower learning_rate") from exc
+    trainable = student if hasattr(student, "logits") else _WithLogits(student)
+    try:
+        history, best_epoch = train_epochs(  # the one training loop, with the distillation loss
+            trainable,
+            xs,
+            y,
+            val,
+            max_epochs=config.max_epochs,
+            patience=config.patience,
+            learning_rate=config.learning_rate,
+            batch_size=batch_size,
+            loss_of=loss_of,
+            on_epoch=on_epoch,
+        )
+    except TrainError as exc:
+        raise CompressError(f"distill: {exc}; try a lower learning_rate") from exc
     best_auc = next(h.val_auc for h in history if h.epoch == best_epoch)
     log(f"distill: best epoch {best_epoch}, val AUC {best_auc:.4f}")
-    return student
+
+
+def distill_into(
+    teacher: nn.Module,
+    student: nn.Module,
+    config: DistillConfig,
+    train,
+    val,
+    *,
+    seed: int = 42,
+    batch_size: int = 256,
+    on_log: Callable[[str], None] | None = None,
+) -> nn.Module:
+    """Train the ``student`` the user names (any module taking the teacher's inputs by name) from
+    ``teacher``'s soft targets and the labels: the loss, optimizer and early stopping of :func:`distill`
+    (only ``config``'s loss and training fields are read; its architecture fields are :func:`distill`'s).
+
+    A module without ``logits`` (one that returns probabilities, as a user's model file's does) is
+    trained through ``logit(p)`` (clamped to [1e-6, 1 - 1e-6]).
+
+    Args:
+        teacher: the trained module (left unchanged).
+        student: trained in place and returned (eval mode); pass a copy to keep the original.
+        train, val: labelled rows by input name (``inputs()``, ``labels``: an
+            :class:`~toolkit.data.features.EncodedRows` or :class:`toolkit.compress.module.LabelledRows`);
+            ``val`` needs both labels.
+        seed: seeds the batch order and dropout (torch's global generator is left as it was).
+
+    Raises:
+        CompressError: ``batch_size`` < 1, empty rows, single-class ``val``, a student whose forward
+            does not take the teacher's inputs, or a loss that became NaN/Inf.
+    """
+    if batch_size < 1:
+        raise CompressError(f"distill: batch_size={batch_size}, expected an integer >= 1")
+    if len(train) == 0 or len(val) == 0:
+        raise CompressError("distill: the train and validation rows must not be empty")
+    _check_labels(val, "val")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        _train_student(teacher, student, config, train, val, batch_size=batch_size, log=on_log or (lambda _msg: None))
+    return student.eval()

@@ -10,9 +10,13 @@ eager baseline and the FP32 ONNX model, and judges it against the recipe's accur
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
 
 from toolkit._io import atomic_directory
 from toolkit.compress.bench import Variant, measure_variants, onnx_size_bytes
@@ -26,7 +30,7 @@ from toolkit.cpu import detect_cpu, int8_settings
 from toolkit.data.features import EncodedRows, FeatureEncoder
 from toolkit.errors import CompressError
 from toolkit.export.onnx_info import copy_onnx_model
-from toolkit.export.parity import check_parity
+from toolkit.export.parity import ParityReport, check_parity
 from toolkit.export.torch2onnx import export_onnx
 from toolkit.metrics import evaluate
 from toolkit.models.dlrm import DLRM
@@ -35,7 +39,16 @@ from toolkit.models.signature import DLRM_OUTPUT
 from toolkit.optimize.onnx_quant import convert_fp16, quantize_dynamic_int8, quantize_static_int8, resolve_reduce_range
 from toolkit.train.checkpoint import save_checkpoint
 
-__all__ = ["CompressionData", "CompressedModel", "apply_torch_steps", "compress", "budget_fields", "compress_and_report"]
+__all__ = [
+    "CompressionData",
+    "CompressedModel",
+    "apply_torch_steps",
+    "compress",
+    "budget_fields",
+    "compress_and_report",
+    "export_checked",
+    "save_compressed",
+]
 
 Log = Callable[[str], None]
 
@@ -84,6 +97,19 @@ def _export_checked(model: DLRM, data: CompressionData, folder: Path) -> Path:
     export_onnx(model, architecture_of(model).example_inputs(model.config, 8), [DLRM_OUTPUT], fp32)
     check_parity(model, fp32, data.test.take(slice(0, 2048)).inputs(), atol=1e-5)
     return fp32
+
+
+def export_checked(
+    model: nn.Module, example_inputs: Mapping[str, torch.Tensor], output_names: list[str], onnx_path: Path, rows: Mapping[str, np.ndarray]
+) -> ParityReport:
+    """Export ``model`` to ``onnx_path`` with a dynamic batch, accepted only if ONNX Runtime matches it within
+    1e-5 (probability units) on ``rows`` (inputs by name); the export step of :func:`toolkit.compress.module.compress_module`.
+
+    Raises:
+        ExportError: the export failed or disagrees with PyTorch.
+    """
+    export_onnx(model, example_inputs, output_names, onnx_path)
+    return check_parity(model, onnx_path, rows, atol=1e-5)
 
 
 def _apply_onnx_step(

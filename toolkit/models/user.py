@@ -25,6 +25,7 @@ import inspect
 import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,7 @@ from toolkit.models.registry import register
 from toolkit.models.user_model import ARCHITECTURE, UserModel, UserModelConfig, run_source
 from toolkit.tensors import TensorSpec
 
-__all__ = ["USER_ARCHITECTURE", "load_model_file", "parse_model_file_spec", "user_model_config"]
+__all__ = ["USER_ARCHITECTURE", "load_model_file", "parse_model_file_spec", "random_inputs", "signature_inputs", "user_model_config"]
 
 _HINT = "--model-file takes PATH.py:FACTORY, a function of no arguments returning (module, {input name: (dtype, shape)})"
 
@@ -140,6 +141,22 @@ def _example_inputs(config: UserModelConfig, batch_size: int = 4, *, seed: int =
         else:
             out[spec["name"]] = torch.randn(shape, generator=g).to(dtype)
     return out
+
+
+def signature_inputs(module: nn.Module, signature: Any, where: str = "signature") -> list[dict]:
+    """A factory's ``signature`` (the forms the module docstring lists) as :attr:`UserModelConfig.inputs`
+    dicts (``name``, ``dtype``, ``shape``, and ``high`` for integer inputs), for a module given from
+    Python rather than a file; ``where`` names it in errors.
+
+    Raises:
+        ModelFileError: a malformed signature (naming the input and what was expected).
+    """
+    return _parse_signature(signature, module, where)
+
+
+def random_inputs(inputs: Sequence[Mapping], batch_size: int = 4, *, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random rows of :func:`signature_inputs`' specs by input name (floats standard normal, integers in ``[0, high)``)."""
+    return _example_inputs(SimpleNamespace(inputs=list(inputs)), batch_size, seed=seed)
 
 
 def user_model_config(source_file: Path, factory: str, module: nn.Module, signature: Any) -> UserModelConfig:
