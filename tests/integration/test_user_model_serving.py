@@ -4,8 +4,8 @@ interaction, forward's arguments in another order than its signature) through ``
 
 The ``pytorch`` variant runs the user's own class in the torch runner, rebuilt from the file text
 its ``model_config.json`` carries; ``onnx_python`` runs the export. Both must answer what the
-module's own ``forward`` answers on the same rows. The same module pruned by half
-(:func:`~toolkit.compress.prunable.prune_linears`, from Python) is exported, built and served
+module's own ``forward`` answers on the same rows. The same module pruned by half (``tritonrec compress
+--model-file`` with a prune-only recipe: its checkpoint and its checked model.onnx) is built and served
 next to it: the torch runner rebuilds the pruned widths from its config.
 """
 
@@ -20,13 +20,11 @@ import torch
 from typer.testing import CliRunner
 
 from toolkit.cli.app import app
-from toolkit.compress.prunable import prune_linears
-from toolkit.export.model import export_model
 from toolkit.models import architecture_of
 from toolkit.models.user import load_model_file
 from toolkit.repository import build_repository
 from toolkit.serving import InferenceClient, TritonServer, free_ports
-from toolkit.train.checkpoint import Checkpoint
+from toolkit.train.checkpoint import Checkpoint, load_checkpoint
 
 pytestmark = pytest.mark.integration
 
@@ -67,9 +65,12 @@ def test_a_users_module_and_its_pruned_copy_are_exported_built_and_served_like_t
 
     model = load_model_file(spec)
     arch = architecture_of(model)
-    pruned = prune_linears(model, arch.example_inputs(model.config, 8), 0.5)
+    recipe = tmp_path / "prune.json"
+    recipe.write_text(json.dumps({"steps": [{"kind": "prune", "ratio": 0.5}]}))
+    _cli("compress", "--model-file", spec, "--recipe", str(recipe), "--out", str(tmp_path / "pruned"))
+    pruned = load_checkpoint(tmp_path / "pruned" / "checkpoint").model  # its config records the pruned widths
+    assert pruned.head[0].out_features == 8
     pruned_onnx = tmp_path / "pruned" / "model.onnx"
-    export_model(pruned, pruned_onnx)
     build_repository(
         repository,
         checkpoint=Checkpoint(pruned, pruned.config, None, {}, None),
