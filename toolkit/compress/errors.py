@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from toolkit.errors import CompressError
 
-__all__ = ["StepRefused"]
+__all__ = ["StepRefused", "StepSkipped"]
 
 
 class StepRefused(CompressError):
@@ -23,3 +23,7 @@ class StepRefused(CompressError):
     def __init__(self, step: str, message: str, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.step = step
+
+
+class StepSkipped(StepRefused):
+    """A recipe step that needs what was not given (labelled rows to train on); recorded as skipped, with the reason."""

@@ -46,7 +46,7 @@ from torch import nn
 from toolkit._io import atomic_directory
 from toolkit.compress.bench import Variant, onnx_size_bytes
 from toolkit.compress.distill import _WithLogits, distill, distill_into
-from toolkit.compress.errors import StepRefused
+from toolkit.compress.errors import StepRefused, StepSkipped
 from toolkit.compress.pipeline import _apply_onnx_step, copy_onnx_model, export_checked
 from toolkit.compress.prunable import prune_linears
 from toolkit.compress.prune import prune
@@ -294,7 +294,7 @@ def _distill(model: nn.Module, step: StepConfig, io: _Io, splits, student: nn.Mo
             "(--student-file PATH.py:FACTORY, or student= from Python) taking the same inputs",
         )
     if splits is None:
-        raise StepRefused("distill", "distill: needs labelled rows to train the student on (give --rows); skipped")
+        raise StepSkipped("distill", "distill: needs labelled rows to train the student on (give --rows)")
     if student is None:
         if not isinstance(splits[0], EncodedRows):
             raise StepRefused("distill", f"distill: a narrower {io.registered} trains on its feature rows (tritonrec compress CHECKPOINT)")
@@ -367,16 +367,10 @@ def compress_module(
                 model, how = _distill(model, step, io, splits, student, log, seed)
             else:
                 model, how = quantize_embeddings(model, step, example_inputs=io.example(4)), "tables made row-wise INT8 in place"
-        except StepRefused as exc:
-            status = "skipped" if "labelled rows" in str(exc) else "refused"
+        except StepRefused as exc:  # this step cannot apply to this module (or lacks rows): the others still run
+            status = "skipped" if isinstance(exc, StepSkipped) else "refused"
             outcomes.append(StepOutcome(step.kind, status, str(exc) + (f" ({exc.hint})" if exc.hint else "")))
             log(f"{step.kind} {status}: {exc}")
-            continue
-        except CompressError as exc:
-            if step.kind != "prune" or "nn.Linear" not in str(exc):
-                raise
-            outcomes.append(StepOutcome(step.kind, "refused", str(exc)))  # no Linear, or none may lose neurons
-            log(f"prune refused: {exc}")
             continue
         model.eval()
         applied.append(step)

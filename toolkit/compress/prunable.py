@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from toolkit.compress.errors import StepRefused
 from toolkit.errors import CompressError
 
 __all__ = ["PrunableLinears", "find_prunable_linears", "prune_linears", "require_linear_layers"]
@@ -56,12 +57,13 @@ def require_linear_layers(model: nn.Module) -> None:
     """Refuse a module without ``nn.Linear`` layers, naming what it has instead.
 
     Raises:
-        CompressError: ``model`` holds no ``nn.Linear``.
+        StepRefused: ``model`` holds no ``nn.Linear`` (a :class:`~toolkit.errors.CompressError`).
     """
     if any(isinstance(m, nn.Linear) for m in model.modules()):
         return
     kinds = sorted({type(m).__name__ for m in model.modules() if m is not model and not list(m.children())})
-    raise CompressError(
+    raise StepRefused(
+        "prune",
         f"prune: {type(model).__name__} has no nn.Linear layers (it has {', '.join(kinds) or 'no layers'}); "
         "structured pruning removes output neurons of nn.Linear layers, so there is nothing to prune",
         hint="leave prune out of the recipe; int8_embeddings and the ONNX steps still apply",
@@ -81,7 +83,7 @@ def find_prunable_linears(model: nn.Module, example_inputs: Mapping[str, torch.T
         example_inputs: ``{forward parameter: tensor}`` with at least 2 rows (the trace and the trial cut run on them).
 
     Raises:
-        CompressError: ``model`` has no ``nn.Linear`` (:func:`require_linear_layers`), or
+        StepRefused: ``model`` has no ``nn.Linear`` (:func:`require_linear_layers`), or
             Torch-Pruning cannot trace it (its error chained).
     """
     import torch_pruning as tp  # heavy import, only needed here
@@ -118,7 +120,7 @@ def find_prunable_linears(model: nn.Module, example_inputs: Mapping[str, torch.T
     except CompressError:
         raise
     except Exception as exc:  # Torch-Pruning's tracer fails in many ways on unusual modules
-        raise CompressError(f"prune: Torch-Pruning cannot trace {type(model).__name__}: {type(exc).__name__}: {exc}") from exc
+        raise StepRefused("prune", f"prune: Torch-Pruning cannot trace {type(model).__name__}: {type(exc).__name__}: {exc}") from exc
     finally:
         model.train(was_training)
     order = {names[m]: i for i, m in enumerate(linears)}
@@ -181,7 +183,7 @@ def prune_linears(model: nn.Module, example_inputs: Mapping[str, torch.Tensor], 
     runner build the pruned shape; the rebuilt copy is checked to answer exactly what the pruned one does.
 
     Raises:
-        CompressError: ``ratio`` outside (0, 1); nothing prunable (naming why each layer is kept); the
+        CompressError: ``ratio`` outside (0, 1); nothing prunable (:class:`StepRefused`, naming why each layer is kept); the
             rebuilt model disagrees with the pruned one.
     """
     import dataclasses
@@ -195,7 +197,7 @@ def prune_linears(model: nn.Module, example_inputs: Mapping[str, torch.Tensor], 
     found = find_prunable_linears(model, example_inputs)
     if not found.prunable:
         kept = "; ".join(f"{k}: {v}" for k, v in found.kept.items())
-        raise CompressError(f"prune: no nn.Linear of {type(model).__name__} may lose neurons ({kept})")
+        raise StepRefused("prune", f"prune: no nn.Linear of {type(model).__name__} may lose neurons ({kept})")
     pruned = copy.deepcopy(model).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
