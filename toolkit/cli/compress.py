@@ -44,7 +44,9 @@ def outcomes_table(report: dict) -> Table:
     return table
 
 
-def _compress_model_file(model_file: str, student_file: str | None, rows: Path | None, recipe: Path, out: Path, cpu: str) -> None:
+def _compress_model_file(
+    model_file: str, student_file: str | None, rows: Path | None, recipe: Path, out: Path, cpu: str, rounds: int
+) -> None:
     from toolkit.compress.bench import machine_info
     from toolkit.compress.module import compress_module, load_labelled_rows, save_module_compression
     from toolkit.compress.recipe import load_recipe
@@ -57,7 +59,14 @@ def _compress_model_file(model_file: str, student_file: str | None, rows: Path |
     with tempfile.TemporaryDirectory(prefix="tritonrec-compress-") as tmp:
         with console.status(f"compressing {model_file} with {recipe}") as status:
             result = compress_module(
-                module, recipe=spec, workdir=Path(tmp), rows=labelled, student=student, cpu_target=cpu, on_log=status.update
+                module,
+                recipe=spec,
+                workdir=Path(tmp),
+                rows=labelled,
+                student=student,
+                cpu_target=cpu,
+                timing_rounds=rounds,
+                on_log=status.update,
             )
         result.report["command"] = shlex.join(["tritonrec", *sys.argv[1:]])
         result.report["machine"] = machine_info()
@@ -147,7 +156,7 @@ def compress_command(
     if model_file is not None:
         if checkpoint != DEFAULT_CHECKPOINT:
             raise ModelFileError(f"give a checkpoint ({checkpoint}) or --model-file ({model_file}), not both")
-        _compress_model_file(model_file, student_file, rows, recipe, out, cpu)
+        _compress_model_file(model_file, student_file, rows, recipe, out, cpu, rounds)
         return
     for name, value in (("--student-file", student_file), ("--rows", rows)):
         if value is not None:

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from toolkit._io import atomic_directory
-from toolkit.compress.bench import Variant, onnx_size_bytes
+from toolkit.compress.bench import Variant, measure_variants, onnx_size_bytes
 from toolkit.compress.distill import _WithLogits, distill, distill_into
 from toolkit.compress.errors import StepRefused, StepSkipped
 from toolkit.compress.pipeline import _apply_onnx_step, copy_onnx_model, export_checked
@@ -314,6 +314,7 @@ def compress_module(
     student: nn.Module | None = None,
     cpu_target: str = "auto",
     seed: int = 42,
+    timing_rounds: int = 0,
     on_log: Log | None = None,
 ) -> ModuleCompression:
     """Apply ``recipe`` to ``module`` step by step (see the module docstring) and write the final ONNX file under ``workdir``.
@@ -332,6 +333,10 @@ def compress_module(
             architecture distills into a narrower copy, another module's ``distill`` is refused.
         cpu_target: the serving CPU for the INT8 settings (:mod:`toolkit.cpu`).
         seed: seeds the split, fine-tuning and distillation.
+        timing_rounds: when > 0, the module in PyTorch eager, its own FP32 ONNX export and the final
+            file are timed side by side on this CPU, one thread each, in this many interleaved rounds
+            (:func:`~toolkit.compress.bench.measure_variants`: median batch-1 latency over 100 calls,
+            batch-256 throughput over 10 batches per round); 0: not timed.
         on_log: called with one line per step.
 
     Returns:
@@ -420,9 +425,45 @@ def compress_module(
                 f"test AUC {got['auc']:.4f} vs {base['auc']:.4f} ({ratio:.2%}), {verdict} the budget of {recipe.min_auc_ratio:.1%}",
             )
         )
+    if timing_rounds > 0:
+        report["timing"] = _timing(module, io, final, test if len(test) >= 256 else sample, workdir, timing_rounds, log)
+        t = report["timing"]["compressed"]
+        outcomes.append(
+            StepOutcome(
+                "timing",
+                "applied",
+                f"batch 256: {t['throughput_vs_pytorch_b256']:.2f}x the module's PyTorch eager throughput, "
+                f"{t['throughput_vs_onnx_b256']:.2f}x its FP32 ONNX; batch 1: {t['latency_ms_b1']:.3f} ms "
+                f"({t['latency_vs_pytorch_b1']:.2f}x eager's latency), one thread each",
+            )
+        )
     report["steps"] = [asdict(o) for o in outcomes]
     effective = recipe.model_copy(update={"steps": applied})
     return ModuleCompression(model, final, effective, outcomes, report)
+
+
+def _timing(module: nn.Module, io: _Io, final: Path, bench: LabelledRows, workdir: Path, rounds: int, log: Log) -> dict:
+    """The module eager, its own FP32 export and ``final`` timed side by side (see :func:`compress_module`)."""
+    original = workdir / "original" / "model.onnx"
+    export_checked(module, io.example(8), io.outputs, original, bench.take(slice(0, 256)).inputs())
+    variants = [
+        Variant("pytorch", count_params(module), state_dict_bytes(module), 0, model=copy.deepcopy(module).eval()),
+        Variant("onnx", count_params(module), onnx_size_bytes(original), 0, onnx_path=original),
+        Variant("compressed", 0, onnx_size_bytes(final), 0, onnx_path=final),
+    ]
+    measured = {r.name: r for r in measure_variants(variants, None, bench, rounds=rounds, b1_requests=100, b256_batches=10, on_log=log)}
+    eager, onnx = measured["pytorch"], measured["onnx"]
+    return {
+        name: {
+            "latency_ms_b1": r.latency_ms_b1,
+            "throughput_rps_b256": r.throughput_rps_b256,
+            "size_bytes": r.size_bytes,
+            "throughput_vs_pytorch_b256": r.throughput_rps_b256 / eager.throughput_rps_b256,
+            "throughput_vs_onnx_b256": r.throughput_rps_b256 / onnx.throughput_rps_b256,
+            "latency_vs_pytorch_b1": r.latency_ms_b1 / eager.latency_ms_b1,
+        }
+        for name, r in measured.items()
+    } | {"rounds": rounds}
 
 
 def save_module_compression(result: ModuleCompression, out: Path) -> Path:
