@@ -117,6 +117,8 @@ def selection_lines(report: dict, name: str) -> str:
     row = next((v for v in report["variants"] if v["name"] == name), {})
     for step, verdict in row.get("selection", {}).get("selection", {}).get("steps", {}).items():
         lines.append(f"{step}: {verdict['reason']}")
+    for step, why in row.get("selection", {}).get("refused", {}).items():
+        lines.append(f"{step}: refused, left out: {why}")
     return "\n".join(lines)
 
 

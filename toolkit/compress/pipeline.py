@@ -21,6 +21,7 @@ from torch import nn
 from toolkit._io import atomic_directory
 from toolkit.compress.bench import Variant, measure_variants, onnx_size_bytes
 from toolkit.compress.distill import distill
+from toolkit.compress.errors import StepRefused
 from toolkit.compress.prune import prune
 from toolkit.compress.quantize_embeddings import quantize_embeddings, rebuilds_from_config
 from toolkit.compress.recipe import ONNX_STEPS, Recipe, StepConfig, save_recipe
@@ -75,19 +76,33 @@ class CompressedModel:
     selection: dict = field(default_factory=dict)  # cpu, int8 settings, and which optional steps were kept and why
 
 
-def apply_torch_steps(model: DLRM, steps: list[StepConfig], data: CompressionData, *, on_log: Log | None = None) -> DLRM:
-    """Run the PyTorch-stage steps in order; each returns a new model (the input is not modified)."""
+def apply_torch_steps(
+    model: DLRM, steps: list[StepConfig], data: CompressionData, *, on_log: Log | None = None, refused: dict[str, str] | None = None
+) -> DLRM:
+    """Run the PyTorch-stage steps in order; each returns a new model (the input is not modified).
+
+    A step that cannot apply to this model (:class:`~toolkit.compress.errors.StepRefused`: no table to
+    quantize, no ``nn.Linear`` to prune, ...) raises, unless ``refused`` is given: then its message is
+    recorded there under the step's kind and the other steps still run.
+    """
     for step in steps:
         if on_log:
             on_log(f"step {step.kind}: {step.model_dump(exclude={'kind'})}")
-        if step.kind == "prune":
-            model = prune(model, step, data.train, data.val, on_log=on_log)
-        elif step.kind == "distill":
-            model = distill(model, step, data.train, data.val, on_log=on_log)
-        elif step.kind == "quantize_embeddings":
-            model = quantize_embeddings(model, step)
-        else:  # pragma: no cover - Recipe.torch_steps only yields the kinds above
-            raise CompressError(f"{step.kind} is not a PyTorch step")
+        try:
+            if step.kind == "prune":
+                model = prune(model, step, data.train, data.val, on_log=on_log)
+            elif step.kind == "distill":
+                model = distill(model, step, data.train, data.val, on_log=on_log)
+            elif step.kind == "quantize_embeddings":
+                model = quantize_embeddings(model, step)
+            else:  # pragma: no cover - Recipe.torch_steps only yields the kinds above
+                raise CompressError(f"{step.kind} is not a PyTorch step")
+        except StepRefused as exc:
+            if refused is None:
+                raise
+            refused[step.kind] = str(exc)
+            if on_log:
+                on_log(f"{step.kind} refused: {exc}")
     return model.eval()
 
 
@@ -155,8 +170,10 @@ def compress(
     same model without its optional steps (the ONNX step; ``quantize_embeddings`` when it is
     the last PyTorch step), and the fastest candidate within the accuracy budget on the
     validation split is kept (:func:`toolkit.compress.select.select_candidate`). The returned
-    recipe lists the steps kept; ``selection`` says why each optional step was kept or dropped.
-    Timing here describes *this* CPU: pass ``cpu_target`` only to choose INT8 settings for
+    recipe lists the steps kept; ``selection`` says why each optional step was kept or dropped, and
+    its ``refused`` ``{step kind: why}`` lists the steps that cannot apply to this model (a
+    :class:`~toolkit.compress.errors.StepRefused`, naming the module path): they are left out and
+    the other steps still run. Timing here describes *this* CPU: pass ``cpu_target`` only to choose INT8 settings for
     another CPU, and compress on the serving CPU to choose steps for it.
 
     Raises:
@@ -170,8 +187,10 @@ def compress(
     onnx_step = recipe.onnx_step()
     torch_steps = recipe.torch_steps()
     last_qe = bool(torch_steps) and torch_steps[-1].kind == "quantize_embeddings" and recipe.select != "as_written"
-    before_qe = apply_torch_steps(model, torch_steps[:-1] if last_qe else torch_steps, data, on_log=on_log)
-    compressed = apply_torch_steps(before_qe, torch_steps[-1:], data, on_log=on_log) if last_qe else before_qe
+    refused: dict[str, str] = {}
+    before_qe = apply_torch_steps(model, torch_steps[:-1] if last_qe else torch_steps, data, on_log=on_log, refused=refused)
+    compressed = apply_torch_steps(before_qe, torch_steps[-1:], data, on_log=on_log, refused=refused) if last_qe else before_qe
+    last_qe = last_qe and "quantize_embeddings" not in refused
 
     optional: list[str] = []
     if recipe.select != "as_written":
@@ -209,9 +228,10 @@ def compress(
     )
     chosen = selection.chosen
     kept_onnx = applied[chosen.dropped]
-    kept_steps = [s for s in recipe.steps if s.kind not in chosen.dropped and s.kind not in ONNX_STEPS] + ([kept_onnx] if kept_onnx else [])
+    kept_steps = [s for s in recipe.steps if s.kind not in chosen.dropped and s.kind not in ONNX_STEPS and s.kind not in refused]
+    kept_steps += [kept_onnx] if kept_onnx else []
     effective = recipe.model_copy(update={"steps": kept_steps})
-    info = {"cpu": detect_cpu().as_dict(), "int8": asdict(settings), "selection": selection.as_dict()}
+    info = {"cpu": detect_cpu().as_dict(), "int8": asdict(settings), "selection": selection.as_dict(), "refused": refused}
     return CompressedModel(effective, chosen.payload, chosen.variant.onnx_path, kept_onnx.kind if kept_onnx else None, info)
 
 

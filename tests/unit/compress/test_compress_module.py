@@ -185,3 +185,18 @@ def test_the_cli_refuses_options_that_do_not_go_together(tmp_path, args, message
     assert isinstance(done.exception, ModelFileError), done.output
     assert __import__("re").search(message, str(done.exception))
     assert not (tmp_path / "out").exists()
+
+
+def test_the_checkpoint_pipeline_leaves_out_a_step_that_cannot_apply_and_runs_the_rest() -> None:
+    from toolkit.compress.errors import StepRefused
+    from toolkit.compress.pipeline import apply_torch_steps
+    from toolkit.compress.recipe import QuantizeEmbeddingsConfig
+
+    model = nn.Sequential(nn.Linear(3, 1), nn.Sigmoid())
+    refused: dict[str, str] = {}
+    out = apply_torch_steps(model, [QuantizeEmbeddingsConfig()], None, refused=refused)
+    assert isinstance(out[0], nn.Linear)
+    assert list(refused) == ["quantize_embeddings"]
+    assert "Sequential has no nn.Embedding or nn.EmbeddingBag (it has Linear, Sigmoid)" in refused["quantize_embeddings"]
+    with pytest.raises(StepRefused):  # without a record to fill, the refusal is raised
+        apply_torch_steps(model, [QuantizeEmbeddingsConfig()], None)
