@@ -265,7 +265,13 @@ def _finetune(model: nn.Module, step: StepConfig, train: LabelledRows, val: Labe
 
 
 def _prune(model: nn.Module, step: StepConfig, io: _Io, splits, log: Log, seed: int) -> tuple[nn.Module, str]:
-    if io.registered not in (None, "user") and splits is not None and isinstance(splits[0], EncodedRows):
+    if io.registered not in (None, "user"):  # the architecture names its MLP blocks (toolkit.compress.prune)
+        if splits is None or not isinstance(splits[0], EncodedRows):
+            raise (StepSkipped if splits is None else StepRefused)(
+                "prune",
+                f"prune: a {io.registered} is pruned by its architecture's MLP blocks and fine-tuned on its feature rows "
+                "(EncodedRows splits, as tritonrec compress CHECKPOINT gives)",
+            )
         pruned = prune(model, step, splits[0], splits[1], seed=seed, on_log=log)
         return pruned, f"{io.registered}'s MLP blocks pruned by {step.ratio:.0%} ({step.importance}) and fine-tuned"
     if step.importance != "magnitude" or step.scope != "per_layer" or step.iterations != 1:

@@ -200,3 +200,24 @@ def test_the_checkpoint_pipeline_leaves_out_a_step_that_cannot_apply_and_runs_th
     assert "Sequential has no nn.Embedding or nn.EmbeddingBag (it has Linear, Sigmoid)" in refused["quantize_embeddings"]
     with pytest.raises(StepRefused):  # without a record to fill, the refusal is raised
         apply_torch_steps(model, [QuantizeEmbeddingsConfig()], None)
+
+
+def test_a_registered_architecture_without_its_feature_rows_gets_int8_tables_and_skips_what_needs_rows(tmp_path) -> None:
+    from toolkit.models import get_architecture
+
+    arch = get_architecture("dcnv2")
+    model = arch.build(arch.config_class(num_dense=2, sparse_cardinalities=[11, 13], embedding_dim=8)).eval()
+    recipe = _recipe({"kind": "distill"}, {"kind": "prune"}, {"kind": "quantize_embeddings"})
+    result = compress_module(model, recipe=recipe, workdir=tmp_path)
+    status = {o.kind: o.status for o in result.outcomes}
+
+    assert status == {
+        "distill": "skipped",
+        "prune": "skipped",
+        "quantize_embeddings": "applied",
+        "onnx_export": "applied",
+        "auc_check": "skipped",
+    }
+    assert "pruned by its architecture's MLP blocks" in result.outcomes[1].reason  # not Torch-Pruning's whole-graph search
+    rows = {k: v.numpy() for k, v in arch.example_inputs(model.config, 256, seed=4).items()}
+    assert check_parity(result.model, result.onnx_path, rows, atol=1e-5).passed
