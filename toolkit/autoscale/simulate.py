@@ -27,8 +27,8 @@ step's mean) plus the saturated service latency.
 **Queue timeout** (optional, ``queue_timeout_s``): Triton's ``dynamic_batching.default_queue_policy``
 with ``timeout_action: REJECT``: a request that would wait longer than the timeout in a pod's queue
 is rejected unserved, so a queue never holds more than ``mu * timeout``; rejected requests count as
-out of the SLO with the timeout as their latency. Without it (Triton's default) queues are unbounded
-and clients wait.
+out of the SLO (never within, whatever the timeout: a rejection is an error, not an answer).
+Without it (Triton's default) queues are unbounded and clients wait.
 
 **The Deployment** (:class:`SimulatedDeployment`). Pods are ``starting`` for ``start_delay_s``
 (scheduling, image, Triton start and model load) and then ``ready``; each ready pod has its own
@@ -713,8 +713,7 @@ class SimulatedDeployment:
 
     # -- results ------------------------------------------------------------------------------------------------------
     def latency_cdf(self) -> np.ndarray:
-        """(E,) P(latency <= edge) over every request that arrived: failed ones never within, timed-out
-        ones at the timeout (the client's wait for the rejection)."""
+        """(E,) P(latency <= edge) over every request that arrived: failed and timed-out (rejected) ones never within."""
         m = self.model
         if self.arrived <= 0:
             return np.ones(m.edges_ms.size)
@@ -728,8 +727,9 @@ class SimulatedDeployment:
             weights = np.bincount(idx, weights=x, minlength=grid.size)
             used = np.nonzero(weights)[0]
             cdf = cdf + weights[used] @ m.backlog_cdf(grid[used])
-        if self.timed_out > 0:
-            cdf = cdf + self.timed_out * (m.edges_ms >= self.queue_timeout_s * 1000.0)
+        # timed-out (rejected) requests are never within: the client gets an error, not an answer, even
+        # when the timeout is shorter than the SLO (counting them at the timeout would call a shed
+        # request a fast one)
         return np.clip(cdf / self.arrived, 0.0, 1.0)
 
 
