@@ -634,7 +634,8 @@ def run_perf_analyzer(
     profile_export: bool = True,
     analyzer: PerfAnalyzer | None = None,
 ) -> list[LoadPoint]:
-    """Sweep a Triton model with perf_analyzer and return one :class:`LoadPoint` per load level.
+    """Sweep a Triton model with perf_analyzer and return one :class:`LoadPoint` per load level,
+    in ascending load (perf_analyzer's CSV lists a sweep's levels in its own order, not the sweep's).
 
     Runs ``perf_analyzer -m MODEL -u URL -i PROTOCOL -b BATCH --input-data FILE
     --concurrency-range A:B:STEP | --request-rate-range A:B:STEP [--request-distribution D]
@@ -750,6 +751,7 @@ def run_perf_analyzer(
         lost = [v for v in levels if not any(math.isclose(v, g, rel_tol=1e-6) for g in got)]
         if lost:
             raise PerfError(f"perf_analyzer reported no result for {kind} {', '.join(f'{v:g}' for v in lost)} of model '{model_name}'")
+        points.sort(key=lambda p: p.load)
         _publish(out_dir, work, done, log_parts)
     except PerfError:
         if log_parts:  # what perf_analyzer said, for the user to read; the reports stay as they were

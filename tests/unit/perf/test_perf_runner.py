@@ -58,6 +58,8 @@ header, row = Path({csv!r}).read_text().splitlines()[:2]
 if rate:
     header = header.replace("Concurrency", "Request Rate", 1)
 rows = [",".join(["%g" % level] + row.split(",")[1:]) for level in levels]
+if mode == "reversed":  # the real one once wrote a concurrency 1:2 sweep as 2, 1 (CI, 2 cores)
+    rows.reverse()
 Path(opt("-f")).write_text("\\n".join([header] + rows))
 if opt("--profile-export-file"):
     experiments = [{{"experiment": {{"mode": "request_rate" if rate else "concurrency", "value": level}},
@@ -167,6 +169,16 @@ def test_flags_of_a_request_rate_sweep(tmp_path: Path, input_data: Path) -> None
     assert "--profile-export-file" not in args and "--concurrency-range" not in args
     assert [p.request_rate for p in points] == [50.0, 100.0, 150.0]
     assert not (tmp_path / "out" / "profile_export.json").exists()
+
+
+def test_points_come_back_in_ascending_load_whatever_order_the_csv_has(tmp_path: Path, input_data: Path) -> None:
+    fake = Fake(tmp_path / "bin", mode="reversed")
+    out = tmp_path / "out"
+    points = run_perf_analyzer(
+        "dlrm", "h:1", protocol="grpc", input_data=input_data, input_specs=[IDS], concurrency=[1, 2, 3], out_dir=out, analyzer=fake.analyzer
+    )
+    assert [p.concurrency for p in parse_perf_csv(out / "perf_analyzer.csv")] == [3, 2, 1]  # the file stays as written
+    assert [p.concurrency for p in points] == [1, 2, 3]
 
 
 def test_uneven_levels_run_one_perf_analyzer_each_and_merge(tmp_path: Path, input_data: Path) -> None:
