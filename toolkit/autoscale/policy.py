@@ -12,8 +12,9 @@ The decision, in order (:func:`decide`):
    ``ScalingActive=False`` condition names each such pod and what it lacks. When every ready pod has
    failed ``spec.fallback.failedScrapes`` scrapes in a row the fallback count applies
    (``spec.fallback.replicas``, as a floor: it scales up to it, never down; unset: hold).
-2. **Arrival rate** λ (requests/s): each complete pod's ``request_rate`` plus the growth of its own
-   pending requests since the last decision (negative while it drains a backlog), summed and scaled
+2. **Arrival rate** λ (requests/s): each complete pod's ``request_rate`` and ``rejected_rate`` (what
+   its queue policy turned away arrived too: without it a queue timeout would hide the overload it
+   sheds) plus the growth of its own pending requests since the last decision (negative while it drains a backlog), summed and scaled
    up to all ready pods (the router spreads load evenly), averaged over the short panic window
    (``spec.panicWindowSeconds``). While a pod is in its first scrape, load is moving to it from the
    others, so the estimate goes on along the last trend instead.
@@ -29,7 +30,7 @@ The decision, in order (:func:`decide`):
    ``slo.p99LatencyMs / slo.p99ToMeanRatio`` (and queue:compute at most ``slo.queueComputeRatio``) is
    surely within the SLO, so c is at least its ``request_rate`` (c rises to it); a pod whose mean
    exceeds the SLO itself (a p99 is never below the mean) because requests queue (queue >= compute
-   time) is surely over it, so c is at most about its rate (c moves toward it by
+   time), or that rejected requests (``rejected_rate`` > 0), is surely over it, so c is at most about its rate (c moves toward it by
    :data:`CAPACITY_LEARNING_RATE`). The policy plans for ``spec.capacity.targetUtilization`` of c.
 5. **Needed replicas** = (forecast λ + excess backlog / τ) / (c × targetUtilization), rounded up: the
    excess backlog is the pending requests beyond what Little's law puts in the queue at the latency
@@ -230,6 +231,10 @@ def _view(pod: PodSignals, spec: AutoscalerSpec, now: float) -> PodView:
     queueing = queue_ms is not None and queue_ms > 0 and queue_ms >= (compute_ms or 0.0)
     if latency_ms is None and over:
         queueing = True
+    if pod.rejected_rate:
+        # its queue policy turned requests away (timed out in the queue, or the queue was full): it is
+        # saturated, whatever the served requests' mean says (with a queue timeout near the SLO it stays low)
+        within, over, queueing = False, True, True
     return PodView(pod.pod, None, "", False, latency_ms, queue_ms, compute_ms, within, over, queueing)
 
 
@@ -424,7 +429,7 @@ def decide(signals: DeploymentSignals, history: History, spec: AutoscalerSpec, n
     served = sum(p.request_rate or 0.0 for p, _ in complete) * len(ready) / len(complete)
     own = 0.0
     for p, _ in complete:
-        own += p.request_rate or 0.0
+        own += (p.request_rate or 0.0) + (p.rejected_rate or 0.0)  # rejected requests arrived too
         if p.pod in before and p.pod in gauges:
             own += (gauges[p.pod] - before[p.pod]) / elapsed
     arrival_now = max(0.0, own) * len(ready) / len(complete)

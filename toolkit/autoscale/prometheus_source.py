@@ -15,7 +15,8 @@ Prometheus' Kubernetes service discovery is usually relabelled: ``__meta_kuberne
   empty result as zero load; here it is a missing metric, and the policy holds);
 * ``max by (pod) (timestamp(up{S}))``: when Prometheus last scraped it (``scraped_at``);
 * ``sum by (pod) (rate(F{S}[W]))`` for every counter family F: per-second increases summed over
-  the pod's models before any division (resets are handled by ``rate()`` itself);
+  the pod's models before any division (resets are handled by ``rate()`` itself); for
+  ``nv_inference_request_failure`` only its ``reason="REJECTED"`` series (``COUNTER_SERIES``);
 * ``sum by (pod) (nv_inference_pending_request_count{S})``.
 
 ``S`` is the caller's label selector (``namespace="prod",job="triton"``) and ``W`` the rate window.
@@ -28,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from toolkit.autoscale.scrape import COUNTER_METRICS, GAUGE_METRICS, ScrapeTarget, signals_from_increases
+from toolkit.autoscale.scrape import COUNTER_METRICS, COUNTER_SERIES, GAUGE_METRICS, ScrapeTarget, signals_from_increases
 from toolkit.autoscale.signals import POLICY_METRICS, PodSignals
 from toolkit.errors import MetricsError
 
@@ -159,7 +160,8 @@ class PrometheusSource:
             "pending": f"sum {by} (nv_inference_pending_request_count{self._matchers()})",
         }
         for family in COUNTER_METRICS:
-            parts[f"rate:{family}"] = f"sum {by} (rate({family}{self._matchers()}[{self.window_s:g}s]))"
+            only = [f'{COUNTER_SERIES[family][0]}="{COUNTER_SERIES[family][1]}"'] if family in COUNTER_SERIES else []
+            parts[f"rate:{family}"] = f"sum {by} (rate({family}{self._matchers(*only)}[{self.window_s:g}s]))"
         return parts
 
     def query(self) -> str:

@@ -40,6 +40,7 @@ from toolkit.errors import MetricsError
 
 __all__ = [
     "COUNTER_METRICS",
+    "COUNTER_SERIES",
     "GAUGE_METRICS",
     "SeriesKey",
     "MetricsSample",
@@ -64,7 +65,18 @@ COUNTER_METRICS: tuple[str, ...] = (
     "nv_inference_compute_input_duration_us",
     "nv_inference_compute_infer_duration_us",
     "nv_inference_compute_output_duration_us",
+    "nv_inference_request_failure",
 )
+#: Counter families of which only some series are read: family -> the label that must be present and
+#: its value. ``nv_inference_request_failure`` is labelled by ``reason`` (``REJECTED``, ``CANCELED``,
+#: ``BACKEND``, ``OTHER``); only ``REJECTED`` is load (the queue policy's timeout expired while the
+#: request waited, ``timeout_action: REJECT``), the others are errors of the request or the model.
+#: Triton 2.51 does not count what a full queue (``max_queue_size``) turns away in any failure
+#: counter (``tests/integration/test_scrape_server.py`` checks both), so a queue bounded by size
+#: hides its overload from every metric: bound it with a timeout.
+#: A server whose failures carry no ``reason`` label cannot tell rejections apart: its family is
+#: read as absent (rejections unknown), not as zero.
+COUNTER_SERIES: Mapping[str, tuple[str, str]] = MappingProxyType({"nv_inference_request_failure": ("reason", "REJECTED")})
 #: Triton's per-model gauges that are read as they are (not as deltas).
 GAUGE_METRICS: tuple[str, ...] = ("nv_inference_pending_request_count",)
 
@@ -131,9 +143,16 @@ def parse_metrics(text: str, *, source: str = "/metrics") -> MetricsSample:
                 continue
             values = series.setdefault(family.name, {})
             accepted = (family.name, family.name + "_total")
+            wanted = COUNTER_SERIES.get(family.name)
+            labelled = False
             for sample in family.samples:
                 if sample.name not in accepted:
                     continue
+                if wanted is not None:
+                    label, value = wanted
+                    labelled = labelled or label in sample.labels
+                    if sample.labels.get(label) != value:
+                        continue
                 key: SeriesKey = tuple(sorted(sample.labels.items()))
                 if key in values:
                     labels = ",".join(f'{k}="{v}"' for k, v in key)
@@ -142,6 +161,8 @@ def parse_metrics(text: str, *, source: str = "/metrics") -> MetricsSample:
                         hint="a Triton server writes each series once: is this endpoint a Triton server's?",
                     )
                 values[key] = float(sample.value)
+            if wanted is not None and family.samples and not labelled:
+                del series[family.name]  # no reason label: which failures were rejections is unknown
     except ValueError as e:
         raise MetricsError(
             f"{source}: not Prometheus' text format ({e})",
@@ -262,7 +283,9 @@ def signals_from_increases(
         completed while some are pending, since their wait is not counted until they finish),
         ``compute_us_per_inference`` (µs: Δ (compute input + infer + output) / Δ inferences, None when
         there was no inference; compute input or output unknown counts as 0, compute infer unknown
-        makes it None). Anything computed from an unknown increase is None.
+        makes it None), ``rejected_rate`` (requests/s the queue policy rejected: Δ
+        ``nv_inference_request_failure{reason="REJECTED"}``, see :data:`COUNTER_SERIES`). Anything
+        computed from an unknown increase is None.
     """
     first = PodSignals(
         pod=target.pod,
@@ -286,9 +309,11 @@ def signals_from_increases(
     queue_per_request = _ratio(queue_us, requests)
     if queue_us is not None and requests == 0 and pending_requests == 0:
         queue_per_request = 0.0
+    rejected = increases.get("nv_inference_request_failure")
     return replace(
         first,
         request_rate=None if requests is None else requests / elapsed_s,
+        rejected_rate=None if rejected is None else rejected / elapsed_s,
         inference_rate=None if inferences is None else inferences / elapsed_s,
         queue_us_per_request=queue_per_request,
         compute_us_per_inference=_ratio(compute_us, inferences),

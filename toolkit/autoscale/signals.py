@@ -80,6 +80,11 @@ class PodSignals:
         request_rate: successful inference requests per second, summed over the pod's models
             (Δ ``nv_inference_request_success``).
         inference_rate: inferences per second (Δ ``nv_inference_count``; a batch of 8 is 8).
+        rejected_rate: requests per second that Triton's queue policy rejected unserved (Δ
+            ``nv_inference_request_failure{reason="REJECTED"}``: their queue timeout expired), summed
+            over the pod's models: arrivals that ``request_rate`` does not count. None where the
+            server does not label failures by reason. (Requests a full queue turns away are in no
+            counter of Triton 2.51: see ``toolkit.autoscale.scrape.COUNTER_SERIES``.)
         queue_us_per_request: queue time per request in microseconds: Δ ``nv_inference_queue_duration_us``
             summed over the pod's models, divided by Δ ``nv_inference_request_success`` summed over
             the same models (summed before dividing, not averaged per model).
@@ -98,6 +103,7 @@ class PodSignals:
     failed_scrapes: int = 0
     request_rate: float | None = None
     inference_rate: float | None = None
+    rejected_rate: float | None = None
     queue_us_per_request: float | None = None
     compute_us_per_inference: float | None = None
     pending_requests: float | None = None

@@ -41,10 +41,11 @@ leaves only then (graceful, as the controller does). Requests that arrive while 
 (counted as out of the SLO).
 
 **Signals**. Every replica keeps Triton's counters (requests, queue and compute microseconds, busy
-time); every sync period the policy gets a :class:`~toolkit.autoscale.signals.DeploymentSignals`
-whose per-pod signals come from the counters' increases since the previous decision through the
-controller's scraper arithmetic (``toolkit.autoscale.scrape.signals_from_increases``: a pod's first
-scrape has no rates, an idle pod's queue time is 0), its ``pending_requests`` the gauge at that
+time, requests rejected by the queue timeout); every sync period the policy gets a
+:class:`~toolkit.autoscale.signals.DeploymentSignals` whose per-pod signals come from the counters'
+increases since the previous decision through the controller's scraper arithmetic
+(``toolkit.autoscale.scrape.signals_from_increases``: a pod's first scrape has no rates, an idle pod's
+queue time is 0), its ``pending_requests`` the gauge at that
 moment and ``cpu_utilization`` the busy fraction (served / ``mu``; metrics-server's view of a pod
 whose CPU request is what it needs at saturation). Then :meth:`Autoscaler.step` decides.
 
@@ -415,6 +416,7 @@ class _Counters:
     queue_us: np.ndarray
     compute_us: np.ndarray
     busy_s: np.ndarray
+    rejected: np.ndarray
 
 
 class SimulatedDeployment:
@@ -447,7 +449,7 @@ class SimulatedDeployment:
         self.ready_at = np.zeros(self._cap)
         self.backlog = np.zeros(self._cap)
         self.pending = np.zeros(self._cap)
-        self.counters = _Counters(*(np.zeros(self._cap) for _ in range(4)))
+        self.counters = _Counters(*(np.zeros(self._cap) for _ in range(5)))
         self.n_pods = 0  # pods ever created (slot i is pod "triton-<i>")
         self.now = 0.0
         self._steps = 0  # steps done: now = steps x step_s (no drift from repeated additions)
@@ -475,7 +477,7 @@ class SimulatedDeployment:
             arr = np.zeros(new, old.dtype)
             arr[: self._cap] = old
             setattr(self, name, arr)
-        for name in ("success", "queue_us", "compute_us", "busy_s"):
+        for name in ("success", "queue_us", "compute_us", "busy_s", "rejected"):
             old = getattr(self.counters, name)
             arr = np.zeros(new)
             arr[: self._cap] = old
@@ -604,14 +606,15 @@ class SimulatedDeployment:
             served = np.minimum(total, per_step)
             b1 = total - served
             kept = x  # this step's arrivals that are served (all, unless the queue timeout rejects some)
+            c = self.counters
             if self.queue_timeout_s is not None:
                 over = np.maximum(b1 - self._queue_cap, 0.0)
                 if over.any():  # rejected at the timeout, never computed (Triton's queue policy, REJECT)
                     self.timed_out += float(over.sum())
+                    c.rejected[serving] += over  # nv_inference_request_failure{reason="REJECTED"}
                     b1 = b1 - over
                     kept = np.maximum(x - over, 0.0)
             self.backlog[serving] = b1
-            c = self.counters
             c.success[serving] += served
             c.busy_s[serving] += served / m.capacity_rps
             queued = (b0 > 0) | (b1 > 0)
@@ -682,7 +685,7 @@ class SimulatedDeployment:
             if phase == "starting":
                 pods.append(PodSignals(pod=name, phase="starting"))
                 continue
-            snap = np.array([c.success[i], c.queue_us[i], c.compute_us[i], c.busy_s[i]])
+            snap = np.array([c.success[i], c.queue_us[i], c.compute_us[i], c.busy_s[i], c.rejected[i]])
             last = previous.get(int(i))
             previous[int(i)] = (self.now, snap)
             since = max(self.ready_at[i], last[0]) if last else self.ready_at[i]
@@ -691,7 +694,7 @@ class SimulatedDeployment:
             if busy_window > 0:
                 base_busy = last[1][3] if last else 0.0
                 cpu = float((snap[3] - base_busy) / busy_window)
-            d = snap - last[1] if last is not None else np.zeros(4)
+            d = snap - last[1] if last is not None else np.zeros(5)
             # Triton's counters over the interval (client batch 1: one inference per request; the compute
             # time is all booked as compute_infer), turned into signals by the scraper's own arithmetic
             increases = {
@@ -699,6 +702,7 @@ class SimulatedDeployment:
                 "nv_inference_count": float(d[0]),
                 "nv_inference_queue_duration_us": float(d[1]),
                 "nv_inference_compute_infer_duration_us": float(d[2]),
+                "nv_inference_request_failure": float(d[4]),  # its REJECTED series: the queue timeout's
             }
             pod = signals_from_increases(
                 ScrapeTarget(pod=name, address=f"10.0.{i // 250}.{i % 250 + 1}:8002", phase=phase),

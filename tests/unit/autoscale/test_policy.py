@@ -472,3 +472,24 @@ def test_a_pod_in_its_first_scrape_carries_the_arrivals_along_the_trend() -> Non
     # rising to 500 + 20 * 35 = 1200 req/s: up to 12 at once (partial metrics stop only scale-downs)
     assert (d.desired_replicas, d.hold) == (12, False)
     assert "pod new has no request_rate" in _reason(d, "ScalingActive").message
+
+
+def test_rejected_requests_count_as_arrivals_and_as_overload() -> None:
+    """With a queue timeout (Triton's queue policy, REJECT) an overloaded pod's queue stays short and
+    its served requests look fast: only its rejections show the load it sheds. 2 pods serve 100 req/s
+    each in 1 ms of queue and reject 150 req/s each: the arrivals are 500 req/s, 5 replicas, and the
+    capacity (seeded at 120) moves toward the 100 req/s they serve at saturation."""
+    spec = _spec(capacity={"perReplicaRps": 120, "targetUtilization": 1.0})
+    steps = [
+        (0.0, _load(0.0, 200, 2)),
+        (5.0, DeploymentSignals(5.0, 2, tuple(_pod(f"p{i}", 5.0, 100.0, rejected_rate=150.0) for i in range(2)))),
+    ]
+    (first, d), history = _run(spec, steps)
+    assert first.desired_replicas == 2
+    assert d.signals["arrival_rate_rps"] == pytest.approx((200 + 500) / 2)  # the panic window's mean
+    assert history.capacity_rps == pytest.approx(120 + 0.3 * (100 - 120))  # CAPACITY_LEARNING_RATE
+    assert d.desired_replicas == 4  # ceil(350 / 114)
+    # without the rejections the same pods look within the SLO at 100 req/s: 2 replicas, no change
+    blind = [steps[0], (5.0, DeploymentSignals(5.0, 2, tuple(_pod(f"p{i}", 5.0, 100.0, rejected_rate=0.0) for i in range(2))))]
+    (_, d_blind), _ = _run(spec, blind)
+    assert d_blind.desired_replicas == 2

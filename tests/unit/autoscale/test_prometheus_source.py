@@ -71,6 +71,8 @@ def test_every_policy_metric_is_asked_for():
     assert all(name in query for name in POLICY_METRICS)
     assert 'rate(nv_inference_queue_duration_us{namespace="prod"}[20s])' in query
     assert 'max by (pod) (up{namespace="prod"})' in query
+    # of the failures, only the queue policy's rejections are load
+    assert 'rate(nv_inference_request_failure{namespace="prod",reason="REJECTED"}[20s])' in query
 
 
 @pytest.mark.parametrize(

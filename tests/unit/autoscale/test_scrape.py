@@ -18,6 +18,7 @@ import pytest
 
 from toolkit.autoscale.scrape import (
     COUNTER_METRICS,
+    COUNTER_SERIES,
     GAUGE_METRICS,
     MetricsTracker,
     PodScraper,
@@ -38,9 +39,16 @@ POD = ScrapeTarget("triton-0", "127.0.0.1:8002", uid="uid-a")
 COMPUTE = ("nv_inference_compute_input_duration_us", "nv_inference_compute_infer_duration_us", "nv_inference_compute_output_duration_us")
 
 
+def labels(family: str, model: str) -> dict[str, str]:
+    """The labels of the series of ``family`` the scraper reads for ``model`` (Triton writes them sorted)."""
+    only = dict([COUNTER_SERIES[family]]) if family in COUNTER_SERIES else {}
+    return dict(sorted({"model": model, "version": "1", **only}.items()))
+
+
 def value(fixture: str, family: str, model: str) -> float:
     """The sample of ``family`` for ``model`` in the saved text, read straight from its line."""
-    pattern = rf'^{family}{{model="{model}",version="1"}} (\S+)$'
+    written = ",".join(f'{k}="{v}"' for k, v in labels(family, model).items())
+    pattern = rf"^{family}{{{written}}} (\S+)$"
     matches = re.findall(pattern, TEXTS[fixture], flags=re.MULTILINE)
     assert len(matches) == 1, f"{fixture}: {pattern} matched {len(matches)} lines"
     return float(matches[0])
@@ -73,11 +81,12 @@ def test_parse_reads_every_model_of_every_family_the_fixture_has(fixture: str):
     sample = parse_metrics(TEXTS[fixture], source=fixture)
     absent = {
         "missing_queue_duration": {"nv_inference_queue_duration_us"},
-        "shutting_down": set(COUNTER_METRICS + GAUGE_METRICS),  # its models are unloaded
+        # its models are unloaded; the failure counters stay until the port closes
+        "shutting_down": set(COUNTER_METRICS + GAUGE_METRICS) - {"nv_inference_request_failure"},
     }.get(fixture, set())
     assert set(sample.series) == set(COUNTER_METRICS + GAUGE_METRICS) - absent
     for family, series in sample.series.items():
-        assert series == {(("model", m), ("version", "1")): value(fixture, family, m) for m in MODELS}
+        assert series == {tuple(labels(family, m).items()): value(fixture, family, m) for m in MODELS}
         assert sample.total(family) == total(fixture, family)
     assert sample.missing == tuple(name for name in POLICY_METRICS if name in absent)
 
@@ -147,8 +156,8 @@ def test_a_restarted_server_counts_its_counters_from_zero():
     tracker = MetricsTracker()
     observe(tracker, "two_models_t1", at=0.0)
     s = observe(tracker, "restarted", at=GAP_S)
-    for family in COUNTER_METRICS:  # the fixture's premise: every counter went down
-        assert total("restarted", family) < total("two_models_t1", family), family
+    for family in COUNTER_METRICS:  # the fixture's premise: every counter went down (none failed: 0 and 0)
+        assert total("restarted", family) < total("two_models_t1", family) or total("two_models_t1", family) == 0, family
     assert s.request_rate == pytest.approx(total("restarted", "nv_inference_request_success") / GAP_S, rel=1e-12)
     assert s.inference_rate == pytest.approx(total("restarted", "nv_inference_count") / GAP_S, rel=1e-12)
     queue = total("restarted", "nv_inference_queue_duration_us")
@@ -339,3 +348,50 @@ def test_scraper_refuses_duplicate_pod_names_and_bad_settings():
         PodScraper(timeout_s=0)
     with pytest.raises(ValueError, match="max_workers must be >= 1, got 0"):
         PodScraper(max_workers=0)
+
+
+# -- rejections (Triton's queue policy) --------------------------------------------------------------
+
+
+def _with_rejected(text: str, fast: int, slow: int) -> str:
+    """``text`` with its REJECTED failure counters set (the bundled server's texts, taken without a
+    queue policy, have 0 there)."""
+    for model, n in (("fast", fast), ("slow", slow)):
+        text = text.replace(
+            f'nv_inference_request_failure{{model="{model}",reason="REJECTED",version="1"}} 0',
+            f'nv_inference_request_failure{{model="{model}",reason="REJECTED",version="1"}} {n}',
+        )
+    return text
+
+
+def test_rejected_requests_are_a_rate_summed_over_models_and_other_failures_are_not_counted():
+    t0 = _with_rejected(TEXTS["two_models_t0"], 10, 0)
+    t1 = _with_rejected(TEXTS["two_models_t1"], 40, 30)
+    t1 = t1.replace(
+        'nv_inference_request_failure{model="fast",reason="BACKEND",version="1"} 0',
+        'nv_inference_request_failure{model="fast",reason="BACKEND",version="1"} 500',
+    )
+    assert t1.count('reason="REJECTED",version="1"} ') == 2 and "} 500" in t1  # the edits took
+    tracker = MetricsTracker()
+    tracker.observe(ScrapeResult(POD, 0.0, text=t0))
+    s = tracker.observe(ScrapeResult(POD, GAP_S, text=t1))
+    assert s.rejected_rate == pytest.approx((30 + 30) / GAP_S, rel=1e-12)  # BACKEND errors are not load
+
+
+def test_failures_without_a_reason_label_leave_rejections_unknown_not_zero():
+    old = "\n".join(
+        [
+            "# TYPE nv_inference_request_failure counter",
+            'nv_inference_request_failure{model="fast",version="1"} 7',
+        ]
+    )
+    assert not parse_metrics(old).has("nv_inference_request_failure")
+    tracker = MetricsTracker()
+    tracker.observe(ScrapeResult(POD, 0.0, text=TEXTS["two_models_t0"]))
+    s = tracker.observe(ScrapeResult(POD, GAP_S, text=TEXTS["two_models_t1"]))
+    assert s.rejected_rate == 0.0  # labelled, and none rejected
+    stripped = (
+        "\n".join(line for line in TEXTS["two_models_t1"].splitlines() if "nv_inference_request_failure" not in line) + "\n" + old + "\n"
+    )
+    s = tracker.observe(ScrapeResult(POD, 2 * GAP_S, text=stripped))
+    assert s.rejected_rate is None and s.request_rate is not None

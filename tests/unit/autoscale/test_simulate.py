@@ -126,10 +126,14 @@ def test_a_queue_timeout_caps_the_queue_and_rejects_the_excess(sharp):
     # 50 steps of +4); from then on the 200 req/s excess is rejected: 200 x (10 - 1) = 1,800 requests
     trace, arrivals = constant(600.0, 10)
     dep = SimulatedDeployment(sharp, step_s=STEP, start_delay_s=30, initial_replicas=1, queue_timeout_s=0.5)
+    scrapes: dict = {}
+    dep.signals(scrapes)
     for a in arrivals:
         dep.advance(a)
     assert dep.backlog[0] == pytest.approx(200.0)
     assert dep.timed_out == pytest.approx(1800.0)
+    # the pod's nv_inference_request_failure{reason="REJECTED"}: 1,800 requests over the 10 s
+    assert dep.signals(scrapes).pods[0].rejected_rate == pytest.approx(180.0)
     assert dep.counters.success[0] == pytest.approx(4000.0)  # the pod never idles
     result = simulate(trace, StaticReplicas(1), sharp, sync_period_s=5, initial_replicas=1, arrivals=arrivals, queue_timeout_s=0.5)
     assert result.timed_out == pytest.approx(1800.0)
