@@ -17,7 +17,8 @@ The decision, in order (:func:`decide`):
    sheds) plus the growth of its own pending requests since the last decision (negative while it drains a backlog), summed and scaled
    up to all ready pods (the router spreads load evenly), averaged over the short panic window
    (``spec.panicWindowSeconds``). While a pod is in its first scrape, load is moving to it from the
-   others, so the estimate goes on along the last trend instead.
+   others, whose numbers then under-read the arrivals: the last estimate holds (never less), and the
+   decision adds no sample to the trend.
 3. **Trend.** When every interval of the last :data:`TREND_WINDOW_SECONDS` rose (at least two), the
    smallest of those slopes is projected over the time a new pod takes to start (learned from the
    pods' own starts, :data:`DEFAULT_START_DELAY_SECONDS` until one is seen) plus one sync period, if
@@ -30,8 +31,10 @@ The decision, in order (:func:`decide`):
    ``slo.p99LatencyMs / slo.p99ToMeanRatio`` (and queue:compute at most ``slo.queueComputeRatio``) is
    surely within the SLO, so c is at least its ``request_rate`` (c rises to it); a pod whose mean
    exceeds the SLO itself (a p99 is never below the mean) because requests queue (queue >= compute
-   time), or that rejected requests (``rejected_rate`` > 0), is surely over it, so c is at most about its rate (c moves toward it by
-   :data:`CAPACITY_LEARNING_RATE`). The policy plans for ``spec.capacity.targetUtilization`` of c.
+   time), or that rejected requests (``rejected_rate`` > 0), is surely over it, so c is at most about
+   its rate (c moves toward it by :data:`CAPACITY_LEARNING_RATE`, only when the pod was so at the
+   previous decision too: one that became saturated within the interval served less than it can for
+   part of it). The policy plans for ``spec.capacity.targetUtilization`` of c.
 5. **Needed replicas** = (forecast λ + excess backlog / τ) / (c × targetUtilization), rounded up: the
    excess backlog is the pending requests beyond what Little's law puts in the queue at the latency
    budget (λ × budget), drained within τ = max(the SLO, one sync period, a pod's start: replicas
@@ -133,6 +136,8 @@ class History:
         trend_rps_per_s: the arrival rate's rise per second at the last decision (0 when not rising).
         forecasts: ``(time, replicas)`` asked for a forecast rise, kept for the rise's horizon (a pod's
             start plus a sync period): what a forecast asked for is not taken back before it could serve.
+        saturated_pods: the pods surely over the SLO because requests queued at the last decision (only
+            a pod saturated at two decisions in a row teaches a lower capacity).
     """
 
     capacity_rps: float | None = None
@@ -151,6 +156,7 @@ class History:
     start_delay_s: float | None = None
     trend_rps_per_s: float = 0.0
     forecasts: tuple[tuple[float, int], ...] = ()
+    saturated_pods: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -238,10 +244,22 @@ def _view(pod: PodSignals, spec: AutoscalerSpec, now: float) -> PodView:
     return PodView(pod.pod, None, "", False, latency_ms, queue_ms, compute_ms, within, over, queueing)
 
 
-def _learn_capacity(capacity: float | None, pods: Sequence[tuple[PodSignals, PodView]]) -> tuple[float | None, bool]:
-    """The capacity estimate after this decision's observations, and whether they changed it."""
+def _saturated(pods: Sequence[tuple[PodSignals, PodView]]) -> tuple[str, ...]:
+    """The pods surely over the SLO because requests queue (or are rejected) at this decision."""
+    return tuple(sorted(p.pod for p, v in pods if v.over_slo and v.queueing))
+
+
+def _learn_capacity(
+    capacity: float | None, pods: Sequence[tuple[PodSignals, PodView]], saturated_before: Sequence[str]
+) -> tuple[float | None, bool]:
+    """The capacity estimate after this decision's observations, and whether they changed it.
+
+    The estimate moves down only on pods that were saturated at the previous decision too: a pod that
+    became saturated within the interval served less than its throughput for part of it, and its mean
+    rate would teach too low a capacity (on_off's rises taught 4,600 req/s for a 5,500 req/s replica)."""
     lower_bounds = [p.request_rate for p, v in pods if v.within_slo and p.request_rate]
-    saturated = [p.request_rate for p, v in pods if v.over_slo and v.queueing and p.request_rate]
+    before = set(saturated_before)
+    saturated = [p.request_rate for p, v in pods if v.over_slo and v.queueing and p.request_rate and p.pod in before]
     new = capacity
     if lower_bounds:
         new = max(new or 0.0, max(lower_bounds))
@@ -403,7 +421,8 @@ def decide(signals: DeploymentSignals, history: History, spec: AutoscalerSpec, n
         )
 
     # --- 4. capacity ------------------------------------------------------------------------------------------
-    capacity, learned = _learn_capacity(history.capacity_rps, complete)
+    capacity, learned = _learn_capacity(history.capacity_rps, complete, history.saturated_pods)
+    history = replace(history, saturated_pods=_saturated(complete))
     if learned:
         history = replace(history, capacity_rps=capacity, capacity_source="learned")
 
@@ -434,16 +453,21 @@ def decide(signals: DeploymentSignals, history: History, spec: AutoscalerSpec, n
             own += (gauges[p.pod] - before[p.pod]) / elapsed
     arrival_now = max(0.0, own) * len(ready) / len(complete)
     warming = any(v.warming for _, v in problems)
-    if warming and history.arrivals:
-        # pods that just became ready take load from the others before their own rates are known: the
-        # others' numbers say more about the shift than about the arrivals, so the last estimate goes on
-        # along the last trend
-        last_t, last_a = history.arrivals[-1]
-        arrival_now = last_a + history.trend_rps_per_s * max(0.0, now - last_t)
     short = max(spec.panic_window_seconds, spec.sync_period_seconds)
     memory = max(short, TREND_WINDOW_SECONDS)
-    arrivals = tuple(a for a in history.arrivals if now - a[0] <= memory + 1e-9) + ((now, arrival_now),)
-    recent = [a for t, a in arrivals if now - t < short] or [arrival_now]
+    kept = tuple(a for a in history.arrivals if now - a[0] <= memory + 1e-9)
+    if warming and history.arrivals:
+        # pods that just became ready take load from the others before their own rates are known, so the
+        # others' numbers under-read the arrivals: the last estimate holds (never less), and this decision
+        # adds no sample, so the trend is neither broken nor fed. Carrying the estimate on along the trend
+        # instead fed back on itself: each scale-up brings warming pods, whose decision extrapolated
+        # further, asking for more pods (on_off, 10 s pod start: 23 replicas for 12 needed, 118% of
+        # static peak's replica-seconds)
+        arrival_now = max(arrival_now, history.arrivals[-1][1])
+        arrivals = kept
+    else:
+        arrivals = kept + ((now, arrival_now),)
+    recent = [a for t, a in arrivals if now - t < short and t < now] + [arrival_now]
     arrival = sum(recent) / len(recent)
     start_delay = history.start_delay_s if history.start_delay_s is not None else DEFAULT_START_DELAY_SECONDS
     lead = start_delay + spec.sync_period_seconds  # pods asked now serve from then until the next ones do

@@ -251,8 +251,9 @@ def test_counter_reset_does_not_scale_down() -> None:
     assert (d.desired_replicas, d.hold) == (3, True)
     d, history = decide(_three(10.0, 80, p1={"request_rate": 5.0, "inference_rate": 5.0}), history, SPEC, 10.0)
     assert (d.desired_replicas, d.hold) == (3, False)
-    # (80 + 5 + 80) req/s averaged with the 240 carried over p1's first scrape: 2.03 replicas' worth
-    assert d.signals["needed_replicas"] == pytest.approx(2.025)
+    # (80 + 5 + 80) req/s: p1's first scrape added no arrival sample (it held the 240 of before, never
+    # less), and the 240 of t = 0 is out of the panic window: 1.65 replicas' worth
+    assert d.signals["needed_replicas"] == pytest.approx(1.65)
 
 
 # --- no ready pods, pods still loading --------------------------------------------------------------------------
@@ -321,9 +322,11 @@ def test_capacity_is_learned_from_the_pods_counters() -> None:
     assert _reason(d, "ScalingActive").reason == "NoCapacityEstimate" and d.hold
     d, history = decide(_load(5.0, 100, 2), history, spec, 5.0)  # 50 each within the SLO: at least 50
     assert history.capacity_rps == 50.0 and history.capacity_source == "learned"
-    d, history = decide(_load(10.0, 80, 2, busy=True), history, spec, 10.0)  # over the SLO at 40 each
+    d, history = decide(_load(10.0, 80, 2, busy=True), history, spec, 10.0)  # over the SLO at 40 each...
+    assert history.capacity_rps == 50.0  # ...but not at the previous decision: it may have become so within the interval
+    d, history = decide(_load(15.0, 80, 2, busy=True), history, spec, 15.0)  # over it at two decisions in a row
     assert history.capacity_rps == pytest.approx(50 + 0.3 * (40 - 50))
-    d, history = decide(_load(15.0, 240, 2, busy=False), history, spec, 15.0)  # within the SLO at 120 each: at least 120
+    d, history = decide(_load(20.0, 240, 2, busy=False), history, spec, 20.0)  # within the SLO at 120 each: at least 120
     assert history.capacity_rps == 120.0
 
 
@@ -464,21 +467,28 @@ def test_no_scale_down_while_the_arrivals_rise() -> None:
     assert d.desired_replicas == 5
 
 
-def test_a_pod_in_its_first_scrape_carries_the_arrivals_along_the_trend() -> None:
+def test_a_pod_in_its_first_scrape_holds_the_arrival_estimate_and_adds_no_trend_sample() -> None:
+    """The old pods under-read the arrivals while a new one takes load from them (300 req/s here, against
+    400 before): the estimate holds at 400, the trend of before carries the forecast, and no sample is
+    added, so the estimate does not feed on itself while scale-ups keep bringing new pods."""
     history = replace(initial_history(SPEC), arrivals=((0.0, 300.0), (5.0, 400.0)), trend_rps_per_s=20.0)
     pods = (_pod("p0", 10.0, 100.0), _pod("p1", 10.0, 100.0), _pod("new", 10.0, None, inference_rate=None))
     d, history = decide(DeploymentSignals(now=10.0, current_replicas=3, pods=pods), history, SPEC, 10.0)
-    assert history.arrivals[-1] == (10.0, 500.0)  # 400 + 20 req/s/s * 5 s, not the two old pods' 300
-    # rising to 500 + 20 * 35 = 1200 req/s: up to 12 at once (partial metrics stop only scale-downs)
-    assert (d.desired_replicas, d.hold) == (12, False)
+    assert history.arrivals == ((0.0, 300.0), (5.0, 400.0)) and d.signals["arrival_rate_rps"] == 400.0
+    # rising to 400 + 20 * 35 = 1100 req/s: up to 11 at once (partial metrics stop only scale-downs)
+    assert (d.desired_replicas, d.hold) == (11, False)
     assert "pod new has no request_rate" in _reason(d, "ScalingActive").message
+    # another new pod at the next decision: still 1100, not 400 + 20 * 10 + 700
+    pods = (_pod("p0", 15.0, 100.0), _pod("p1", 15.0, 100.0), _pod("new2", 15.0, None, inference_rate=None))
+    d, history = decide(DeploymentSignals(now=15.0, current_replicas=11, pods=pods), history, SPEC, 15.0)
+    assert d.signals["forecast_rate_rps"] == pytest.approx(1100.0) and d.desired_replicas == 11
 
 
 def test_rejected_requests_count_as_arrivals_and_as_overload() -> None:
     """With a queue timeout (Triton's queue policy, REJECT) an overloaded pod's queue stays short and
     its served requests look fast: only its rejections show the load it sheds. 2 pods serve 100 req/s
-    each in 1 ms of queue and reject 150 req/s each: the arrivals are 500 req/s, 5 replicas, and the
-    capacity (seeded at 120) moves toward the 100 req/s they serve at saturation."""
+    each in 1 ms of queue and reject 150 req/s each: the arrivals are 500 req/s, and the capacity
+    (seeded at 120) moves toward the 100 req/s they serve at saturation."""
     spec = _spec(capacity={"perReplicaRps": 120, "targetUtilization": 1.0})
     steps = [
         (0.0, _load(0.0, 200, 2)),
@@ -487,8 +497,11 @@ def test_rejected_requests_count_as_arrivals_and_as_overload() -> None:
     (first, d), history = _run(spec, steps)
     assert first.desired_replicas == 2
     assert d.signals["arrival_rate_rps"] == pytest.approx((200 + 500) / 2)  # the panic window's mean
+    assert d.desired_replicas == 3  # ceil(350 / 120)
+    # saturated at a second decision in a row: the capacity moves toward the 100 req/s they serve
+    again = (10.0, DeploymentSignals(10.0, 3, tuple(_pod(f"p{i}", 10.0, 100.0, rejected_rate=150.0) for i in range(2))))
+    (d,), history = _run(spec, [again], history)
     assert history.capacity_rps == pytest.approx(120 + 0.3 * (100 - 120))  # CAPACITY_LEARNING_RATE
-    assert d.desired_replicas == 4  # ceil(350 / 114)
     # without the rejections the same pods look within the SLO at 100 req/s: 2 replicas, no change
     blind = [steps[0], (5.0, DeploymentSignals(5.0, 2, tuple(_pod(f"p{i}", 5.0, 100.0, rejected_rate=0.0) for i in range(2))))]
     (_, d_blind), _ = _run(spec, blind)
