@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from toolkit.compress.bench import machine_info
-from toolkit.compress.pipeline import CompressionData, compress_and_report
 from toolkit.compress.recipe import Recipe, load_recipe
 from toolkit.compress.report import write_report
+from toolkit.optimize.bench import machine_info
+from toolkit.optimize.pipeline import CompressionData, compress_and_report
 from toolkit.train import TrainConfig, train_dlrm
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from toolkit._io import atomic_write_text
-from toolkit.compress.bench import machine_info
 from toolkit.data import FeatureEncoder, load_splits
+from toolkit.optimize.bench import machine_info
 from toolkit.perf.analyzer import find_perf_analyzer
 from toolkit.perf.sweep import Sweep, ensemble_steps, rows_for_model, sweep_model
 from toolkit.repository import build_repository, read_config

@@ -33,12 +33,12 @@ import numpy as np
 import onnxruntime as ort
 from compress_report import trained_baseline  # same folder
 
-from toolkit.compress.bench import machine_info
-from toolkit.compress.pipeline import compress, save_compressed
 from toolkit.compress.recipe import load_recipe
 from toolkit.export import export_onnx
 from toolkit.metrics import auc
 from toolkit.models import dlrm_example_inputs
+from toolkit.optimize.bench import machine_info
+from toolkit.optimize.pipeline import compress, save_compressed
 from toolkit.perf.analyzer import find_perf_analyzer
 from toolkit.perf.report import headline, write_perf_report
 from toolkit.perf.sweep import sweep_model

@@ -31,9 +31,9 @@ from pathlib import Path
 import torch
 
 from toolkit._io import atomic_write_json, atomic_write_text
-from toolkit.compress.bench import machine_info
 from toolkit.data import load_splits
 from toolkit.export.checkpoint import export_checkpoint
+from toolkit.optimize.bench import machine_info
 from toolkit.perf.analyzer import find_perf_analyzer
 from toolkit.perf.tune import (
     CoordinateSearch,

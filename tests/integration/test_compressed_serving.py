@@ -7,9 +7,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from toolkit.compress.pipeline import CompressionData, compress, save_compressed
 from toolkit.compress.recipe import Recipe
 from toolkit.metrics import auc
+from toolkit.optimize.pipeline import CompressionData, compress, save_compressed
 from toolkit.repository import build_repository
 from toolkit.serving import InferenceClient, TritonServer, free_ports
 from toolkit.train import TrainConfig, predict, train_dlrm

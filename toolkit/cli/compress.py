@@ -47,10 +47,10 @@ def outcomes_table(report: dict) -> Table:
 def _compress_model_file(
     model_file: str, student_file: str | None, rows: Path | None, recipe: Path, out: Path, cpu: str, rounds: int
 ) -> None:
-    from toolkit.compress.bench import machine_info
-    from toolkit.compress.module import compress_module, load_labelled_rows, save_module_compression
     from toolkit.compress.recipe import load_recipe
     from toolkit.models.user import load_model_file
+    from toolkit.optimize.bench import machine_info
+    from toolkit.optimize.module import compress_module, load_labelled_rows, save_module_compression
 
     spec = load_recipe(recipe)
     module = load_model_file(model_file)
@@ -166,11 +166,11 @@ def compress_command(
                 f"{name} {value} goes with --model-file; a checkpoint distills into a narrower copy of its architecture "
                 "(the recipe's distill step) and uses its own data split",
             )
-    from toolkit.compress.bench import machine_info
-    from toolkit.compress.pipeline import CompressionData, compress_and_report, save_compressed
     from toolkit.compress.recipe import load_recipe
     from toolkit.compress.report import write_report
     from toolkit.data.checkpoint_split import checkpoint_splits
+    from toolkit.optimize.bench import machine_info
+    from toolkit.optimize.pipeline import CompressionData, compress_and_report, save_compressed
     from toolkit.train import load_checkpoint
 
     spec = load_recipe(recipe)

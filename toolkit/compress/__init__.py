@@ -2,17 +2,18 @@
 
 A :class:`~toolkit.compress.recipe.Recipe` is an ordered list of step configs
 (``PruneConfig``, ``DistillConfig``, ``QuantizeEmbeddingsConfig``, ``OnnxDynamicInt8Config``,
-``OnnxStaticInt8Config``, ``OnnxFp16Config``); :func:`~toolkit.compress.pipeline.compress`
-applies one, :func:`~toolkit.compress.pipeline.compress_and_report` measures the results
-side by side with the FP32 baselines.
+``OnnxStaticInt8Config``, ``OnnxFp16Config``); this package holds the configs and the PyTorch
+steps (:mod:`~toolkit.compress.prune`, :mod:`~toolkit.compress.distill`,
+:mod:`~toolkit.compress.quantize_embeddings`).
 
 This stage changes the PyTorch model before export and sits below :mod:`toolkit.export` in
-the layers (``.importlinter``); the ONNX steps convert the exported file in
-:mod:`toolkit.optimize`, above export. The recipe runner (``pipeline``, ``select``, ``bench``)
-calls export and optimize and so belongs above them; until it moves to :mod:`toolkit.optimize`,
-its imports of those two are the layers contract's named exceptions. :mod:`toolkit.compress.module`
-(:func:`compress_module`: a recipe on any ``nn.Module``, a user's own model included) is part of that
-runner too: it reaches export and optimize only through ``pipeline``.
+the layers (``.importlinter``): it imports nothing from export or optimize. The recipe runner,
+which applies a whole recipe (these PyTorch steps, the export, the ONNX step) and times the
+results, calls all three stages and so lives above them in :mod:`toolkit.optimize`:
+:func:`toolkit.optimize.pipeline.compress`, :func:`toolkit.optimize.pipeline.compress_and_report`
+(side by side with the FP32 baselines), :mod:`toolkit.optimize.select`, :mod:`toolkit.optimize.bench`
+and :func:`toolkit.optimize.compress_module` (a recipe on any ``nn.Module``, a user's own model
+included).
 """
 
 from toolkit.compress.recipe import (
@@ -27,12 +28,8 @@ from toolkit.compress.recipe import (
     save_recipe,
 )
 
-#: Names loaded on first use (they import torch, ONNX Runtime and Torch-Pruning).
+#: Names loaded on first use.
 _LAZY = {
-    "compress_module": "toolkit.compress.module",
-    "LabelledRows": "toolkit.compress.module",
-    "load_labelled_rows": "toolkit.compress.module",
-    "save_module_compression": "toolkit.compress.module",
     "StepRefused": "toolkit.compress.errors",
 }
 

@@ -223,7 +223,7 @@ def distill_into(
         teacher: the trained module (left unchanged).
         student: trained in place and returned (eval mode); pass a copy to keep the original.
         train, val: labelled rows by input name (``inputs()``, ``labels``: an
-            :class:`~toolkit.data.features.EncodedRows` or :class:`toolkit.compress.module.LabelledRows`);
+            :class:`~toolkit.data.features.EncodedRows` or :class:`toolkit.optimize.module.LabelledRows`);
             ``val`` needs both labels.
         seed: seeds the batch order and dropout (torch's global generator is left as it was).
 

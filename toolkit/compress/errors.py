@@ -11,7 +11,7 @@ class StepRefused(CompressError):
     """A recipe step that cannot apply to this model (an unsupported layer, no layer of the kind it
     changes, no rows to train on); the message names the module path and why.
 
-    :func:`toolkit.compress.compress_module` records it as the step's reason and runs the other
+    :func:`toolkit.optimize.compress_module` records it as the step's reason and runs the other
     steps; called on its own, the step raises it like any :class:`~toolkit.errors.CompressError`.
 
     Args:

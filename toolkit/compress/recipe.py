@@ -134,7 +134,7 @@ class Recipe(BaseModel):
 
     ``min_auc_ratio``: the compressed model's test AUC must be at least this share of the
     FP32 baseline's (default 0.99, MLPerf's convention of 99% of the reference accuracy).
-    ``select``: how the optional steps are kept or dropped (:mod:`toolkit.compress.select`).
+    ``select``: how the optional steps are kept or dropped (:mod:`toolkit.optimize.select`).
     """
 
     model_config = ConfigDict(extra="forbid")

@@ -1,4 +1,4 @@
-"""Compression reports: the JSON of :func:`toolkit.compress.pipeline.compress_and_report` as Markdown."""
+"""Compression reports: the JSON of :func:`toolkit.optimize.pipeline.compress_and_report` as Markdown."""
 
 from __future__ import annotations
 

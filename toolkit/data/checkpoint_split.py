@@ -70,7 +70,7 @@ def checkpoint_splits(
             raise CheckpointError(
                 f"checkpoint {checkpoint} has no vocabularies.json (a model fed pre-encoded ids), so its MovieLens "
                 "splits cannot be rebuilt",
-                hint="give that model's own rows (toolkit.export.check_parity, toolkit.compress.pipeline.CompressionData)",
+                hint="give that model's own rows (toolkit.export.check_parity, toolkit.optimize.pipeline.CompressionData)",
             )
         try:
             encoder = FeatureEncoder.from_dict(_read(checkpoint / "vocabularies.json"))

@@ -25,7 +25,7 @@ cannot apply to this module (no ``nn.Linear`` to prune, no table to quantize, a 
 renormalizes its rows) is refused with a message naming the module path and why
 (:class:`~toolkit.compress.errors.StepRefused`), and the other steps still run.
 
-Unlike :func:`toolkit.compress.pipeline.compress` (a checkpoint with its data split), the steps
+Unlike :func:`toolkit.optimize.pipeline.compress` (a checkpoint with its data split), the steps
 are applied as written: no timing-based selection.
 """
 
@@ -44,10 +44,8 @@ import torch
 from torch import nn
 
 from toolkit._io import atomic_directory
-from toolkit.compress.bench import Variant, measure_variants, onnx_size_bytes
 from toolkit.compress.distill import _WithLogits, distill, distill_into
 from toolkit.compress.errors import StepRefused, StepSkipped
-from toolkit.compress.pipeline import _apply_onnx_step, copy_onnx_model, export_checked
 from toolkit.compress.prunable import prune_linears
 from toolkit.compress.prune import prune
 from toolkit.compress.quantize_embeddings import embedding_bytes, quantize_embeddings, rebuilds_from_config
@@ -60,6 +58,8 @@ from toolkit.metrics import evaluate
 from toolkit.models.protocol import check_input_names
 from toolkit.models.registry import architecture_of
 from toolkit.models.user import random_inputs, signature_inputs
+from toolkit.optimize.bench import Variant, measure_variants, onnx_size_bytes
+from toolkit.optimize.pipeline import _apply_onnx_step, copy_onnx_model, export_checked
 from toolkit.train.checkpoint import save_checkpoint
 from toolkit.train.loop import EpochStats, train_epochs
 
@@ -341,7 +341,7 @@ def compress_module(
         seed: seeds the split, fine-tuning and distillation.
         timing_rounds: when > 0, the module in PyTorch eager, its own FP32 ONNX export and the final
             file are timed side by side on this CPU, one thread each, in this many interleaved rounds
-            (:func:`~toolkit.compress.bench.measure_variants`: median batch-1 latency over 100 calls,
+            (:func:`~toolkit.optimize.bench.measure_variants`: median batch-1 latency over 100 calls,
             batch-256 throughput over 10 batches per round); 0: not timed.
         on_log: called with one line per step.
 

@@ -5,6 +5,10 @@
 the compressed PyTorch model), then its ONNX step (dynamic INT8, static INT8 or FP16).
 :func:`compress_and_report` also measures the result side by side with the FP32 PyTorch
 eager baseline and the FP32 ONNX model, and judges it against the recipe's accuracy budget.
+
+It calls :mod:`toolkit.compress` (the PyTorch steps), :mod:`toolkit.export` and the ONNX
+converters of :mod:`toolkit.optimize.onnx_quant`, so it lives in ``toolkit.optimize``, above
+compress and export in the layers (``.importlinter``).
 """
 
 from __future__ import annotations
@@ -19,13 +23,11 @@ import torch
 from torch import nn
 
 from toolkit._io import atomic_directory
-from toolkit.compress.bench import Variant, measure_variants, onnx_size_bytes
 from toolkit.compress.distill import distill
 from toolkit.compress.errors import StepRefused
 from toolkit.compress.prune import prune
 from toolkit.compress.quantize_embeddings import quantize_embeddings, rebuilds_from_config
 from toolkit.compress.recipe import ONNX_STEPS, Recipe, StepConfig, save_recipe
-from toolkit.compress.select import Candidate, select_candidate
 from toolkit.compress.stats import count_params, macs_per_sample, state_dict_bytes
 from toolkit.cpu import detect_cpu, int8_settings
 from toolkit.data.features import EncodedRows, FeatureEncoder
@@ -37,7 +39,9 @@ from toolkit.metrics import evaluate
 from toolkit.models.dlrm import DLRM
 from toolkit.models.registry import architecture_of
 from toolkit.models.signature import DLRM_OUTPUT
+from toolkit.optimize.bench import Variant, measure_variants, onnx_size_bytes
 from toolkit.optimize.onnx_quant import convert_fp16, quantize_dynamic_int8, quantize_static_int8, resolve_reduce_range
+from toolkit.optimize.select import Candidate, select_candidate
 from toolkit.train.checkpoint import save_checkpoint
 
 __all__ = [
@@ -118,7 +122,7 @@ def export_checked(
     model: nn.Module, example_inputs: Mapping[str, torch.Tensor], output_names: list[str], onnx_path: Path, rows: Mapping[str, np.ndarray]
 ) -> ParityReport:
     """Export ``model`` to ``onnx_path`` with a dynamic batch, accepted only if ONNX Runtime matches it within
-    1e-5 (probability units) on ``rows`` (inputs by name); the export step of :func:`toolkit.compress.module.compress_module`.
+    1e-5 (probability units) on ``rows`` (inputs by name); the export step of :func:`toolkit.optimize.module.compress_module`.
 
     Raises:
         ExportError: the export failed or disagrees with PyTorch.
@@ -169,7 +173,7 @@ def compress(
     Unless ``recipe.select == "as_written"``, the result is timed on this machine next to the
     same model without its optional steps (the ONNX step; ``quantize_embeddings`` when it is
     the last PyTorch step), and the fastest candidate within the accuracy budget on the
-    validation split is kept (:func:`toolkit.compress.select.select_candidate`). The returned
+    validation split is kept (:func:`toolkit.optimize.select.select_candidate`). The returned
     recipe lists the steps kept; ``selection`` says why each optional step was kept or dropped, and
     its ``refused`` ``{step kind: why}`` lists the steps that cannot apply to this model (a
     :class:`~toolkit.compress.errors.StepRefused`, naming the module path): they are left out and
@@ -271,7 +275,7 @@ def compress_and_report(
     ``name``, ``test_auc``, ``size_bytes``, ``params``, ``macs_per_sample``, ``latency_ms_b1``,
     ``throughput_rps_b256``, ``within_budget``, ratios to the baselines), and the compressed
     models by recipe name (their files live under ``workdir``). ``rounds``, ``b1_requests`` and
-    ``b256_batches`` size the timing (see :func:`~toolkit.compress.bench.measure_variants`).
+    ``b256_batches`` size the timing (see :func:`~toolkit.optimize.bench.measure_variants`).
     Each recipe row also holds ``steps`` (the steps kept) and ``selection`` (this CPU's
     features, the INT8 settings for ``cpu_target``, and why each optional step was kept or
     dropped: :func:`compress`); the report's ``cpu`` names the CPU features seen.

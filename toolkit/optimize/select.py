@@ -5,7 +5,7 @@ depends on the CPU: ONNX Runtime's dynamic INT8 ran at 1.76x FP32 on an Intel Xe
 VNNI and at 0.93x on an AMD EPYC with AVX2 only (``perf/results/compress_criteo.md``).
 :func:`select_candidate` times the recipe's result next to the same model without its
 optional steps, on this machine and side by side (interleaved rounds, one thread each, as
-:func:`toolkit.compress.bench.measure_variants` does), and keeps the fastest one that stays
+:func:`toolkit.optimize.bench.measure_variants` does), and keeps the fastest one that stays
 within the accuracy budget, the way NVIDIA Model Navigator picks a format by
 ``MaxThroughput`` / ``MinLatency`` but with an accuracy budget in place of its numeric
 tolerance. Accuracy is judged on the validation split (the test split stays for the report).
@@ -27,8 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from toolkit.compress.bench import Variant, measure_variants
 from toolkit.data.features import EncodedRows
+from toolkit.optimize.bench import Variant, measure_variants
 
 __all__ = ["NOISE_MARGIN", "SIZE_STEPS", "Objective", "OBJECTIVES", "Candidate", "Selection", "decide", "select_candidate"]
 

@@ -5,7 +5,7 @@ with VNNI and at 0.93x on an AMD EPYC with AVX2 only (``perf/results/compress_cr
 So where both ``onnx_int8_python`` and ``onnx_python`` are built, :func:`choose_cpu_ranker`
 times their staged ``model.onnx`` files side by side on real rows (ONNX Runtime, one thread,
 as each Triton instance is configured; rounds interleaved) and keeps INT8 only when it is
-faster by more than :data:`toolkit.compress.select.NOISE_MARGIN`. Accuracy is not judged
+faster by more than :data:`toolkit.optimize.select.NOISE_MARGIN`. Accuracy is not judged
 here: ``tritonrec verify`` holds INT8 to the accuracy budget on the served model.
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.compress.bench import Variant
-from toolkit.compress.select import NOISE_MARGIN
+from toolkit.optimize.bench import Variant
+from toolkit.optimize.select import NOISE_MARGIN
 
 __all__ = ["time_onnx_files", "choose_cpu_ranker", "ranker_verdict"]
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from toolkit.compress.pipeline import CompressionData, compress_and_report
 from toolkit.compress.recipe import Recipe
 from toolkit.compress.stats import macs_per_sample
 from toolkit.models import get_architecture
 from toolkit.models.signature import feature_example_inputs
+from toolkit.optimize.pipeline import CompressionData, compress_and_report
 from toolkit.train import TrainConfig, train_model
 
 SIZES = dict(num_dense=2, sparse_cardinalities=[11, 13, 5], multi_hot_cardinalities=[9], multi_hot_lengths=[4])

@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from toolkit.compress.errors import StepRefused
-from toolkit.compress.pipeline import CompressedModel, save_compressed
 from toolkit.compress.quantize_embeddings import (
     RowwiseInt8EmbeddingBag,
     dequantize_rows,
@@ -31,6 +30,7 @@ from toolkit.models import get_architecture
 from toolkit.models.dlrm import RowwiseInt8Embedding
 from toolkit.models.registry import architecture_of
 from toolkit.models.user import load_model_file
+from toolkit.optimize.pipeline import CompressedModel, save_compressed
 
 USER_MODEL = Path(__file__).parents[2] / "fixtures" / "models" / "user_bag_model.py"
 SIZES = dict(num_dense=2, sparse_cardinalities=[11, 13, 5], multi_hot_cardinalities=[9], multi_hot_lengths=[4])

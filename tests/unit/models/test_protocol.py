@@ -206,8 +206,8 @@ def test_training_refuses_an_unknown_architecture_or_option(synthetic_splits) ->
 
 
 def test_a_reordered_forward_is_trained_predicted_exported_and_benchmarked_by_name(reordered_toy, synthetic_splits, tmp_path: Path) -> None:
-    from toolkit.compress.bench import Variant
     from toolkit.export import check_parity, export_onnx, read_io_specs
+    from toolkit.optimize.bench import Variant
     from toolkit.train import TrainConfig, fit_model, load_checkpoint, predict, save_checkpoint
 
     s = synthetic_splits

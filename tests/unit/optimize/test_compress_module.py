@@ -15,12 +15,12 @@ from torch import nn
 from typer.testing import CliRunner
 
 from toolkit.cli.app import app
-from toolkit.compress.module import LabelledRows, compress_module, load_labelled_rows, save_module_compression
 from toolkit.compress.recipe import Recipe
 from toolkit.errors import CompressError, ModelFileError
 from toolkit.export import check_parity
 from toolkit.models.dlrm import RowwiseInt8Embedding
 from toolkit.models.user import load_model_file, random_inputs
+from toolkit.optimize.module import LabelledRows, compress_module, load_labelled_rows, save_module_compression
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "models"
 TEACHER = f"{FIXTURES / 'user_bag_model.py'}:build"
@@ -189,8 +189,8 @@ def test_the_cli_refuses_options_that_do_not_go_together(tmp_path, args, message
 
 def test_the_checkpoint_pipeline_leaves_out_a_step_that_cannot_apply_and_runs_the_rest() -> None:
     from toolkit.compress.errors import StepRefused
-    from toolkit.compress.pipeline import apply_torch_steps
     from toolkit.compress.recipe import QuantizeEmbeddingsConfig
+    from toolkit.optimize.pipeline import apply_torch_steps
 
     model = nn.Sequential(nn.Linear(3, 1), nn.Sigmoid())
     refused: dict[str, str] = {}

@@ -6,9 +6,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from toolkit.compress.pipeline import CompressionData, compress, compress_and_report, save_compressed
 from toolkit.compress.recipe import Recipe
 from toolkit.compress.report import report_markdown
+from toolkit.optimize.pipeline import CompressionData, compress, compress_and_report, save_compressed
 from toolkit.train import TrainConfig, load_checkpoint, predict, train_dlrm
 
 FAST = {"rounds": 1, "b1_requests": 5, "b256_batches": 2}

@@ -1,4 +1,4 @@
-"""Keeping a compression step only where it pays on the serving CPU (toolkit.compress.select)."""
+"""Keeping a compression step only where it pays on the serving CPU (toolkit.optimize.select)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from toolkit.compress.pipeline import CompressionData, compress, save_compressed
 from toolkit.compress.recipe import Recipe
-from toolkit.compress.select import NOISE_MARGIN, decide
+from toolkit.optimize.pipeline import CompressionData, compress, save_compressed
+from toolkit.optimize.select import NOISE_MARGIN, decide
 from toolkit.train import TrainConfig, train_dlrm
 
 
