@@ -24,19 +24,21 @@ to the integer zero point can take, so the top of the range never clips to 127.
 
 **Bytes.** ``E + 2 + 1`` bytes per row instead of ``4 E``: 19/64 = 29.7% for E = 16.
 
-**Any module.** :func:`quantize_embeddings` walks the module tree (``named_modules``, not
-field names) and replaces every ``nn.Embedding`` with a
-:class:`~toolkit.models.dlrm.RowwiseInt8Embedding` and every ``nn.EmbeddingBag`` with a
-:class:`RowwiseInt8EmbeddingBag` wherever it sits, so DCN-v2, DeepFM and a user's own module
-get int8 tables too. Both gather int8 rows and dequantize only those (ONNX: ``Gather`` on an
-int8 initializer, then ``Cast``/``Sub``/``Mul``).
+**The toolkit's architectures.** A :class:`~toolkit.models.dlrm.DLRM`,
+:class:`~toolkit.models.dcnv2.DCNv2` or :class:`~toolkit.models.deepfm.DeepFM` becomes a new model
+of its own class whose config says ``embedding_quantization="int8_rowwise"`` (the single-valued
+tables fused into one :class:`~toolkit.models.layers.RowwiseInt8EmbeddingCollection`, each
+multi-valued table a :class:`~toolkit.models.layers.RowwiseInt8Embedding`), so its state dict
+round-trips through ``save_checkpoint``/``load_checkpoint`` unchanged.
 
-The DLRM keeps its own layout: a :class:`~toolkit.models.dlrm.DLRM` with
-``embedding_quantization="int8_rowwise"`` (the single-valued tables fused into one
-:class:`~toolkit.models.dlrm.RowwiseInt8EmbeddingCollection`), whose state dict round-trips
-through ``save_checkpoint``/``load_checkpoint`` unchanged. Another architecture's config says
-nothing of its tables' storage, so its quantized copy exports and serves from ONNX but is not
-rebuilt by ``load_checkpoint`` (:func:`rebuilds_from_config` tells which).
+**Any other module.** :func:`quantize_embeddings` walks the module tree (``named_modules``, not
+field names) and replaces every ``nn.Embedding`` with a
+:class:`~toolkit.models.layers.RowwiseInt8Embedding` and every ``nn.EmbeddingBag`` with a
+:class:`RowwiseInt8EmbeddingBag` wherever it sits, so a user's own module gets int8 tables too.
+Both gather int8 rows and dequantize only those (ONNX: ``Gather`` on an int8 initializer, then
+``Cast``/``Sub``/``Mul``). Such a module's config says nothing of its tables' storage, so its
+quantized copy exports and serves from ONNX but is not rebuilt by ``load_checkpoint``
+(:func:`rebuilds_from_config` tells which).
 """
 
 from __future__ import annotations
@@ -52,7 +54,10 @@ from torch import nn
 from toolkit.compress.errors import StepRefused
 from toolkit.compress.recipe import QuantizeEmbeddingsConfig
 from toolkit.errors import CompressError
-from toolkit.models.dlrm import DLRM, RowwiseInt8Embedding, RowwiseInt8EmbeddingCollection
+from toolkit.models.dcnv2 import DCNv2
+from toolkit.models.deepfm import DeepFM
+from toolkit.models.dlrm import DLRM
+from toolkit.models.layers import RowwiseInt8Embedding, RowwiseInt8EmbeddingCollection
 
 __all__ = [
     "QMIN",
@@ -159,7 +164,7 @@ def row_error_bound(weight: torch.Tensor) -> torch.Tensor:
 class RowwiseInt8EmbeddingBag(nn.Module):
     """An ``nn.EmbeddingBag`` stored as row-wise INT8: ``E + 3`` bytes per row, called as the bag it replaces.
 
-    The rows live in :attr:`table`, a :class:`~toolkit.models.dlrm.RowwiseInt8Embedding`
+    The rows live in :attr:`table`, a :class:`~toolkit.models.layers.RowwiseInt8Embedding`
     (state-dict keys ``table.codes``, ``table.scales``, ``table.zero_points``).
     ``forward(input, offsets=None, per_sample_weights=None)`` takes what ``nn.EmbeddingBag`` takes:
     ``input`` (B, L) int64 (one bag per row) or (N,) int64 with ``offsets`` (B,) int64 (bag
@@ -255,11 +260,14 @@ def quantize_embeddings(
 ) -> nn.Module:
     """A copy of ``model`` whose embedding tables are row-wise INT8 (:func:`quantize_rows`).
 
-    * A :class:`~toolkit.models.dlrm.DLRM`: a new DLRM whose config is ``model.config`` with
-      ``embedding_quantization="int8_rowwise"`` (the single-valued tables fused into one
-      :class:`RowwiseInt8EmbeddingCollection`), so ``DLRM(new.config).load_state_dict(new.state_dict())``
-      rebuilds it (what ``load_checkpoint`` does). An already-quantized DLRM is copied as it is.
-    * Any other module (DCN-v2, DeepFM, a user's own): every ``nn.Embedding`` found by walking
+    * A :class:`~toolkit.models.dlrm.DLRM`, :class:`~toolkit.models.dcnv2.DCNv2` or
+      :class:`~toolkit.models.deepfm.DeepFM`: a new model built by its own class from ``model.config``
+      with ``embedding_quantization="int8_rowwise"`` (the single-valued tables fused into one
+      :class:`RowwiseInt8EmbeddingCollection`, each multi-valued table a :class:`RowwiseInt8Embedding`,
+      DeepFM's 1-wide first-order tables too), its int8 buffers filled and every other tensor of the
+      state dict copied, so ``type(new)(new.config).load_state_dict(new.state_dict())`` rebuilds it
+      (what ``load_checkpoint`` does). An already-quantized one is copied as it is.
+    * Any other module (a user's own): every ``nn.Embedding`` found by walking
       ``named_modules`` becomes a :class:`RowwiseInt8Embedding` and every ``nn.EmbeddingBag`` a
       :class:`RowwiseInt8EmbeddingBag` at the same path (a table registered under two paths stays
       one shared table). Everything else is copied unchanged, the config included.
@@ -284,8 +292,8 @@ def quantize_embeddings(
         raise CompressError(f"quantize_embeddings expects a QuantizeEmbeddingsConfig, got {type(config).__name__}")
     if not isinstance(model, nn.Module):
         raise CompressError(f"quantize_embeddings expects an nn.Module, got {type(model).__name__}")
-    if isinstance(model, DLRM):
-        return _quantize_dlrm(model)
+    if isinstance(model, DLRM | DCNv2 | DeepFM):
+        return _quantize_architecture(model)
     kind = type(model).__name__
     tables = [(n, m) for n, m in model.named_modules(remove_duplicate=False) if isinstance(m, nn.Embedding | nn.EmbeddingBag)]
     if not tables:
@@ -350,33 +358,63 @@ def _registered_example_inputs(model: nn.Module) -> dict[str, torch.Tensor] | No
     return arch.example_inputs(model.config, 4)
 
 
-def _quantize_dlrm(model: DLRM) -> DLRM:
-    new_config = dataclasses.replace(model.config, embedding_quantization="int8_rowwise")
-    quantized = DLRM(new_config)
+#: The table attributes of the toolkit's architectures: (single-valued, multi-valued), as
+#: :func:`toolkit.models.layers.sparse_tables` / :func:`~toolkit.models.layers.multi_hot_tables` build them.
+_TABLE_ATTRIBUTES: dict[type, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    DLRM: (("sparse_embeddings",), ("multi_hot_embeddings",)),
+    DCNv2: (("sparse_embeddings",), ("multi_hot_embeddings",)),
+    DeepFM: (("sparse_embeddings", "sparse_weights"), ("multi_hot_embeddings", "multi_hot_weights")),
+}
+
+
+def _quantize_architecture(model: DLRM | DCNv2 | DeepFM) -> nn.Module:
+    """``model`` rebuilt by its own class with ``embedding_quantization="int8_rowwise"`` (see :func:`quantize_embeddings`)."""
+    if model.config.embedding_quantization == "int8_rowwise":
+        return copy.deepcopy(model).eval()
+    sparse_attrs, multi_hot_attrs = next(attrs for cls, attrs in _TABLE_ATTRIBUTES.items() if isinstance(model, cls))
+    quantized = type(model)(dataclasses.replace(model.config, embedding_quantization="int8_rowwise"))
     with torch.no_grad():
-        if isinstance(model.sparse_embeddings, RowwiseInt8EmbeddingCollection):
-            quantized.sparse_embeddings = copy.deepcopy(model.sparse_embeddings)
+        for attr in sparse_attrs:
+            _fill_collection(getattr(quantized, attr), getattr(model, attr), attr)
+        for attr in multi_hot_attrs:
+            tables = getattr(quantized, attr)
+            for i, emb in enumerate(getattr(model, attr)):
+                tables[i] = _quantized_table(emb, f"{attr}.{i}")
+        # everything but the tables (MLPs, cross layers, DeepFM's dense vectors) is copied as it is
+        table_attrs = {*sparse_attrs, *multi_hot_attrs}
+        rest = {k: v for k, v in model.state_dict().items() if k.split(".", 1)[0] not in table_attrs}
+        missing, unexpected = quantized.load_state_dict(rest, strict=False)
+        not_tables = [k for k in missing if k.split(".", 1)[0] not in table_attrs]
+        if unexpected or not_tables:
+            raise CompressError(
+                f"quantize_embeddings: {type(model).__name__}'s state dict does not fit its int8 layout "
+                f"(unexpected {sorted(unexpected)[:3]}, missing {not_tables[:3]})"
+            )
+    return quantized.eval()
+
+
+def _fill_collection(fused: RowwiseInt8EmbeddingCollection, tables: nn.Module, name: str) -> None:
+    """Fill ``fused`` with the int8 rows of ``tables`` (S float ``nn.Embedding``s, or tables already
+    quantized in place), table s at rows ``offsets[s] ..``. Rows are quantized independently, so one
+    table at a time gives what the stacked tables would."""
+    parts = []
+    for s, emb in enumerate(tables):
+        if isinstance(emb, RowwiseInt8Embedding):
+            parts.append((emb.codes, emb.scales, emb.zero_points))
+        elif isinstance(emb, nn.Embedding):
+            parts.append(quantize_rows(emb.weight, name=f"{name}.{s}"))
         else:
-            # Rows are quantized independently, so quantizing the stacked tables is the same as one by one.
-            fused = quantized.sparse_embeddings.tables
-            stacked = torch.cat([emb.weight for emb in model.sparse_embeddings])
-            for buffer, values in zip(
-                (fused.codes, fused.scales, fused.zero_points), quantize_rows(stacked, name="sparse_embeddings"), strict=True
-            ):
-                buffer.copy_(values)
-        for i, emb in enumerate(model.multi_hot_embeddings):
-            quantized.multi_hot_embeddings[i] = _quantized_table(emb, f"multi_hot_embeddings.{i}")
-        for attr in ("bottom_mlp", "top_mlp"):
-            getattr(quantized, attr).load_state_dict(getattr(model, attr).state_dict())
-    quantized.eval()
-    return quantized
+            raise CompressError(f"embedding table {name}.{s} is a {type(emb).__name__}, expected nn.Embedding or RowwiseInt8Embedding")
+    for buffer, values in zip((fused.tables.codes, fused.tables.scales, fused.tables.zero_points), zip(*parts, strict=True), strict=True):
+        buffer.copy_(torch.cat(values))
 
 
 def rebuilds_from_config(model: nn.Module) -> str | None:
     """Why ``load_checkpoint`` could not rebuild ``model`` from its config and state dict; None when it can.
 
-    A DLRM with int8 tables rebuilds (its config says so); DCN-v2, DeepFM or a user's module whose
-    tables were quantized in place does not: their configs build float32 tables.
+    A DLRM, DCN-v2 or DeepFM with int8 tables rebuilds (its config says so, as
+    :func:`quantize_embeddings` writes it); a user's module whose tables were quantized in place
+    does not: its config builds float32 tables.
     """
     from toolkit.models.registry import architecture_of
 

@@ -18,6 +18,10 @@ Model (the paper's Figure 1 and equations 1–2):
 
 Export-friendly: multi-valued features are padded ids with a masked sum over
 ``nn.Embedding`` lookups (no ``nn.EmbeddingBag``, which TensorRT lacks), as in the DLRM.
+With ``embedding_quantization="int8_rowwise"`` the tables are row-wise INT8, as in the DLRM
+(:class:`~toolkit.models.layers.RowwiseInt8EmbeddingCollection` for the single-valued ones,
+:class:`~toolkit.models.layers.RowwiseInt8Embedding` for each multi-valued one): the export
+gathers int8 rows and dequantizes only those.
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ class DCNv2Config(layers.FeatureFieldsConfig):
             ``"stacked"`` (cross network only).
         dropout: dropout probability after each deep hidden layer (training only).
         padding_id: the id that marks padding in multi-valued features.
+
+    ``embedding_quantization`` (``"none"`` or ``"int8_rowwise"``) is one of the feature fields
+    (:class:`toolkit.models.layers.FeatureFieldsConfig`).
     """
 
     ARCHITECTURE: ClassVar[str] = ARCHITECTURE
@@ -122,14 +129,18 @@ class DCNv2(nn.Module):
       only when M > 0.
 
     Output: (B, 1) float32 probabilities in (0, 1).
+
+    Tables: ``sparse_embeddings`` (S ``nn.Embedding``s, or with ``config.embedding_quantization ==
+    "int8_rowwise"`` one :class:`~toolkit.models.layers.RowwiseInt8EmbeddingCollection`) and
+    ``multi_hot_embeddings`` (M ``nn.Embedding``s or :class:`~toolkit.models.layers.RowwiseInt8Embedding`s).
     """
 
     def __init__(self, config: DCNv2Config) -> None:
         super().__init__()
         self.config = config
         e, d = config.embedding_dim, config.input_width
-        self.sparse_embeddings = layers.embedding_tables(config.sparse_cardinalities, e)
-        self.multi_hot_embeddings = layers.embedding_tables(config.multi_hot_cardinalities, e)
+        self.sparse_embeddings = layers.sparse_tables(config.sparse_cardinalities, e, config.embedding_quantization)
+        self.multi_hot_embeddings = layers.multi_hot_tables(config.multi_hot_cardinalities, e, config.embedding_quantization)
         self.cross_layers = nn.ModuleList(CrossLayer(d, config.cross_rank) for _ in range(config.num_cross_layers))
         self.deep_mlp = layers.relu_mlp([d, *config.deep_mlp], config.dropout)
         deep_out = config.deep_mlp[-1] if config.deep_mlp else d
@@ -142,7 +153,10 @@ class DCNv2(nn.Module):
 
     def logits(self, dense_features: torch.Tensor, sparse_ids: torch.Tensor, multi_hot_ids: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 1) float32 logits (the pre-sigmoid scores used by the training loss)."""
-        fields = layers.sparse_fields(sparse_ids, self.sparse_embeddings)  # (B, E) each
+        if isinstance(self.sparse_embeddings, layers.RowwiseInt8EmbeddingCollection):
+            fields = [self.sparse_embeddings(sparse_ids).flatten(1)]  # (B, S·E): one fused lookup, fields side by side
+        else:
+            fields = layers.sparse_fields(sparse_ids, self.sparse_embeddings)  # (B, E) each
         fields += layers.multi_hot_fields(
             multi_hot_ids, self.multi_hot_embeddings, self.config.multi_hot_lengths, self.config.padding_id, model_name="DCNv2"
         )

@@ -20,6 +20,11 @@ and the deep network share the field embeddings.
 
 Export-friendly: multi-valued features are padded ids with a masked sum over
 ``nn.Embedding`` lookups (no ``nn.EmbeddingBag``, which TensorRT lacks), as in the DLRM.
+With ``embedding_quantization="int8_rowwise"`` every table (the E-wide field tables and the
+1-wide first-order ones) is row-wise INT8, as in the DLRM
+(:class:`~toolkit.models.layers.RowwiseInt8EmbeddingCollection` for the single-valued ones,
+:class:`~toolkit.models.layers.RowwiseInt8Embedding` for each multi-valued one): the export
+gathers int8 rows and dequantizes only those.
 """
 
 from __future__ import annotations
@@ -52,6 +57,9 @@ class DeepFMConfig(layers.FeatureFieldsConfig):
         deep_mlp: hidden widths of the deep network (ReLU after each), at least one.
         dropout: dropout probability after each deep hidden layer (training only).
         padding_id: the id that marks padding in multi-valued features.
+
+    ``embedding_quantization`` (``"none"`` or ``"int8_rowwise"``) is one of the feature fields
+    (:class:`toolkit.models.layers.FeatureFieldsConfig`).
     """
 
     ARCHITECTURE: ClassVar[str] = ARCHITECTURE
@@ -89,17 +97,21 @@ class DeepFM(nn.Module):
     Parameters: ``sparse_embeddings``/``multi_hot_embeddings`` (E-wide tables shared by the FM
     and the deep network), ``sparse_weights``/``multi_hot_weights`` (1-wide first-order tables),
     ``dense_vectors`` (D, E), ``dense_weights`` (D→1 linear, holding the global bias b),
-    ``deep_mlp`` and ``output_layer``.
+    ``deep_mlp`` and ``output_layer``. With ``config.embedding_quantization == "int8_rowwise"``
+    ``sparse_embeddings``/``sparse_weights`` are each one
+    :class:`~toolkit.models.layers.RowwiseInt8EmbeddingCollection` and the multi-valued tables
+    :class:`~toolkit.models.layers.RowwiseInt8Embedding`s (int8 buffers, no embedding parameters).
     """
 
     def __init__(self, config: DeepFMConfig) -> None:
         super().__init__()
         self.config = config
         e = config.embedding_dim
-        self.sparse_embeddings = layers.embedding_tables(config.sparse_cardinalities, e)
-        self.multi_hot_embeddings = layers.embedding_tables(config.multi_hot_cardinalities, e)
-        self.sparse_weights = layers.embedding_tables(config.sparse_cardinalities, 1)
-        self.multi_hot_weights = layers.embedding_tables(config.multi_hot_cardinalities, 1)
+        q = config.embedding_quantization
+        self.sparse_embeddings = layers.sparse_tables(config.sparse_cardinalities, e, q)
+        self.multi_hot_embeddings = layers.multi_hot_tables(config.multi_hot_cardinalities, e, q)
+        self.sparse_weights = layers.sparse_tables(config.sparse_cardinalities, 1, q)
+        self.multi_hot_weights = layers.multi_hot_tables(config.multi_hot_cardinalities, 1, q)
         self.dense_vectors = nn.Parameter(torch.randn(config.num_dense, e) * 0.01)
         self.dense_weights = nn.Linear(config.num_dense, 1)
         self.deep_mlp = layers.relu_mlp([config.num_fields * e, *config.deep_mlp], config.dropout)
@@ -113,14 +125,20 @@ class DeepFM(nn.Module):
     def logits(self, dense_features: torch.Tensor, sparse_ids: torch.Tensor, multi_hot_ids: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 1) float32 logits ``y_FM + y_DNN`` (the pre-sigmoid scores used by the training loss)."""
         lengths, padding_id = self.config.multi_hot_lengths, self.config.padding_id
-        vectors = layers.sparse_fields(sparse_ids, self.sparse_embeddings)  # (B, E) each
-        vectors += layers.multi_hot_fields(multi_hot_ids, self.multi_hot_embeddings, lengths, padding_id, model_name="DeepFM")
+        multi_hot = layers.multi_hot_fields(
+            multi_hot_ids, self.multi_hot_embeddings, lengths, padding_id, model_name="DeepFM", keepdim=True
+        )
         first = self.dense_weights(dense_features)  # (B, 1): w · x_dense + b
-        for weight in layers.sparse_fields(sparse_ids, self.sparse_weights):  # (B, 1) each
-            first = first + weight
+        if isinstance(self.sparse_weights, layers.RowwiseInt8EmbeddingCollection):
+            first = first + self.sparse_weights(sparse_ids).sum(dim=1)  # (B, S, 1) from one fused lookup -> (B, 1)
+        else:
+            for weight in layers.sparse_fields(sparse_ids, self.sparse_weights):  # (B, 1) each
+                first = first + weight
         for weight in layers.multi_hot_fields(multi_hot_ids, self.multi_hot_weights, lengths, padding_id, model_name="DeepFM"):
             first = first + weight
-        fields = torch.cat([torch.stack(vectors, dim=1), dense_features.unsqueeze(-1) * self.dense_vectors], dim=1)  # (B, F, E)
+        sparse = layers.stacked_sparse_fields(sparse_ids, self.sparse_embeddings)  # (B, S, E)
+        dense = dense_features.unsqueeze(-1) * self.dense_vectors  # (B, D, E)
+        fields = torch.cat([sparse, *multi_hot, dense], dim=1)  # (B, F, E)
         square_of_sum = fields.sum(dim=1).pow(2)  # (B, E)
         sum_of_squares = fields.pow(2).sum(dim=1)  # (B, E)
         second = 0.5 * (square_of_sum - sum_of_squares).sum(dim=1, keepdim=True)  # (B, 1)

@@ -12,10 +12,12 @@ Export-friendly choices:
 * The pairwise-interaction indices are a precomputed buffer used with
   ``index_select``, not ``torch.tril_indices`` at run time (the TorchScript ONNX
   exporter fails on ``tril_indices``).
-* Row-wise INT8 tables (:class:`RowwiseInt8Embedding`, ``embedding_quantization=
-  "int8_rowwise"``) look up int8 codes and per-row scale/zero point first and dequantize
-  only the gathered rows, so the exported graph is an int8 ``Gather`` followed by
-  ``Cast``/``Sub``/``Mul`` and the table stays int8 in memory.
+* Row-wise INT8 tables (``embedding_quantization="int8_rowwise"``: the shared
+  :class:`~toolkit.models.layers.RowwiseInt8Embedding` and
+  :class:`~toolkit.models.layers.RowwiseInt8EmbeddingCollection`, re-exported here) look up
+  int8 codes and per-row scale/zero point first and dequantize only the gathered rows, so the
+  exported graph is an int8 ``Gather`` followed by ``Cast``/``Sub``/``Mul`` and the table stays
+  int8 in memory.
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ __all__ = ["DLRMConfig", "DLRM", "RowwiseInt8Embedding", "RowwiseInt8EmbeddingCo
 
 CONFIG_FORMAT_VERSION = 1
 
-#: Values of :attr:`DLRMConfig.embedding_quantization`.
-EMBEDDING_QUANTIZATIONS = ("none", "int8_rowwise")
+# One implementation, in layers.py (shared with DCN-v2 and DeepFM); importable from here as before.
+EMBEDDING_QUANTIZATIONS = layers.EMBEDDING_QUANTIZATIONS
+RowwiseInt8Embedding = layers.RowwiseInt8Embedding
+RowwiseInt8EmbeddingCollection = layers.RowwiseInt8EmbeddingCollection
 
 
 @dataclass
@@ -51,11 +55,9 @@ class DLRMConfig(layers.FeatureFieldsConfig):
         top_mlp: hidden widths of the top MLP (its output layer has width 1).
         dropout: dropout probability after each top-MLP hidden layer (training only).
         padding_id: the id that marks padding in multi-valued features.
-        embedding_quantization: how the embedding tables are stored: ``"none"`` (FP32
-            ``nn.Embedding``) or ``"int8_rowwise"`` (:class:`RowwiseInt8Embedding` for every
-            table, single- and multi-valued; built by
-            ``toolkit.compress.quantize_embeddings.quantize_embeddings``). Configs saved before
-            this field existed load as ``"none"``.
+
+    ``embedding_quantization`` (``"none"`` or ``"int8_rowwise"``) is one of the feature fields
+    (:class:`toolkit.models.layers.FeatureFieldsConfig`).
     """
 
     ARCHITECTURE: ClassVar[str] = "dlrm"
@@ -65,13 +67,10 @@ class DLRMConfig(layers.FeatureFieldsConfig):
     top_mlp: list[int] = field(default_factory=lambda: [64, 32])
     dropout: float = 0.0
     padding_id: int = 0
-    embedding_quantization: str = "none"
 
     def __post_init__(self) -> None:
         layers.check_feature_fields(self, ("sparse_cardinalities", "multi_hot_cardinalities", "multi_hot_lengths", "bottom_mlp", "top_mlp"))
         layers.check_dropout(self.dropout)
-        if self.embedding_quantization not in EMBEDDING_QUANTIZATIONS:
-            raise ValueError(f"embedding_quantization must be one of {list(EMBEDDING_QUANTIZATIONS)}, got {self.embedding_quantization!r}")
 
 
 def _mlp(widths: list[int], *, last_activation: bool, dropout: float = 0.0) -> nn.Sequential:
@@ -84,79 +83,6 @@ def _mlp(widths: list[int], *, last_activation: bool, dropout: float = 0.0) -> n
             if dropout > 0 and not last:
                 modules.append(nn.Dropout(dropout))
     return nn.Sequential(*modules)
-
-
-class RowwiseInt8Embedding(nn.Module):
-    """An embedding table stored as row-wise asymmetric INT8: ``E + 3`` bytes per row.
-
-    Buffers (all in the state dict):
-
-    * ``codes``: (N, E) int8,
-    * ``scales``: (N,) float16, the step of each row (> 0),
-    * ``zero_points``: (N,) int8, the code that stands for 0.0 in each row.
-
-    Row ``i`` reads ``(codes[i].float() - zero_points[i].float()) * scales[i].float()``.
-    :meth:`forward` gathers the rows of ``ids`` first and dequantizes only those, so a call
-    costs O(len(ids) * E), never a dequantization of the whole table. For E=16 a row takes
-    16 + 2 + 1 = 19 bytes instead of 64 (29.7%). The buffers are filled by
-    ``toolkit.compress.quantize_embeddings.quantize_rows``; a fresh module holds zeros.
-
-    Args:
-        num_embeddings: N, the number of rows.
-        embedding_dim: E, the width of a row.
-    """
-
-    def __init__(self, num_embeddings: int, embedding_dim: int) -> None:
-        super().__init__()
-        if num_embeddings < 1 or embedding_dim < 1:
-            raise ValueError(
-                f"RowwiseInt8Embedding needs num_embeddings >= 1 and embedding_dim >= 1, got {num_embeddings}, {embedding_dim}"
-            )
-        self.num_embeddings = num_embeddings
-        self.embedding_dim = embedding_dim
-        self.register_buffer("codes", torch.zeros(num_embeddings, embedding_dim, dtype=torch.int8))
-        self.register_buffer("scales", torch.ones(num_embeddings, dtype=torch.float16))
-        self.register_buffer("zero_points", torch.zeros(num_embeddings, dtype=torch.int8))
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """``ids`` int64 of any shape (...) -> float32 (..., E)."""
-        # F.embedding exports as ONNX Gather on the int8/fp16 tables (tensor indexing would give GatherND).
-        codes = nn.functional.embedding(ids, self.codes).to(torch.float32)  # (..., E)
-        zero_points = nn.functional.embedding(ids, self.zero_points.unsqueeze(1)).to(torch.float32)  # (..., 1)
-        scales = nn.functional.embedding(ids, self.scales.unsqueeze(1)).to(torch.float32)  # (..., 1)
-        return (codes - zero_points) * scales
-
-    def extra_repr(self) -> str:
-        return f"{self.num_embeddings}, {self.embedding_dim}, int8 row-wise"
-
-
-class RowwiseInt8EmbeddingCollection(nn.Module):
-    """S row-wise INT8 tables stored as one :class:`RowwiseInt8Embedding` of ``sum(N_s)`` rows.
-
-    Table s occupies rows ``offsets[s] .. offsets[s] + N_s - 1``; one lookup serves all S
-    features (the fused-table layout of FBGEMM's table-batched embeddings). In ONNX this is
-    three Gathers and one dequantization for all features instead of S of each, which
-    matters on CPU where every node costs a few microseconds of overhead.
-
-    Args:
-        cardinalities: N_s of each table.
-        embedding_dim: E.
-
-    ``forward(ids)``: (B, S) int64, column s indexing table s -> (B, S, E) float32.
-    """
-
-    def __init__(self, cardinalities: list[int], embedding_dim: int) -> None:
-        super().__init__()
-        self.cardinalities = list(cardinalities)
-        self.tables = RowwiseInt8Embedding(sum(self.cardinalities), embedding_dim)
-        starts = [0]
-        for n in self.cardinalities[:-1]:
-            starts.append(starts[-1] + n)
-        self.register_buffer("offsets", torch.tensor(starts, dtype=torch.int64), persistent=False)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """(B, S) int64 -> (B, S, E) float32."""
-        return self.tables(ids + self.offsets)
 
 
 class DLRM(nn.Module):
@@ -187,14 +113,8 @@ class DLRM(nn.Module):
         self.config = config
         e = config.embedding_dim
         self.bottom_mlp = _mlp([config.num_dense, *config.bottom_mlp, e], last_activation=True)
-        quantized = config.embedding_quantization == "int8_rowwise"
-        table = RowwiseInt8Embedding if quantized else nn.Embedding
-        self.sparse_embeddings: nn.Module = (
-            RowwiseInt8EmbeddingCollection(config.sparse_cardinalities, e)
-            if quantized
-            else layers.embedding_tables(config.sparse_cardinalities, e)
-        )
-        self.multi_hot_embeddings = nn.ModuleList(table(n, e) for n in config.multi_hot_cardinalities)
+        self.sparse_embeddings = layers.sparse_tables(config.sparse_cardinalities, e, config.embedding_quantization)
+        self.multi_hot_embeddings = layers.multi_hot_tables(config.multi_hot_cardinalities, e, config.embedding_quantization)
         n_vectors = 1 + len(config.sparse_cardinalities) + len(config.multi_hot_cardinalities)
         rows, cols = torch.tril_indices(n_vectors, n_vectors, offset=-1)
         self.register_buffer("interaction_index", rows * n_vectors + cols, persistent=False)

@@ -1,13 +1,13 @@
 """Row-wise INT8 embeddings for any module: found by walking the module tree, not by field names.
 
-DCN-v2, DeepFM and a user's own module (an ``nn.EmbeddingBag``, a pairwise-dot interaction,
-forward's arguments in another order) get int8 tables in place, export to ONNX with int8
-``Gather``s, and keep their test AUC on MovieLens-100K within the default budget.
+A user's own module (an ``nn.EmbeddingBag``, a pairwise-dot interaction, forward's arguments in
+another order) gets int8 tables in place; DCN-v2 and DeepFM are rebuilt with int8 tables in their
+config. All export to ONNX with int8 ``Gather``s, and DCN-v2 and DeepFM keep their test AUC on
+MovieLens-100K within the default budget.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -49,27 +49,32 @@ def _int8_bytes(model: nn.Module) -> int:
 
 
 @pytest.mark.parametrize("name", ["dcnv2", "deepfm"])
-def test_registered_architectures_get_int8_tables_in_place_and_export_int8_gathers(name: str, tmp_path: Path) -> None:
+def test_registered_architectures_get_int8_tables_and_their_compressed_folder_holds_a_checkpoint(name: str, tmp_path: Path) -> None:
+    from toolkit.train import load_checkpoint
+
     arch = get_architecture(name)
     torch.manual_seed(0)
     model = arch.build(arch.config_class(**SIZES, embedding_dim=8)).eval()
-    tables = [n for n, m in model.named_modules() if isinstance(m, nn.Embedding)]
     quantized = quantize_embeddings(model)
 
-    assert [n for n, m in quantized.named_modules() if isinstance(m, RowwiseInt8Embedding)] == tables
+    # rebuilt by its own class with int8 tables in its config (see test_quantize_architectures.py), not in place
+    assert type(quantized) is type(model) and quantized.config.embedding_quantization == "int8_rowwise"
     assert not any(isinstance(m, nn.Embedding) for m in quantized.modules())
     assert any(isinstance(m, nn.Embedding) for m in model.modules())  # the input is untouched
     assert embedding_bytes(quantized) == _int8_bytes(model)
 
     path = export_onnx(quantized, arch.example_inputs(model.config, 8), ["probability"], tmp_path / "model.onnx")
-    assert _int8_gathers(path) == 2 * len(tables)  # every table's codes and zero points gathered as int8
+    int8_tables = sum(isinstance(m, RowwiseInt8Embedding) for m in quantized.modules())  # a fused collection is one
+    assert _int8_gathers(path) == 2 * int8_tables  # every table's codes and zero points gathered as int8
     inputs = {k: v.numpy() for k, v in arch.example_inputs(model.config, 256, seed=3).items()}
     assert check_parity(quantized, path, inputs, atol=1e-5).passed  # the export's own tolerance (toolkit.export)
 
-    # its config builds float32 tables, so the compressed folder holds model.onnx and says why there is no checkpoint
+    # its config builds int8 tables, so the compressed folder holds a checkpoint that loads back
+    assert rebuilds_from_config(quantized) is None
     out = save_compressed(CompressedModel(Recipe(), quantized, path, None), tmp_path / "out", None, {})
-    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".data")) == ["model.onnx", "recipe.json", "skipped.json"]
-    assert "int8 tables quantized in place" in json.loads((out / "skipped.json").read_text())["checkpoint"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".data")) == ["checkpoint", "model.onnx", "recipe.json"]
+    loaded = load_checkpoint(out / "checkpoint").model
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in quantized.state_dict().items())
 
 
 def test_a_user_s_module_with_an_embedding_bag_gets_int8_tables_and_its_onnx_answers_the_same(tmp_path: Path) -> None:
