@@ -314,8 +314,9 @@ AUTOSCALER_RULES = [
     {"apiGroups": ["tritonrec.io"], "resources": ["tritonautoscalers/status"], "verbs": ["get", "update", "patch"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]},
     {"apiGroups": [""], "resources": ["endpoints"], "verbs": ["list", "watch"]},
-    {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["get", "patch"]},
-    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]},
+    # spec.scaleTargetRef.kind may be a Deployment or a StatefulSet (toolkit.autoscale.spec.SUPPORTED_TARGET_KINDS)
+    {"apiGroups": ["apps"], "resources": ["deployments/scale", "statefulsets/scale"], "verbs": ["get", "patch"]},
+    {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 LEASE_RULES = [
