@@ -12,8 +12,9 @@ its inputs by name (the module's signature):
   trained from the module's soft targets and the labels
   (:func:`~toolkit.compress.distill.distill_into`); a registered architecture without one
   distills into a narrower copy of itself (:func:`~toolkit.compress.distill.distill`);
-* ``quantize_embeddings``: the tables become row-wise INT8 in place
-  (:func:`~toolkit.compress.quantize_embeddings.quantize_embeddings`);
+* ``quantize_embeddings``: the tables become row-wise INT8
+  (:func:`~toolkit.compress.quantize_embeddings.quantize_embeddings`: in place in a user's module; a
+  registered architecture is rebuilt with ``embedding_quantization="int8_rowwise"``);
 * the ONNX step (dynamic or static INT8, FP16) converts the export, which is accepted only if
   ONNX Runtime matches the compressed PyTorch module within 1e-5.
 
@@ -377,7 +378,7 @@ def compress_module(
             elif step.kind == "distill":
                 model, how = _distill(model, step, io, splits, student, log, seed)
             else:
-                model, how = quantize_embeddings(model, step, example_inputs=io.example(4)), "tables made row-wise INT8 in place"
+                model, how = quantize_embeddings(model, step, example_inputs=io.example(4)), "tables made row-wise INT8"
         except StepRefused as exc:  # this step cannot apply to this module (or lacks rows): the others still run
             status = "skipped" if isinstance(exc, StepSkipped) else "refused"
             outcomes.append(StepOutcome(step.kind, status, str(exc) + (f" ({exc.hint})" if exc.hint else "")))

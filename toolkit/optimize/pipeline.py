@@ -333,9 +333,10 @@ def save_compressed(result: CompressedModel, out: Path, encoder: FeatureEncoder 
     """Write a compressed model folder atomically: ``checkpoint/``, ``model.onnx`` (+ data), ``recipe.json``.
 
     ``checkpoint/`` is written only where ``load_checkpoint`` rebuilds the model from it
-    (:func:`~toolkit.compress.quantize_embeddings.rebuilds_from_config`): a DLRM always; DCN-v2,
-    DeepFM or a user's module whose tables were made int8 in place are served from ``model.onnx``,
-    and ``skipped.json`` says why there is no checkpoint (``{"checkpoint": reason}``).
+    (:func:`~toolkit.compress.quantize_embeddings.rebuilds_from_config`): a DLRM, DCN-v2 or DeepFM
+    always (int8 tables included: their config says ``embedding_quantization``); a user's module whose
+    tables were made int8 in place is served from ``model.onnx``, and ``skipped.json`` says why there
+    is no checkpoint (``{"checkpoint": reason}``).
     """
     out = Path(out)
     why = rebuilds_from_config(result.model)
