@@ -238,3 +238,48 @@ def _sizes(encoder):
     from toolkit.train import feature_sizes
 
     return feature_sizes(encoder)
+
+
+def test_a_toy_architecture_defined_only_in_the_tests_is_compressed_by_the_recipe_runner(
+    reordered_toy, synthetic_splits, tmp_path: Path
+) -> None:
+    """The test-only toy (not in toolkit/) through ``compress``: its tables become row-wise INT8 and the
+    dynamic INT8 ONNX file it ends with answers like the compressed PyTorch model, by input name and
+    with no change to toolkit/. Pruning a *registered* architecture rewrites the widths its config
+    lists, which the toy's config does not: refused, naming the block and the missing field."""
+    from toolkit.compress.recipe import Recipe
+    from toolkit.errors import CompressError
+    from toolkit.optimize.bench import Variant
+    from toolkit.optimize.pipeline import CompressionData, compress
+    from toolkit.train import TrainConfig, fit_model
+
+    s = synthetic_splits
+    arch = reordered_toy.architecture
+    torch.manual_seed(0)
+    model = arch.build(arch.config_for(_sizes(s.encoder), {}))
+    fit_model(model, s.train, s.val, TrainConfig(max_epochs=1))
+    data = CompressionData("synthetic", s.train, s.val, s.test, s.encoder)
+
+    def recipe(*steps: dict) -> Recipe:
+        return Recipe.model_validate({"name": "toy", "select": "as_written", "steps": list(steps)})
+
+    result = compress(
+        model, recipe({"kind": "quantize_embeddings"}, {"kind": "onnx_dynamic_int8"}), data, tmp_path / "w", measure_accuracy=False
+    )
+    assert [st.kind for st in result.recipe.steps] == ["quantize_embeddings", "onnx_dynamic_int8"]
+    assert not any(isinstance(m, torch.nn.Embedding) for m in result.model.modules())  # tables are int8 now
+    # the toy declares no MACs count: it gets its Linear layers' in x out, a lower bound
+    from toolkit.compress.stats import macs_per_sample
+
+    assert macs_per_sample(result.model) == sum(
+        m.in_features * m.out_features for m in result.model.modules() if isinstance(m, torch.nn.Linear)
+    )
+    rows = s.test.inputs()
+    torch_probs = Variant("torch", 0, 0, 0, model=result.model).runner()(rows)
+    onnx_probs = Variant("onnx", 0, 0, 0, onnx_path=result.onnx_path).runner()(rows)
+    # dynamic INT8 quantizes the head's activations per batch: probabilities move by about 1e-3 of a unit
+    # on these 1-epoch weights; 0.02 is far below what would mean a wrong input order, and the scores must spread
+    assert np.abs(onnx_probs - torch_probs).max() < 0.02
+    assert torch_probs.std() > 1e-3
+    with pytest.raises(CompressError, match="reordered_toy's prunable block 'head' has no config field 'head'"):
+        compress(model, recipe({"kind": "prune", "ratio": 0.5, "finetune_epochs": 1}), data, tmp_path / "p", measure_accuracy=False)
