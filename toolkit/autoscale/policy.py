@@ -191,6 +191,11 @@ class PodView:
     over_slo: bool = False
     queueing: bool = False
 
+    @property
+    def saturated(self) -> bool:
+        """Surely over the SLO because requests queue (or are rejected): what teaches a lower capacity."""
+        return self.over_slo and self.queueing
+
 
 def _latency_budget_ms(spec: AutoscalerSpec) -> float | None:
     if spec.slo.p99_latency_ms is None:
@@ -238,15 +243,15 @@ def _view(pod: PodSignals, spec: AutoscalerSpec, now: float) -> PodView:
     if latency_ms is None and over:
         queueing = True
     if pod.rejected_rate:
-        # its queue policy turned requests away (timed out in the queue, or the queue was full): it is
-        # saturated, whatever the served requests' mean says (with a queue timeout near the SLO it stays low)
+        # its queue timeout turned requests away: it is saturated, whatever the served requests' mean
+        # says (with a queue timeout near the SLO that mean stays low)
         within, over, queueing = False, True, True
     return PodView(pod.pod, None, "", False, latency_ms, queue_ms, compute_ms, within, over, queueing)
 
 
 def _saturated(pods: Sequence[tuple[PodSignals, PodView]]) -> tuple[str, ...]:
     """The pods surely over the SLO because requests queue (or are rejected) at this decision."""
-    return tuple(sorted(p.pod for p, v in pods if v.over_slo and v.queueing))
+    return tuple(sorted(p.pod for p, v in pods if v.saturated))
 
 
 def _learn_capacity(
@@ -259,7 +264,7 @@ def _learn_capacity(
     rate would teach too low a capacity (on_off's rises taught 4,600 req/s for a 5,500 req/s replica)."""
     lower_bounds = [p.request_rate for p, v in pods if v.within_slo and p.request_rate]
     before = set(saturated_before)
-    saturated = [p.request_rate for p, v in pods if v.over_slo and v.queueing and p.request_rate and p.pod in before]
+    saturated = [p.request_rate for p, v in pods if v.saturated and p.request_rate and p.pod in before]
     new = capacity
     if lower_bounds:
         new = max(new or 0.0, max(lower_bounds))

@@ -149,9 +149,8 @@ def parse_metrics(text: str, *, source: str = "/metrics") -> MetricsSample:
                 if sample.name not in accepted:
                     continue
                 if wanted is not None:
-                    label, value = wanted
-                    labelled = labelled or label in sample.labels
-                    if sample.labels.get(label) != value:
+                    labelled = labelled or wanted[0] in sample.labels
+                    if sample.labels.get(wanted[0]) != wanted[1]:
                         continue
                 key: SeriesKey = tuple(sorted(sample.labels.items()))
                 if key in values:

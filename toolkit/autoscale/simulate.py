@@ -61,7 +61,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -419,6 +419,10 @@ class _Counters:
     rejected: np.ndarray
 
 
+#: The counters' names, in the order of a pod's counter snapshot (:meth:`SimulatedDeployment.signals`).
+_COUNTER_NAMES: tuple[str, ...] = tuple(f.name for f in fields(_Counters))
+
+
 class SimulatedDeployment:
     """The pods of one Deployment and their queues, advanced one step at a time.
 
@@ -449,7 +453,7 @@ class SimulatedDeployment:
         self.ready_at = np.zeros(self._cap)
         self.backlog = np.zeros(self._cap)
         self.pending = np.zeros(self._cap)
-        self.counters = _Counters(*(np.zeros(self._cap) for _ in range(5)))
+        self.counters = _Counters(*(np.zeros(self._cap) for _ in _COUNTER_NAMES))
         self.n_pods = 0  # pods ever created (slot i is pod "triton-<i>")
         self.now = 0.0
         self._steps = 0  # steps done: now = steps x step_s (no drift from repeated additions)
@@ -477,7 +481,7 @@ class SimulatedDeployment:
             arr = np.zeros(new, old.dtype)
             arr[: self._cap] = old
             setattr(self, name, arr)
-        for name in ("success", "queue_us", "compute_us", "busy_s", "rejected"):
+        for name in _COUNTER_NAMES:
             old = getattr(self.counters, name)
             arr = np.zeros(new)
             arr[: self._cap] = old
@@ -685,7 +689,7 @@ class SimulatedDeployment:
             if phase == "starting":
                 pods.append(PodSignals(pod=name, phase="starting"))
                 continue
-            snap = np.array([c.success[i], c.queue_us[i], c.compute_us[i], c.busy_s[i], c.rejected[i]])
+            snap = np.array([getattr(c, name)[i] for name in _COUNTER_NAMES])  # success, queue_us, compute_us, busy_s, rejected
             last = previous.get(int(i))
             previous[int(i)] = (self.now, snap)
             since = max(self.ready_at[i], last[0]) if last else self.ready_at[i]
@@ -694,7 +698,7 @@ class SimulatedDeployment:
             if busy_window > 0:
                 base_busy = last[1][3] if last else 0.0
                 cpu = float((snap[3] - base_busy) / busy_window)
-            d = snap - last[1] if last is not None else np.zeros(5)
+            d = snap - last[1] if last is not None else np.zeros(len(_COUNTER_NAMES))
             # Triton's counters over the interval (client batch 1: one inference per request; the compute
             # time is all booked as compute_infer), turned into signals by the scraper's own arithmetic
             increases = {

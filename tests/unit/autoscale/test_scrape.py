@@ -371,7 +371,8 @@ def test_rejected_requests_are_a_rate_summed_over_models_and_other_failures_are_
         'nv_inference_request_failure{model="fast",reason="BACKEND",version="1"} 0',
         'nv_inference_request_failure{model="fast",reason="BACKEND",version="1"} 500',
     )
-    assert t1.count('reason="REJECTED",version="1"} ') == 2 and "} 500" in t1  # the edits took
+    assert all(f'model="{m}",reason="REJECTED",version="1"}} {n}' in t1 for m, n in (("fast", 40), ("slow", 30)))  # the edits took
+    assert 'reason="BACKEND",version="1"} 500' in t1
     tracker = MetricsTracker()
     tracker.observe(ScrapeResult(POD, 0.0, text=t0))
     s = tracker.observe(ScrapeResult(POD, GAP_S, text=t1))
