@@ -50,6 +50,7 @@ __all__ = [
     "Behavior",
     "Fallback",
     "Capacity",
+    "Forecast",
     "AutoscalerSpec",
     "StatusCondition",
     "AutoscalerStatus",
@@ -218,6 +219,32 @@ class Capacity(_Model):
     )
 
 
+class Forecast(_Model):
+    """The seasonal forecast (:mod:`toolkit.autoscale.forecast`): when the arrival rate's own history
+    repeats, start pods a pod start before the load that comes back, instead of after it arrives."""
+
+    seasonal: bool = Field(True, description="Scale up ahead of load that the history says recurs (off: react only).")
+    history_seconds: float = Field(
+        7200.0, gt=0, le=7 * 86400, description="Seconds of arrival-rate history kept for it (two periods are needed to see one)."
+    )
+    bin_seconds: float = Field(
+        15.0, gt=0, le=3600, description="Width of the bins the history is averaged into before the period is sought."
+    )
+    min_period_seconds: float = Field(120.0, gt=0, description="Shortest period considered (shorter swings are the panic window's).")
+    min_correlation: float = Field(
+        0.7, gt=0, le=1, description="Autocorrelation the history must reach at its period (1: it repeats exactly) before it is trusted."
+    )
+
+    @model_validator(mode="after")
+    def _two_periods(self) -> Forecast:
+        if self.history_seconds < 2 * self.min_period_seconds:
+            raise _CrossFieldError(
+                f"`spec.forecast.historySeconds` ({self.history_seconds:g}) is less than twice `spec.forecast.minPeriodSeconds` "
+                f"({self.min_period_seconds:g}): a period is trusted only once the history holds two"
+            )
+        return self
+
+
 class AutoscalerSpec(_Model):
     """The ``spec`` of a ``TritonAutoscaler`` (see the module docstring for an example).
 
@@ -233,6 +260,7 @@ class AutoscalerSpec(_Model):
         sync_period_seconds: seconds between decisions (and scrapes); 5 s ("every few seconds").
         fallback: what to do after repeated failed scrapes.
         capacity: the seed of the per-replica throughput estimate.
+        forecast: the seasonal forecast's settings.
         metrics_port: port of each pod's Triton metrics endpoint (Triton's default 8002).
         shadow: decide and record, change nothing (the controller acts on it).
     """
@@ -249,6 +277,7 @@ class AutoscalerSpec(_Model):
     sync_period_seconds: float = Field(5.0, gt=0, le=3600, description="Seconds between decisions and scrapes.")
     fallback: Fallback = Field(default_factory=Fallback, description="What to do after repeated failed scrapes.")
     capacity: Capacity = Field(default_factory=Capacity, description="Seed of the per-replica throughput at the SLO.")
+    forecast: Forecast = Field(default_factory=Forecast, description="Scaling ahead of load the arrival history says recurs.")
     metrics_port: int = Field(8002, ge=1, le=65535, description="Port of each pod's Triton metrics endpoint.")
     shadow: bool = Field(False, description="Decide and record in status, but never change the target's replicas.")
 

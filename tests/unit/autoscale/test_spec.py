@@ -130,6 +130,12 @@ def test_the_whole_custom_object_is_accepted_as_well_as_its_spec() -> None:
         (_spec(capacity={"targetUtilization": 1.5}), "`spec.capacity.targetUtilization` (1.5)"),
         (_spec(capacity={"perReplicaRps": -3}), "`spec.capacity.perReplicaRps` (-3)"),
         (_spec(panicThresholdPercent=100), "`spec.panicThresholdPercent` (100)"),
+        (_spec(forecast={"minCorrelation": 1.5}), "`spec.forecast.minCorrelation` (1.5)"),
+        (_spec(forecast={"binSeconds": 0}), "`spec.forecast.binSeconds` (0)"),
+        (
+            _spec(forecast={"historySeconds": 600, "minPeriodSeconds": 400}),
+            "`spec.forecast.historySeconds` (600) is less than twice `spec.forecast.minPeriodSeconds` (400)",
+        ),
     ],
 )
 def test_bad_spec_is_refused_naming_the_field(spec: dict, expected: str) -> None:
