@@ -24,6 +24,11 @@ The decision, in order (:func:`decide`):
    pods' own starts, :data:`DEFAULT_START_DELAY_SECONDS` until one is seen) plus one sync period, if
    that adds more than :data:`TREND_TOLERANCE` of λ. What a forecast asked for is not taken back before
    that horizon has passed, and while the arrivals rise nothing is scaled down.
+   **Seasonal forecast** (``spec.forecast``, :mod:`toolkit.autoscale.forecast`): each decision's
+   arrival rate is kept for ``historySeconds``; once that history repeats (its autocorrelation has a
+   peak of at least ``minCorrelation`` at a period it holds twice), the forecast is at least the
+   highest rate of the same window one period ago, so a recurring burst gets its pods a pod start
+   before it arrives instead of after.
 4. **Capacity** c (requests/s one replica serves within the SLO) starts from ``spec.capacity``
    (``perReplicaRps``, or the best throughput within the SLO of a ``tritonrec perf`` report,
    :func:`seed_capacity_from_perf_report`) and is learned from the ready pods' own counters. The
@@ -49,7 +54,9 @@ The decision, in order (:func:`decide`):
 7. **Otherwise** the HPA's behavior applies (:mod:`toolkit.autoscale.hpa`, the same functions as the HPA
    baseline): scale-up by the ``scaleUp`` policies; scale-down to the highest *steady* need (λ alone,
    no forecast, no backlog) of the ``scaleDown`` stabilization window (300 s by default), never below
-   the current need, and rate-limited by its policies (bounded steps).
+   the current need, and rate-limited by its policies (bounded steps). When the history repeats, the
+   highest need it expects within the next window replaces the window's memory where that is lower:
+   the window keeps capacity for load that comes back, and the history says whether it does.
 8. **No ready pod** (all starting, or none at all): the policy cannot see load; it keeps the current
    count, brings it to ``minReplicas``, and scales up to the last need it saw (within the scale-down
    window), so a Deployment whose pods all restarted, or one at zero, is sized again.
@@ -67,6 +74,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from toolkit.autoscale.forecast import fit_seasonal
 from toolkit.autoscale.hpa import (
     ScaleEvent,
     TimestampedRecommendation,
@@ -138,6 +146,8 @@ class History:
             start plus a sync period): what a forecast asked for is not taken back before it could serve.
         saturated_pods: the pods surely over the SLO because requests queued at the last decision (only
             a pod saturated at two decisions in a row teaches a lower capacity).
+        rate_samples: ``(time, arrival rate)`` of every decision within ``spec.forecast.historySeconds``,
+            for the seasonal forecast.
     """
 
     capacity_rps: float | None = None
@@ -157,6 +167,7 @@ class History:
     trend_rps_per_s: float = 0.0
     forecasts: tuple[tuple[float, int], ...] = ()
     saturated_pods: tuple[str, ...] = ()
+    rate_samples: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -365,7 +376,10 @@ def decide(signals: DeploymentSignals, history: History, spec: AutoscalerSpec, n
         ``forecast_rate_rps``, ``served_rate_rps``, ``capacity_rps_per_replica``, ``needed_replicas``
         (before rounding), ``steady_replicas``, ``pending_requests``, ``excess_backlog``, ``ready_pods``,
         ``starting_pods``, ``start_delay_s``, ``panic`` (1/0), ``shadow`` (1/0), ``current_replicas``,
-        ``desired_replicas`` and ``mean_latency_ms`` of the ready pods (those that apply).
+        ``desired_replicas`` and ``mean_latency_ms`` of the ready pods, and while the history repeats
+        ``seasonal_period_s``, ``seasonal_correlation``, ``seasonal_rate_rps`` (the highest rate expected
+        within a pod's start) and ``seasonal_window_replicas`` (the highest need expected within the
+        scale-down window) (those that apply).
     """
     current = signals.current_replicas
     ready = signals.ready_pods
@@ -480,7 +494,19 @@ def decide(signals: DeploymentSignals, history: History, spec: AutoscalerSpec, n
     trend = history.trend_rps_per_s if warming else max(0.0, _slope(trend_samples))
     rise = trend * lead
     forecast = max(arrival, arrival_now + rise) if rise > TREND_TOLERANCE * arrival else arrival
-    history = replace(history, arrivals=arrivals, trend_rps_per_s=trend, last_pending=(now, tuple(sorted(gauges.items()))))
+    samples = history.rate_samples
+    seasonal = None
+    if spec.forecast.seasonal:
+        fc = spec.forecast
+        samples = tuple(s for s in samples if now - s[0] <= fc.history_seconds) + ((now, arrival_now),)
+        seasonal = fit_seasonal(samples, now, bin_s=fc.bin_seconds, min_period_s=fc.min_period_seconds, min_correlation=fc.min_correlation)
+        if seasonal is not None:
+            seasonal_rate = seasonal.peak_within(lead)
+            numbers.update(seasonal_period_s=seasonal.period_s, seasonal_correlation=seasonal.correlation, seasonal_rate_rps=seasonal_rate)
+            forecast = max(forecast, seasonal_rate)
+    history = replace(
+        history, arrivals=arrivals, trend_rps_per_s=trend, last_pending=(now, tuple(sorted(gauges.items()))), rate_samples=samples
+    )
     latencies = [v.latency_ms for _, v in complete if v.latency_ms is not None]
     numbers.update(arrival_rate_rps=arrival, forecast_rate_rps=forecast, served_rate_rps=served, pending_requests=pending)
     numbers["start_delay_s"] = start_delay
@@ -531,7 +557,12 @@ def decide(signals: DeploymentSignals, history: History, spec: AutoscalerSpec, n
     history = replace(history, panic_since=panic_since, last_over_threshold=last_over, max_panic_replicas=max_panic)
     numbers["panic"] = 1.0 if panic_since is not None else 0.0
     why = f"arrival {arrival:.1f} req/s"
-    if forecast > arrival:
+    if seasonal is not None and forecast == numbers["seasonal_rate_rps"] and forecast > arrival:
+        why += (
+            f" (the history repeats every {seasonal.period_s:g} s, autocorrelation {seasonal.correlation:.2f}: "
+            f"{forecast:.1f} within the {lead:g} s a new pod takes)"
+        )
+    elif forecast > arrival:
         why += f" (rising to {forecast:.1f} within the {lead:g} s a new pod takes)"
     why += f" over {plan:.1f} req/s per replica ({spec.capacity.target_utilization:g} of {capacity:.1f} at the SLO)"
     if excess > 0:
@@ -558,6 +589,15 @@ def decide(signals: DeploymentSignals, history: History, spec: AutoscalerSpec, n
     else:
         # down: the highest steady need of the scale-down window, but never below what the backlog needs now
         stable_match = stabilized == steady
+        window = down.stabilization_window_seconds or 0
+        if seasonal is not None and window > 0:
+            # the window keeps capacity for load that comes back within it; a history that repeats says
+            # whether it does: then the highest need it expects over the next window is enough
+            expected = max(1, math.ceil(seasonal.peak_within(window) / plan - 1e-9))
+            numbers["seasonal_window_replicas"] = float(expected)
+            if expected < stabilized:
+                stabilized, stable_match = expected, True
+                why += f"; the history repeats every {seasonal.period_s:g} s and expects at most {expected} within the {window:g} s window"
         stabilized = max(stabilized, needed, max((n for _, n in forecasts), default=0))
 
     if current < spec.min_replicas or current > spec.max_replicas:

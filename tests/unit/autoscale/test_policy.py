@@ -506,3 +506,50 @@ def test_rejected_requests_count_as_arrivals_and_as_overload() -> None:
     blind = [steps[0], (5.0, DeploymentSignals(5.0, 2, tuple(_pod(f"p{i}", 5.0, 100.0, rejected_rate=0.0) for i in range(2))))]
     (_, d_blind), _ = _run(spec, blind)
     assert d_blind.desired_replicas == 2
+
+
+# --- the seasonal forecast -------------------------------------------------------------------------------------------
+
+
+def _periodic_run(spec, until_s: float):
+    """Bursts of 1000 req/s for the last 100 s of every 600 s (100 req/s otherwise), decided every 5 s on a
+    fake clock; every pod asked for is ready at the next decision (the policy still assumes its default
+    30 s start). Returns ``{time: decision}``."""
+    history, replicas, out = initial_history(spec), 1, {}
+    for k in range(int(until_s / 5) + 1):
+        now = 5.0 * k
+        load = 1000.0 if now % 600 >= 500 else 100.0
+        d, history = decide(_load(now, load, replicas), history, spec, now)
+        out[now], replicas = d, d.desired_replicas
+    return out
+
+
+def test_a_recurring_burst_is_met_a_pod_start_ahead_and_let_go_when_the_history_says_it_is_over() -> None:
+    """After two periods the history repeats (period 600 s): from 45 s before the third burst (1700 s; the
+    35 s a pod takes to start and serve, rounded up to the 15 s bins) the policy asks for more, and 35 s
+    before it has the burst's 10 replicas while the load is still 100 req/s; after it (1800 s) the next 300 s
+    one period back held no burst, so it scales down at once instead of holding the scale-down window.
+    Without the forecast: up only when the burst arrives, down only after the 300 s window."""
+    seasonal = _periodic_run(SPEC, 2000.0)
+    assert seasonal[1650.0].desired_replicas == 1  # nothing expected within 45 s yet
+    assert seasonal[1655.0].desired_replicas > 1
+    ahead = seasonal[1665.0]
+    assert ahead.desired_replicas == 10 and ahead.signals["arrival_rate_rps"] == pytest.approx(100.0)
+    assert ahead.signals["seasonal_period_s"] == 600.0 and ahead.signals["seasonal_correlation"] >= 0.7  # spec.forecast.minCorrelation
+    assert "the history repeats every 600 s" in ahead.reason
+    down = next(t for t in sorted(seasonal) if t >= 1800 and seasonal[t].desired_replicas < 10)
+    assert down <= 1810.0 and seasonal[1830.0].desired_replicas == 1
+    assert "expects at most 1 within the 300 s window" in seasonal[down].reason
+
+    reactive = _periodic_run(_spec(forecast={"seasonal": False}), 2150.0)
+    assert [reactive[t].desired_replicas for t in (1695.0, 1700.0, 1705.0)] == [1, 6, 10]
+    assert "seasonal_period_s" not in reactive[1665.0].signals
+    assert reactive[2050.0].desired_replicas == 10 and reactive[2110.0].desired_replicas == 1  # the 300 s window
+
+
+def test_a_period_is_not_trusted_before_two_are_seen() -> None:
+    """The second burst (1100 s) follows only one: no forecast, it is met when it arrives (the 6 s panic
+    window's mean of 100 and 1000 req/s asks for 6 at once, the next decision for 10)."""
+    d = _periodic_run(SPEC, 1105.0)
+    assert d[1095.0].desired_replicas == 1 and "seasonal_period_s" not in d[1095.0].signals
+    assert [d[1100.0].desired_replicas, d[1105.0].desired_replicas] == [6, 10]
