@@ -360,7 +360,10 @@ def _markdown(report: dict, targets: dict[str, list[str]], plot_name: str) -> st
         "",
         f"- A new pod serves {p['start_delay_s']:g} s after the decision that creates it. Where the load rises faster than "
         "that (spike, on_off, the real traces' jumps), every reactive policy is short of capacity for about the start delay "
-        "plus one sync period, whatever it decides.",
+        "plus one sync period, whatever it decides. tritonrec also forecasts load that recurs (`spec.forecast`: once its "
+        "arrival history holds a period twice, it scales up a pod start before the load that period brings back, and "
+        "down when none comes back within the scale-down window); the first two bursts of on_off, a lone spike and one "
+        "diurnal period are met reactively.",
         "- Requests already queued on a pod stay there (one FIFO queue per pod, as in Triton); new pods get the new requests "
         "(least outstanding), so a queue built during a shortfall drains at one pod's rate. "
         + (
