@@ -36,8 +36,10 @@ field names) and replaces every ``nn.Embedding`` with a
 :class:`~toolkit.models.layers.RowwiseInt8Embedding` and every ``nn.EmbeddingBag`` with a
 :class:`RowwiseInt8EmbeddingBag` wherever it sits, so a user's own module gets int8 tables too.
 Both gather int8 rows and dequantize only those (ONNX: ``Gather`` on an int8 initializer, then
-``Cast``/``Sub``/``Mul``). Such a module's config says nothing of its tables' storage, so its
-quantized copy exports and serves from ONNX but is not rebuilt by ``load_checkpoint``
+``Cast``/``Sub``/``Mul``). Such a module's config says nothing of its tables' storage: its
+checkpoint's ``structure.json`` records the ``nn.Embedding`` tables made int8, which
+``load_checkpoint`` re-applies; an int8 ``EmbeddingBag`` is not recorded, so a module with one
+exports and serves from ONNX but is not rebuilt by ``load_checkpoint``
 (:func:`rebuilds_from_config` tells which).
 """
 
@@ -410,12 +412,17 @@ def _fill_collection(fused: RowwiseInt8EmbeddingCollection, tables: nn.Module, n
 
 
 def rebuilds_from_config(model: nn.Module) -> str | None:
-    """Why ``load_checkpoint`` could not rebuild ``model`` from its config and state dict; None when it can.
+    """Why ``load_checkpoint`` could not rebuild ``model`` from its checkpoint; None when it can.
 
     A DLRM, DCN-v2 or DeepFM with int8 tables rebuilds (its config says so, as
-    :func:`quantize_embeddings` writes it); a user's module whose tables were quantized in place
-    does not: its config builds float32 tables.
+    :func:`quantize_embeddings` writes it). A module whose ``nn.Embedding`` tables were made
+    :class:`~toolkit.models.layers.RowwiseInt8Embedding` in place rebuilds too: its checkpoint's
+    ``structure.json`` records them (:func:`toolkit.train.checkpoint.model_structure`) and
+    ``load_checkpoint`` re-applies them to the model its config builds. What no checkpoint records
+    (a :class:`RowwiseInt8EmbeddingBag` in place of an ``nn.EmbeddingBag``, any other replaced
+    module) is named: the state dict's keys or shapes that the rebuilt model does not have.
     """
+    from toolkit.models.layers import apply_structure, replaced_tables
     from toolkit.models.registry import architecture_of
 
     try:
@@ -427,13 +434,23 @@ def rebuilds_from_config(model: nn.Module) -> str | None:
             rebuilt = arch.build(model.config)
         except Exception as exc:  # a user's factory may fail in any way
             return f"its config does not build ({type(exc).__name__}: {exc})"
-    expected, got = set(rebuilt.state_dict()), set(model.state_dict())
-    if expected != got:
-        extra = sorted(got - expected)[:3]
+    try:  # what structure.json records, re-applied as load_checkpoint does
+        apply_structure(rebuilt, replaced_tables(model, rebuilt))
+    except ValueError as exc:  # an int8 table of another shape than its config's
+        return f"its int8 tables do not fit the model its config builds ({exc})"
+    expected = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if set(expected) != set(got):
+        extra = sorted(set(got) - set(expected))
         return (
-            f"a {arch.name} config builds float32 tables, while this model's state dict holds {', '.join(extra)}"
-            f"{', ...' if len(got - expected) > 3 else ''} (int8 tables quantized in place)"
+            f"a {arch.name} config builds float32 tables, while this model's state dict holds {', '.join(extra[:3])}"
+            f"{', ...' if len(extra) > 3 else ''} (int8 tables quantized in place that a checkpoint does not record: "
+            "its structure.json records nn.Embedding -> RowwiseInt8Embedding only)"
         )
+    wrong = [f"{k} {got[k]} (its config builds {expected[k]})" for k in sorted(got) if got[k] != expected[k]]
+    if wrong:
+        more = ", ..." if len(wrong) > 3 else ""
+        return f"this model's state dict holds {', '.join(wrong[:3])}{more}: its config does not record those shapes"
     return None
 
 

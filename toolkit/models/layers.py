@@ -15,6 +15,11 @@ tables (:class:`RowwiseInt8Embedding`; the single-valued ones fused into one
 first and dequantize only the gathered rows, so the exported graph is an int8 ``Gather``
 followed by ``Cast``/``Sub``/``Mul`` and the table stays int8 in memory. The config says which,
 so ``load_checkpoint`` rebuilds a quantized DLRM, DCN-v2 or DeepFM from its config and state dict.
+
+A model whose config says nothing of its tables' storage (a user's or a test's architecture) gets
+int8 tables in place instead; :func:`replaced_tables` records which (a checkpoint's
+``structure.json``) and :func:`apply_structure` re-applies that record to the model its config
+builds, here and in the PyTorch variant's Triton runner (which imports a copy of this file).
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ __all__ = [
     "check_dropout",
     "FeatureFieldsConfig",
     "relu_mlp",
+    "STRUCTURE_FORMAT_VERSION",
+    "replaced_tables",
+    "apply_structure",
 ]
 
 #: Values of :attr:`FeatureFieldsConfig.embedding_quantization`.
@@ -326,3 +334,85 @@ def relu_mlp(widths: Sequence[int], dropout: float) -> nn.Sequential:
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
+
+
+# -- tables made int8 in place, after the model was built from its config -----------------------
+
+#: ``format_version`` of :func:`replaced_tables`' record (a checkpoint's ``structure.json``).
+STRUCTURE_FORMAT_VERSION = 1
+
+
+def replaced_tables(model: nn.Module, built: nn.Module) -> dict:
+    """The record of ``model``'s tables that were made int8 after ``built`` (its config's model) was built.
+
+    Every module path where ``model`` holds a :class:`RowwiseInt8Embedding` and ``built`` an
+    ``nn.Embedding`` (a table quantized in place, as ``toolkit.compress.quantize_embeddings`` does
+    for a model whose config says nothing of its tables' storage) is listed with its shape::
+
+        {"format_version": 1, "replaced_modules": [
+            {"path": "sparse_embeddings.0", "type": "RowwiseInt8Embedding", "num_embeddings": 11, "embedding_dim": 4}, ...]}
+
+    Paths where both hold the same kind of module are not listed: a DLRM, DCN-v2 or DeepFM whose
+    config says ``embedding_quantization="int8_rowwise"`` gives an empty list. ``built`` may live on
+    the meta device (only its module types and table shapes are read).
+    """
+    entries = []
+    for path, module in model.named_modules(remove_duplicate=False):
+        if not path or not isinstance(module, RowwiseInt8Embedding):
+            continue
+        try:
+            was = built.get_submodule(path)
+        except AttributeError:  # a path the config's model does not have (e.g. inside an int8 EmbeddingBag)
+            continue
+        if isinstance(was, nn.Embedding):
+            sizes = {"num_embeddings": module.num_embeddings, "embedding_dim": module.embedding_dim}
+            entries.append({"path": path, "type": "RowwiseInt8Embedding", **sizes})
+    return {"format_version": STRUCTURE_FORMAT_VERSION, "replaced_modules": entries}
+
+
+def apply_structure(model: nn.Module, structure: object) -> nn.Module:
+    """Re-apply a :func:`replaced_tables` record to ``model`` (freshly built from its config), in place.
+
+    Each listed path's ``nn.Embedding`` becomes a fresh :class:`RowwiseInt8Embedding` of the same
+    shape (zeros: ``load_state_dict`` fills it); a table registered under several paths stays one
+    shared table. Returns ``model``.
+
+    Raises:
+        ValueError: ``structure`` is not such a record (not an object, another ``format_version``, an
+            entry without ``path``/``type``/sizes, an unknown ``type``), or an entry's path is not
+            in ``model``, is not an ``nn.Embedding`` there, or has another shape; the message
+            names the entry's path.
+    """
+    if not isinstance(structure, dict) or structure.get("format_version") != STRUCTURE_FORMAT_VERSION:
+        raise ValueError(f"expected an object of format_version {STRUCTURE_FORMAT_VERSION} with 'replaced_modules'")
+    entries = structure.get("replaced_modules")
+    if not isinstance(entries, list):
+        raise ValueError(f"'replaced_modules' must be a list, got {type(entries).__name__}")
+    replacements: dict[int, RowwiseInt8Embedding] = {}
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or not entry["path"]:
+            raise ValueError(f"replaced_modules[{i}] must be an object with a non-empty 'path', got {entry!r}")
+        path = entry["path"]
+        if entry.get("type") != "RowwiseInt8Embedding":
+            raise ValueError(f"module {path}: unknown type {entry.get('type')!r} (only 'RowwiseInt8Embedding' is recorded)")
+        sizes = (entry.get("num_embeddings"), entry.get("embedding_dim"))
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in sizes):
+            raise ValueError(f"module {path}: num_embeddings and embedding_dim must be integers, got {sizes}")
+        try:
+            table = model.get_submodule(path)
+        except AttributeError as exc:
+            raise ValueError(f"module {path}: not in the {type(model).__name__} its config builds ({exc})") from exc
+        if id(table) in replacements:
+            new = replacements[id(table)]
+        elif isinstance(table, nn.Embedding):
+            if (table.num_embeddings, table.embedding_dim) != sizes:
+                raise ValueError(
+                    f"module {path}: recorded as {sizes[0]} x {sizes[1]}, but the config builds "
+                    f"{table.num_embeddings} x {table.embedding_dim}"
+                )
+            new = replacements[id(table)] = RowwiseInt8Embedding(*sizes)
+        else:
+            raise ValueError(f"module {path}: is a {type(table).__name__} in the model its config builds, not an nn.Embedding")
+        parent, _, attr = path.rpartition(".")
+        setattr(model.get_submodule(parent), attr, new)
+    return model

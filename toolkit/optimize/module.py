@@ -476,8 +476,9 @@ def _timing(module: nn.Module, io: _Io, final: Path, bench: LabelledRows, workdi
 def save_module_compression(result: ModuleCompression, out: Path) -> Path:
     """Write ``out/`` atomically: ``model.onnx`` (+ data), ``recipe.json`` (the steps applied),
     ``report.json``, and ``checkpoint/`` where ``load_checkpoint`` rebuilds the compressed module from
-    it (a registered architecture, or a user's pruned module: its config records the new widths);
-    otherwise ``skipped.json`` says why there is no checkpoint.
+    it (a registered architecture; a user's pruned module: its config records the new widths; a user's
+    module with ``nn.Embedding`` tables made int8: its ``structure.json`` records them); otherwise
+    (an int8 ``EmbeddingBag``) ``skipped.json`` says why there is no checkpoint.
     """
     out = Path(out)
     why = rebuilds_from_config(result.model)

@@ -7,10 +7,19 @@
       model_config.json   the model's config.to_dict(), with its "architecture" key
       vocabularies.json   FeatureEncoder.to_dict(): what turns raw features into ids
       metrics.json        offline test metrics, baselines, training history
+      structure.json      only where tables were made int8 after the model was built from its config
 
 A model trained on ids that arrive already encoded (Criteo's hashed categorical values) has
 no vocabularies: it is saved with ``encoder=None``, which writes no ``vocabularies.json``
 and records ``"pre_encoded_ids": true`` in ``metrics.json``.
+
+A model whose config builds float32 ``nn.Embedding`` tables but that holds row-wise INT8 tables
+(:class:`~toolkit.models.layers.RowwiseInt8Embedding`, quantized in place by ``tritonrec compress``:
+a user's or a test's architecture, whose config says nothing of its tables' storage) gets a
+``structure.json`` (:func:`~toolkit.models.layers.replaced_tables`: each such table's module path
+and shape); :func:`load_checkpoint` re-applies it to the model its config builds before loading the
+state dict. A DLRM, DCN-v2 or DeepFM records its int8 tables in its config
+(``embedding_quantization``) and gets no ``structure.json``; a checkpoint without one loads as before.
 
 Written atomically (:func:`toolkit._io.atomic_directory`): a failed save keeps the old folder.
 """
@@ -28,12 +37,15 @@ from torch import nn
 from toolkit._io import atomic_directory
 from toolkit.data.features import FeatureEncoder
 from toolkit.errors import CheckpointError, DataError
+from toolkit.models.layers import apply_structure, replaced_tables
 from toolkit.models.protocol import Architecture
 from toolkit.models.registry import architecture_of, config_from_dict
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "CHECKPOINT_FILES"]
+__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "model_structure", "CHECKPOINT_FILES", "STRUCTURE_FILE"]
 
 CHECKPOINT_FILES = ("model.pt", "model_config.json", "vocabularies.json", "metrics.json")
+#: Written next to them only where tables were made int8 after the build (see the module docstring).
+STRUCTURE_FILE = "structure.json"
 
 
 @dataclass
@@ -56,10 +68,36 @@ class Checkpoint:
         return architecture_of(self.config)
 
 
+def model_structure(model: nn.Module) -> dict:
+    """What ``structure.json`` records for ``model``: :func:`~toolkit.models.layers.replaced_tables`
+    of ``model`` against the model its config builds (built on the meta device, so no table is
+    allocated; on the CPU, with the global RNG untouched, for a factory the meta device cannot run).
+    ``"replaced_modules"`` is empty for a model that its config rebuilds as it is.
+
+    Raises:
+        CheckpointError: ``model`` is not a registered architecture's model, or its config does not build.
+    """
+    try:
+        arch = architecture_of(model)
+    except ValueError as exc:
+        raise CheckpointError(f"cannot save {type(model).__name__} as a checkpoint: {exc}", hint="register its architecture first") from exc
+    try:
+        with torch.device("meta"):
+            built = arch.build(model.config)
+    except Exception:  # a user's factory may read a tensor's value (meta tensors have none): build it for real
+        with torch.random.fork_rng(devices=[]):
+            try:
+                built = arch.build(model.config)
+            except Exception as exc:
+                raise CheckpointError(f"{arch.name}: its config does not build ({type(exc).__name__}: {exc})") from exc
+    return replaced_tables(model, built)
+
+
 def save_checkpoint(path: Path, model: nn.Module, encoder: FeatureEncoder | None, metrics: dict) -> Path:
     """Write ``model``, its config, ``encoder`` and ``metrics`` to the folder ``path`` atomically.
 
-    ``encoder=None`` is for models fed pre-encoded ids (see the module docstring).
+    ``encoder=None`` is for models fed pre-encoded ids (see the module docstring). Tables made int8
+    after the build are recorded in ``structure.json`` (:func:`model_structure`).
 
     Raises:
         CheckpointError: ``model`` is not a registered architecture's model (it would not load back).
@@ -70,9 +108,12 @@ def save_checkpoint(path: Path, model: nn.Module, encoder: FeatureEncoder | None
         raise CheckpointError(f"cannot save {type(model).__name__} as a checkpoint: {exc}", hint="register its architecture first") from exc
     if encoder is None:
         metrics = {**metrics, "pre_encoded_ids": True}
+    structure = model_structure(model)
     path = Path(path)
     with atomic_directory(path) as tmp:
         torch.save(model.state_dict(), tmp / "model.pt")
+        if structure["replaced_modules"]:
+            (tmp / STRUCTURE_FILE).write_text(json.dumps(structure, indent=2) + "\n")
         (tmp / "model_config.json").write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
         if encoder is not None:
             (tmp / "vocabularies.json").write_text(json.dumps(encoder.to_dict()) + "\n")
@@ -92,7 +133,8 @@ def load_checkpoint(path: Path) -> Checkpoint:
 
     Raises:
         CheckpointError: ``path`` is a file (what a checkpoint is, named), the folder or one of its files is missing, a file is corrupt or
-            truncated, or the state dict does not fit the config (names the file and the problem).
+            truncated, ``structure.json`` does not fit the config's model (names the file and the module path), or the
+            state dict does not fit the config (names the file and the problem).
     """
     path = Path(path)
     hint = "re-run `tritonrec train` to write a fresh checkpoint"
@@ -128,6 +170,11 @@ def load_checkpoint(path: Path) -> Checkpoint:
     except Exception as exc:  # a corrupt pickle fails in many ways: UnpicklingError, EOFError, IndexError, struct.error, ...
         raise CheckpointError(f"{path / 'model.pt'}: corrupt or truncated state dict ({exc})", hint=hint) from exc
     model = architecture_of(config).build(config)
+    if (path / STRUCTURE_FILE).is_file():
+        try:
+            apply_structure(model, _read_json(path / STRUCTURE_FILE))
+        except ValueError as exc:
+            raise CheckpointError(f"{path / STRUCTURE_FILE}: {exc}", hint=hint) from exc
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:

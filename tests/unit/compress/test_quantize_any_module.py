@@ -73,6 +73,7 @@ def test_registered_architectures_get_int8_tables_and_their_compressed_folder_ho
     assert rebuilds_from_config(quantized) is None
     out = save_compressed(CompressedModel(Recipe(), quantized, path, None), tmp_path / "out", None, {})
     assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".data")) == ["checkpoint", "model.onnx", "recipe.json"]
+    assert not (out / "checkpoint" / "structure.json").exists()  # nothing was replaced after the build: nothing to record
     loaded = load_checkpoint(out / "checkpoint").model
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in quantized.state_dict().items())
 

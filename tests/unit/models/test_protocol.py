@@ -290,3 +290,112 @@ def test_a_toy_architecture_defined_only_in_the_tests_is_compressed_by_the_recip
     assert torch_probs.std() > 1e-3
     with pytest.raises(CompressError, match="reordered_toy's prunable block 'head' has no config field 'head'"):
         compress(model, recipe({"kind": "prune", "ratio": 0.5, "finetune_epochs": 1}), data, tmp_path / "p", measure_accuracy=False)
+
+
+def _compressed_toy(arch, s, workdir: Path):
+    """The toy trained 1 epoch, then ``compress``'s INT8 tables and dynamic INT8 ONNX (AVX2-only settings)."""
+    from toolkit.compress.recipe import Recipe
+    from toolkit.optimize.pipeline import CompressionData, compress
+    from toolkit.train import TrainConfig, fit_model
+
+    torch.manual_seed(0)
+    model = arch.build(arch.config_for(_sizes(s.encoder), {}))
+    fit_model(model, s.train, s.val, TrainConfig(max_epochs=1))
+    recipe = Recipe.model_validate(
+        {"name": "toy", "select": "as_written", "steps": [{"kind": "quantize_embeddings"}, {"kind": "onnx_dynamic_int8"}]}
+    )
+    data = CompressionData("synthetic", s.train, s.val, s.test, s.encoder)
+    return compress(model, recipe, data, workdir, measure_accuracy=False, cpu_target="avx2")
+
+
+def test_the_compressed_toy_s_checkpoint_records_its_int8_tables_and_loads_back_answering_the_same(
+    reordered_toy, synthetic_splits, tmp_path: Path
+) -> None:
+    """Its config builds float32 tables; ``structure.json`` records which became row-wise INT8 after the
+    build, and ``load_checkpoint`` re-applies that, so the folder holds a checkpoint (no ``skipped.json``)."""
+    from toolkit.models.layers import RowwiseInt8Embedding
+    from toolkit.optimize.pipeline import save_compressed
+    from toolkit.train import load_checkpoint, predict
+
+    s = synthetic_splits
+    arch = reordered_toy.architecture
+    result = _compressed_toy(arch, s, tmp_path / "w")
+    out = save_compressed(result, tmp_path / "out", s.encoder, {})
+    assert not (out / "skipped.json").exists()
+    structure = json.loads((out / "checkpoint" / "structure.json").read_text())
+    config = result.model.config
+    tables = [("sparse_embeddings", config.sparse_cardinalities), ("multi_hot_embeddings", config.multi_hot_cardinalities)]
+    assert structure["replaced_modules"] == [
+        {"path": f"{attr}.{i}", "type": "RowwiseInt8Embedding", "num_embeddings": n, "embedding_dim": config.embedding_dim}
+        for attr, sizes in tables
+        for i, n in enumerate(sizes)
+    ]
+    assert len(structure["replaced_modules"]) == len(s.encoder.cardinalities)
+
+    loaded = load_checkpoint(out / "checkpoint")
+    assert loaded.architecture is arch
+    assert not any(isinstance(m, nn.Embedding) for m in loaded.model.modules())
+    assert isinstance(loaded.model.sparse_embeddings[0], RowwiseInt8Embedding)
+    want = result.model.state_dict()
+    assert set(loaded.model.state_dict()) == set(want)
+    assert all(torch.equal(v, want[k]) for k, v in loaded.model.state_dict().items())
+    # the same modules, the same int8 buffers, the same kernels: the answers are equal, not close
+    inputs = arch.example_inputs(loaded.config, 64, seed=1)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(**inputs), result.model(**inputs))
+    np.testing.assert_array_equal(predict(loaded.model, s.test), predict(result.model, s.test))
+
+
+@pytest.mark.parametrize(
+    ("structure", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ({"format_version": 2, "replaced_modules": []}, "format_version 1"),
+        ({"format_version": 1, "replaced_modules": [{"path": "towers.0", "type": "RowwiseInt8Embedding"}]}, "num_embeddings"),
+        (
+            {
+                "format_version": 1,
+                "replaced_modules": [{"path": "towers.0", "type": "RowwiseInt8Embedding", "num_embeddings": 3, "embedding_dim": 4}],
+            },
+            "module towers.0: not in the ReorderedToy",
+        ),
+        (
+            {
+                "format_version": 1,
+                "replaced_modules": [{"path": "dense", "type": "RowwiseInt8Embedding", "num_embeddings": 3, "embedding_dim": 4}],
+            },
+            "module dense: is a Linear",
+        ),
+        (
+            {
+                "format_version": 1,
+                "replaced_modules": [{"path": "sparse_embeddings.0", "type": "Int4Embedding", "num_embeddings": 3, "embedding_dim": 4}],
+            },
+            "module sparse_embeddings.0: unknown type 'Int4Embedding'",
+        ),
+        (
+            {
+                "format_version": 1,
+                "replaced_modules": [
+                    {"path": "sparse_embeddings.0", "type": "RowwiseInt8Embedding", "num_embeddings": 3, "embedding_dim": 4}
+                ],
+            },
+            r"module sparse_embeddings.0: recorded as 3 x 4, but the config builds \d+ x 4",
+        ),
+    ],
+)
+def test_a_structure_json_that_does_not_fit_the_config_s_model_is_refused_naming_the_file_and_the_module(
+    reordered_toy, synthetic_splits, tmp_path: Path, structure, message: str
+) -> None:
+    from toolkit.train import load_checkpoint, save_checkpoint
+
+    arch = reordered_toy.architecture
+    torch.manual_seed(0)
+    path = save_checkpoint(
+        tmp_path / "ckpt", arch.build(arch.config_for(_sizes(synthetic_splits.encoder), {})), synthetic_splits.encoder, {}
+    )
+    assert not (path / "structure.json").exists()  # float32 tables as its config builds them: nothing to record
+    (path / "structure.json").write_text(structure if isinstance(structure, str) else json.dumps(structure))
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_checkpoint(path)
+    assert str(path / "structure.json") in str(info.value)
