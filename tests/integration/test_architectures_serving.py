@@ -7,16 +7,25 @@ a repository with the ``pytorch`` (torch runner, the architecture's own source f
 ``onnx_python`` variants; DCN-v2 also gets its raw-feature ensemble. One server start serves
 them all; every served answer must equal the model's own ``forward`` on the same rows, and
 ``tritonrec verify``'s check (:func:`verify_repository`) passes on the running server.
+
+The toy also goes through ``compress`` (row-wise INT8 tables made in place, which its config does
+not describe: its checkpoint's ``structure.json`` records them, and dynamic INT8 ONNX), and its
+repository is built from the compressed folder alone (``checkpoint/`` and ``model.onnx``).
 """
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 
+from toolkit.compress.recipe import Recipe
 from toolkit.export import check_parity, export_onnx
 from toolkit.models import get_architecture
+from toolkit.optimize.pipeline import CompressionData, compress, save_compressed
 from toolkit.repository import build_repository
 from toolkit.repository.raw_inputs import raw_request
 from toolkit.serving import InferenceClient, TritonServer, free_ports
@@ -85,3 +94,61 @@ def test_dcnv2_deepfm_and_a_reordered_forward_are_served_like_their_own_forward_
         report = verify_repository(repository, data_dir=synthetic_data_dir, url=server.grpc_url, protocol="grpc", n_rows=500)
     assert report.passed, report.to_dict()
     assert set(report.references) == {"dcnv2", "deepfm", "reordered_toy"}
+
+
+def test_the_compressed_toy_is_built_from_its_compressed_folder_served_like_its_files_and_verified(
+    tmp_path, synthetic_data_dir, synthetic_splits, reordered_toy
+):
+    """train -> compress -> build -> serve -> verify for an architecture defined only in the tests."""
+    s = synthetic_splits
+    torch.manual_seed(0)
+    model = get_architecture("reordered_toy").build(model_config_for(s.encoder, TrainConfig(architecture="reordered_toy", embedding_dim=8)))
+    fit_model(model, s.train, s.val, TrainConfig(max_epochs=1, learning_rate=1e-2))
+    recipe = Recipe.model_validate(
+        {"name": "toy", "select": "as_written", "steps": [{"kind": "quantize_embeddings"}, {"kind": "onnx_dynamic_int8"}]}
+    )
+    data = CompressionData("synthetic", s.train, s.val, s.test, s.encoder)
+    # the INT8 settings of an AVX2-only CPU on every machine (as the unit test of the toy's compression)
+    result = compress(model, recipe, data, tmp_path / "work", measure_accuracy=False, cpu_target="avx2")
+    out = save_compressed(result, tmp_path / "compressed", s.encoder, {"split": {"seed": 42}})
+    assert json.loads((out / "checkpoint" / "structure.json").read_text())["replaced_modules"]  # its int8 tables, recorded
+
+    repository = tmp_path / "model_repository"
+    build_repository(
+        repository,
+        checkpoint=out / "checkpoint",
+        onnx_model=out / "model.onnx",
+        model_name="toy_int8",
+        variants=["pytorch", "onnx_int8_python"],
+        ensembles=False,
+        top_k=None,
+    )
+    assert (repository / "toy_int8_pytorch" / "1" / "structure.json").is_file()
+    rows = s.test.inputs()
+    with torch.no_grad():
+        want_torch = result.model(**{k: torch.from_numpy(v) for k, v in rows.items()}).numpy().reshape(-1)
+    assert want_torch.std() > 1e-3  # trained: the rows get different scores
+    # dynamic INT8 quantizes activations with each batch's own range: offline in the same 128-row batches as served
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    want_onnx = np.concatenate(
+        [session.run(None, {k: v[i : i + 128] for k, v in rows.items()})[0].reshape(-1) for i in range(0, len(s.test), 128)]
+    )
+
+    ports = dict(zip(("http_port", "grpc_port", "metrics_port"), free_ports(3), strict=True))
+    with TritonServer(repository, **ports) as server:
+        states = {m.name: m.state for m in server.model_states()}
+        for variant, want in (("pytorch", want_torch), ("onnx_int8_python", want_onnx)):
+            name = f"toy_int8_{variant}"
+            assert states[name] == "READY", (name, states)
+            with InferenceClient(server.grpc_url, protocol="grpc", model_name=name) as client:
+                got = client.infer_batched(rows, 128)["probability"].reshape(-1)
+            np.testing.assert_allclose(got, want, rtol=0, atol=ATOL, err_msg=name)
+        report = verify_repository(repository, data_dir=synthetic_data_dir, url=server.grpc_url, protocol="grpc", n_rows=500)
+    assert report.passed, report.to_dict()
+    assert set(report.references) == {"toy_int8"}
+    # the served INT8 file is judged against the served PyTorch model with its int8 tables (the reference);
+    # "mixed": dynamic INT8 ops and the tables' FP16 scales
+    assert {(r.model, r.status, r.precision) for r in report.results} == {
+        ("toy_int8_pytorch", "reference", "fp32"),
+        ("toy_int8_onnx_int8_python", "pass", "mixed"),
+    }

@@ -5,7 +5,9 @@ variant              precision runs as              device      version folder
 ==================== ========= ==================== =========== ==============================================
 ``pytorch``          fp32      backend: python      any         ``model.py`` (torch runner), the architecture's
                                                                 source files (``dlrm.py``), ``architecture.json``,
-                                                                ``model.pt``, ``model_config.json``
+                                                                ``model.pt``, ``model_config.json`` (and, for
+                                                                tables made int8 in place, ``structure.json``
+                                                                and ``tritonrec_layers.py``)
 ``onnx``             fp32      onnxruntime_onnx     any         ``model.onnx`` (+ its external data)
 ``onnx_int8``        int8      onnxruntime_onnx     any         ``model.onnx``: the given file when it is already
                                                                 quantized (e.g. ``tritonrec compress``'s static
@@ -45,11 +47,12 @@ from toolkit.cpu import int8_settings
 from toolkit.errors import CompressError, RepositoryError
 from toolkit.export import copy_onnx_model, read_io_specs
 from toolkit.export.tensorrt import BUILD_INFO_FILE, PLAN_FILE, build_engine, tensorrt_unavailable
+from toolkit.models import layers as model_layers
 from toolkit.optimize.onnx_quant import check_finite_outputs, convert_fp16, quantize_dynamic_int8, quantize_qdq_for_tensorrt
 from toolkit.repository.config import thread_parameter_keys
 from toolkit.repository.ensemble import python_model_source
 from toolkit.tensors import TensorSpec
-from toolkit.train.checkpoint import Checkpoint
+from toolkit.train.checkpoint import STRUCTURE_FILE, Checkpoint, model_structure
 
 __all__ = [
     "EXECUTION_PROVIDERS",
@@ -139,6 +142,10 @@ QUANTIZATION_OP_TYPES = frozenset(
 # Dynamic-quantization ops TensorRT's ONNX parser cannot import.
 _DYNAMIC_QUANT_OPS = frozenset({"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"})
 _CHECK_ROWS = 64
+#: The copy of :mod:`toolkit.models.layers` (torch and the standard library only) that the PyTorch
+#: variant's runner imports to re-apply a checkpoint's ``structure.json`` (another name than an
+#: architecture's own ``layers.py``, which may be another file).
+RUNNER_LAYERS_FILE = "tritonrec_layers.py"
 _FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE)
 
 
@@ -286,6 +293,11 @@ def _write_pytorch(version_dir: Path, checkpoint: Checkpoint) -> list[str]:
     for source in arch.source_files:
         shutil.copyfile(source, version_dir / Path(source).name)
         sources.append(Path(source).name)
+    structure = model_structure(checkpoint.model)
+    if structure["replaced_modules"]:  # tables made int8 after the build: the runner re-applies them with the toolkit's layers
+        (version_dir / STRUCTURE_FILE).write_text(json.dumps(structure, indent=2) + "\n")
+        shutil.copyfile(Path(model_layers.__file__), version_dir / RUNNER_LAYERS_FILE)
+        sources += [STRUCTURE_FILE, RUNNER_LAYERS_FILE]
     (version_dir / "architecture.json").write_text(json.dumps(arch.runner_manifest(), indent=2) + "\n")
     (version_dir / "model.py").write_bytes(python_model_source("torch_runner.py"))
     return ["model.pt", "model_config.json", *sources, "architecture.json", "model.py"]

@@ -10,6 +10,12 @@ parameter names), so the order of forward's parameters does not matter.
 
 A version folder written before ``architecture.json`` existed holds ``dlrm.py``: it is read as a DLRM.
 
+A model whose tables were made int8 after it was built from its config (``tritonrec compress`` on
+an architecture whose config says nothing of its tables' storage) comes with ``structure.json``
+(which ``nn.Embedding`` paths became ``RowwiseInt8Embedding``) and ``tritonrec_layers.py`` (a copy of
+``toolkit.models.layers``): its ``apply_structure`` re-applies them before the state dict is loaded,
+as ``toolkit.train.load_checkpoint`` does.
+
 Model parameters (``config.pbtxt`` ``parameters``): ``intra_op_threads`` (torch threads, default 1).
 An instance placed on a GPU (``instance_group { kind: KIND_GPU }``) runs on that CUDA device.
 """
@@ -42,6 +48,13 @@ class TritonPythonModel:
         torch.set_num_threads(int(params.get("intra_op_threads", "1")))
         model_config = config_class.from_dict(json.loads((version_dir / "model_config.json").read_text()))
         self.model = model_class(model_config)
+        structure_file = version_dir / "structure.json"
+        if structure_file.is_file():
+            layers = importlib.import_module("tritonrec_layers")  # the copy next to this file
+            try:
+                layers.apply_structure(self.model, json.loads(structure_file.read_text()))
+            except ValueError as exc:
+                raise ValueError(f"{structure_file}: {exc}") from exc
         state = torch.load(version_dir / "model.pt", map_location="cpu", weights_only=True)
         self.model.load_state_dict(state)
         self.model.eval()
