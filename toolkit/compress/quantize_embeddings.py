@@ -34,13 +34,13 @@ round-trips through ``save_checkpoint``/``load_checkpoint`` unchanged.
 **Any other module.** :func:`quantize_embeddings` walks the module tree (``named_modules``, not
 field names) and replaces every ``nn.Embedding`` with a
 :class:`~toolkit.models.layers.RowwiseInt8Embedding` and every ``nn.EmbeddingBag`` with a
-:class:`RowwiseInt8EmbeddingBag` wherever it sits, so a user's own module gets int8 tables too.
+:class:`~toolkit.models.layers.RowwiseInt8EmbeddingBag` (defined in :mod:`toolkit.models.layers`,
+re-exported here) wherever it sits, so a user's own module gets int8 tables too.
 Both gather int8 rows and dequantize only those (ONNX: ``Gather`` on an int8 initializer, then
 ``Cast``/``Sub``/``Mul``). Such a module's config says nothing of its tables' storage: its
-checkpoint's ``structure.json`` records the ``nn.Embedding`` tables made int8, which
-``load_checkpoint`` re-applies; an int8 ``EmbeddingBag`` is not recorded, so a module with one
-exports and serves from ONNX but is not rebuilt by ``load_checkpoint``
-(:func:`rebuilds_from_config` tells which).
+checkpoint's ``structure.json`` records the tables made int8 (path, shape and, for a bag, its mode,
+``padding_idx`` and ``include_last_offset``), which ``load_checkpoint`` and the PyTorch variant's
+Triton runner re-apply (:func:`rebuilds_from_config` tells whether a model rebuilds).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ from toolkit.errors import CompressError
 from toolkit.models.dcnv2 import DCNv2
 from toolkit.models.deepfm import DeepFM
 from toolkit.models.dlrm import DLRM
-from toolkit.models.layers import RowwiseInt8Embedding, RowwiseInt8EmbeddingCollection
+from toolkit.models.layers import RowwiseInt8Embedding, RowwiseInt8EmbeddingBag, RowwiseInt8EmbeddingCollection
 
 __all__ = [
     "QMIN",
@@ -161,76 +161,6 @@ def row_error_bound(weight: torch.Tensor) -> torch.Tensor:
     lo = w.min(dim=1).values.clamp(max=0.0)
     hi = w.max(dim=1).values.clamp(min=0.0)
     return (hi - lo) / _STEPS * (1 + _FP16_REL) / 2 + _FP16_TINY / 2 + w.abs().max(dim=1).values * 2 * _F32_REL
-
-
-class RowwiseInt8EmbeddingBag(nn.Module):
-    """An ``nn.EmbeddingBag`` stored as row-wise INT8: ``E + 3`` bytes per row, called as the bag it replaces.
-
-    The rows live in :attr:`table`, a :class:`~toolkit.models.layers.RowwiseInt8Embedding`
-    (state-dict keys ``table.codes``, ``table.scales``, ``table.zero_points``).
-    ``forward(input, offsets=None, per_sample_weights=None)`` takes what ``nn.EmbeddingBag`` takes:
-    ``input`` (B, L) int64 (one bag per row) or (N,) int64 with ``offsets`` (B,) int64 (bag
-    starts), the same ``mode`` (``"sum"``, ``"mean"``, ``"max"``), ``padding_idx`` (its ids left out
-    of the bag, as PyTorch does) and ``include_last_offset``, and returns (B, E) float32. Only the
-    rows of ``input`` are gathered and dequantized; a (B, L) input (sum or mean, or max without
-    ``padding_idx``) is then a masked reduction over L, which exports to ONNX as an int8
-    ``Gather`` and a ``ReduceSum``/``ReduceMax``; other calls reduce the dequantized rows with
-    ``F.embedding_bag``.
-    """
-
-    def __init__(
-        self,
-        num_embeddings: int,
-        embedding_dim: int,
-        *,
-        mode: str = "mean",
-        padding_idx: int | None = None,
-        include_last_offset: bool = False,
-    ) -> None:
-        super().__init__()
-        if mode not in ("sum", "mean", "max"):
-            raise ValueError(f"RowwiseInt8EmbeddingBag mode must be 'sum', 'mean' or 'max', got {mode!r}")
-        self.table = RowwiseInt8Embedding(num_embeddings, embedding_dim)
-        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
-        self.mode, self.padding_idx, self.include_last_offset = mode, padding_idx, include_last_offset
-
-    def forward(
-        self, input: torch.Tensor, offsets: torch.Tensor | None = None, per_sample_weights: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """See the class docstring: (B, L) ids, or (N,) ids with (B,) offsets -> (B, E) float32."""
-        rows = self.table(input)  # (B, L, E) or (N, E): only the looked-up rows are dequantized
-        padded = self.padding_idx is not None
-        fixed_bags = input.dim() == 2 and offsets is None
-        if fixed_bags and (per_sample_weights is None or self.mode == "sum") and not (self.mode == "max" and padded):
-            if per_sample_weights is not None:
-                rows = rows * per_sample_weights.unsqueeze(-1).to(rows.dtype)
-            if self.mode == "max":
-                return rows.amax(dim=1)
-            if not padded:
-                return rows.sum(dim=1) if self.mode == "sum" else rows.mean(dim=1)
-            mask = (input != self.padding_idx).unsqueeze(-1).to(rows.dtype)  # (B, L, 1)
-            total = (rows * mask).sum(dim=1)
-            return total if self.mode == "sum" else total / mask.sum(dim=1).clamp(min=1.0)  # an all-padding bag is 0, as in PyTorch
-        flat = rows.reshape(-1, self.embedding_dim)
-        n = flat.shape[0]
-        index = torch.arange(n, device=input.device).reshape(input.shape)
-        pad = None
-        if padded:  # padding ids point at an extra zero row that F.embedding_bag leaves out
-            flat = torch.cat([flat, flat.new_zeros(1, self.embedding_dim)])
-            index = torch.where(input == self.padding_idx, torch.full_like(index, n), index)
-            pad = n
-        return nn.functional.embedding_bag(
-            index,
-            flat,
-            offsets,
-            mode=self.mode,
-            per_sample_weights=per_sample_weights,
-            include_last_offset=self.include_last_offset,
-            padding_idx=pad,
-        )
-
-    def extra_repr(self) -> str:
-        return f"{self.num_embeddings}, {self.embedding_dim}, mode={self.mode!r}, int8 row-wise"
 
 
 def _quantized_table(emb: nn.Module, name: str) -> RowwiseInt8Embedding:
@@ -418,9 +348,10 @@ def rebuilds_from_config(model: nn.Module) -> str | None:
     :func:`quantize_embeddings` writes it). A module whose ``nn.Embedding`` tables were made
     :class:`~toolkit.models.layers.RowwiseInt8Embedding` in place rebuilds too: its checkpoint's
     ``structure.json`` records them (:func:`toolkit.train.checkpoint.model_structure`) and
-    ``load_checkpoint`` re-applies them to the model its config builds. What no checkpoint records
-    (a :class:`RowwiseInt8EmbeddingBag` in place of an ``nn.EmbeddingBag``, any other replaced
-    module) is named: the state dict's keys or shapes that the rebuilt model does not have.
+    ``load_checkpoint`` re-applies them to the model its config builds; so does one whose
+    ``nn.EmbeddingBag`` tables were made :class:`~toolkit.models.layers.RowwiseInt8EmbeddingBag`.
+    What no checkpoint records (any other replaced module) is named: the state dict's keys or
+    shapes that the rebuilt model does not have.
     """
     from toolkit.models.layers import apply_structure, replaced_tables
     from toolkit.models.registry import architecture_of
@@ -445,7 +376,7 @@ def rebuilds_from_config(model: nn.Module) -> str | None:
         return (
             f"a {arch.name} config builds float32 tables, while this model's state dict holds {', '.join(extra[:3])}"
             f"{', ...' if len(extra) > 3 else ''} (int8 tables quantized in place that a checkpoint does not record: "
-            "its structure.json records nn.Embedding -> RowwiseInt8Embedding only)"
+            "its structure.json records nn.Embedding -> RowwiseInt8Embedding and nn.EmbeddingBag -> RowwiseInt8EmbeddingBag only)"
         )
     wrong = [f"{k} {got[k]} (its config builds {expected[k]})" for k in sorted(got) if got[k] != expected[k]]
     if wrong:

@@ -6,7 +6,8 @@ it next to the architecture's own file (``dlrm.py``, ``dcnv2.py``, ``deepfm.py``
 PyTorch baseline's ``model.py``, where it is imported as the top-level module ``layers``.
 
 Multi-valued features are padded ids with a masked sum over ``nn.Embedding`` lookups, not
-``nn.EmbeddingBag`` (TensorRT has no EmbeddingBag).
+``nn.EmbeddingBag`` (TensorRT has no EmbeddingBag); :class:`RowwiseInt8EmbeddingBag` is the int8
+form of a user's own ``nn.EmbeddingBag``.
 
 Every architecture's tables are stored as its config's ``embedding_quantization`` says
 (:attr:`FeatureFieldsConfig.embedding_quantization`): FP32 ``nn.Embedding``s, or row-wise INT8
@@ -17,7 +18,8 @@ followed by ``Cast``/``Sub``/``Mul`` and the table stays int8 in memory. The con
 so ``load_checkpoint`` rebuilds a quantized DLRM, DCN-v2 or DeepFM from its config and state dict.
 
 A model whose config says nothing of its tables' storage (a user's or a test's architecture) gets
-int8 tables in place instead; :func:`replaced_tables` records which (a checkpoint's
+int8 tables in place instead (``nn.Embedding`` -> :class:`RowwiseInt8Embedding`, ``nn.EmbeddingBag``
+-> :class:`RowwiseInt8EmbeddingBag`); :func:`replaced_tables` records which (a checkpoint's
 ``structure.json``) and :func:`apply_structure` re-applies that record to the model its config
 builds, here and in the PyTorch variant's Triton runner (which imports a copy of this file).
 """
@@ -35,6 +37,7 @@ __all__ = [
     "EMBEDDING_QUANTIZATIONS",
     "RowwiseInt8Embedding",
     "RowwiseInt8EmbeddingCollection",
+    "RowwiseInt8EmbeddingBag",
     "embedding_tables",
     "sparse_tables",
     "multi_hot_tables",
@@ -127,6 +130,99 @@ class RowwiseInt8EmbeddingCollection(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, S) int64 -> (B, S, E) float32."""
         return self.tables(ids + self.offsets)
+
+
+class RowwiseInt8EmbeddingBag(nn.Module):
+    """An ``nn.EmbeddingBag`` stored as row-wise INT8: ``E + 3`` bytes per row, called as the bag it replaces.
+
+    The rows live in :attr:`table`, a :class:`RowwiseInt8Embedding`
+    (state-dict keys ``table.codes``, ``table.scales``, ``table.zero_points``).
+    ``forward(input, offsets=None, per_sample_weights=None)`` takes what ``nn.EmbeddingBag`` takes:
+    ``input`` (B, L) int64 (one bag per row) or (N,) int64 with ``offsets`` (B,) int64 (bag
+    starts), the same ``mode`` (``"sum"``, ``"mean"``, ``"max"``), ``padding_idx`` (its ids left out
+    of the bag, as PyTorch does) and ``include_last_offset``, and returns (B, E) float32. Only the
+    rows of ``input`` are gathered and dequantized; a (B, L) input (sum or mean, or max without
+    ``padding_idx``) is then a masked reduction over L, which exports to ONNX as an int8
+    ``Gather`` and a ``ReduceSum``/``ReduceMax``; other calls reduce the dequantized rows with
+    ``F.embedding_bag``.
+
+    The buffers are filled by ``toolkit.compress.quantize_embeddings.quantize_embeddings``; a fresh
+    module holds zeros (``load_state_dict`` fills it, as :func:`apply_structure` leaves it).
+
+    Args:
+        num_embeddings: N, the number of rows.
+        embedding_dim: E, the width of a row.
+        mode: ``"sum"``, ``"mean"`` or ``"max"``, as ``nn.EmbeddingBag``'s.
+        padding_idx: the id left out of every bag, in ``[-N, N)`` (a negative one counts from the
+            end, as ``nn.EmbeddingBag`` has it, and is stored as ``N + padding_idx``); ``None``: none.
+        include_last_offset: ``offsets`` has B + 1 entries, the last one the end of the last bag.
+
+    Raises:
+        ValueError: another ``mode``, sizes below 1, or a ``padding_idx`` outside ``[-N, N)``.
+    """
+
+    #: The values of ``mode``.
+    MODES: ClassVar[tuple[str, ...]] = ("sum", "mean", "max")
+
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        *,
+        mode: str = "mean",
+        padding_idx: int | None = None,
+        include_last_offset: bool = False,
+    ) -> None:
+        super().__init__()
+        if mode not in self.MODES:
+            raise ValueError(f"RowwiseInt8EmbeddingBag mode must be 'sum', 'mean' or 'max', got {mode!r}")
+        self.table = RowwiseInt8Embedding(num_embeddings, embedding_dim)
+        if padding_idx is not None:
+            if not -num_embeddings <= padding_idx < num_embeddings:
+                raise ValueError(
+                    f"RowwiseInt8EmbeddingBag padding_idx must lie in [-{num_embeddings}, {num_embeddings}), got {padding_idx}"
+                )
+            padding_idx %= num_embeddings
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.mode, self.padding_idx, self.include_last_offset = mode, padding_idx, include_last_offset
+
+    def forward(
+        self, input: torch.Tensor, offsets: torch.Tensor | None = None, per_sample_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """See the class docstring: (B, L) ids, or (N,) ids with (B,) offsets -> (B, E) float32."""
+        rows = self.table(input)  # (B, L, E) or (N, E): only the looked-up rows are dequantized
+        padded = self.padding_idx is not None
+        fixed_bags = input.dim() == 2 and offsets is None
+        if fixed_bags and (per_sample_weights is None or self.mode == "sum") and not (self.mode == "max" and padded):
+            if per_sample_weights is not None:
+                rows = rows * per_sample_weights.unsqueeze(-1).to(rows.dtype)
+            if self.mode == "max":
+                return rows.amax(dim=1)
+            if not padded:
+                return rows.sum(dim=1) if self.mode == "sum" else rows.mean(dim=1)
+            mask = (input != self.padding_idx).unsqueeze(-1).to(rows.dtype)  # (B, L, 1)
+            total = (rows * mask).sum(dim=1)
+            return total if self.mode == "sum" else total / mask.sum(dim=1).clamp(min=1.0)  # an all-padding bag is 0, as in PyTorch
+        flat = rows.reshape(-1, self.embedding_dim)
+        n = flat.shape[0]
+        index = torch.arange(n, device=input.device).reshape(input.shape)
+        pad = None
+        if padded:  # padding ids point at an extra zero row that F.embedding_bag leaves out
+            flat = torch.cat([flat, flat.new_zeros(1, self.embedding_dim)])
+            index = torch.where(input == self.padding_idx, torch.full_like(index, n), index)
+            pad = n
+        return nn.functional.embedding_bag(
+            index,
+            flat,
+            offsets,
+            mode=self.mode,
+            per_sample_weights=per_sample_weights,
+            include_last_offset=self.include_last_offset,
+            padding_idx=pad,
+        )
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, mode={self.mode!r}, int8 row-wise"
 
 
 def embedding_tables(cardinalities: Sequence[int], width: int) -> nn.ModuleList:
@@ -342,77 +438,120 @@ def relu_mlp(widths: Sequence[int], dropout: float) -> nn.Sequential:
 STRUCTURE_FORMAT_VERSION = 1
 
 
+#: ``nn.EmbeddingBag`` attributes a ``RowwiseInt8EmbeddingBag`` entry records (besides its sizes): its constructor's options.
+_BAG_OPTIONS = ("mode", "padding_idx", "include_last_offset")
+
+
 def replaced_tables(model: nn.Module, built: nn.Module) -> dict:
     """The record of ``model``'s tables that were made int8 after ``built`` (its config's model) was built.
 
     Every module path where ``model`` holds a :class:`RowwiseInt8Embedding` and ``built`` an
-    ``nn.Embedding`` (a table quantized in place, as ``toolkit.compress.quantize_embeddings`` does
-    for a model whose config says nothing of its tables' storage) is listed with its shape::
+    ``nn.Embedding``, or ``model`` a :class:`RowwiseInt8EmbeddingBag` and ``built`` an
+    ``nn.EmbeddingBag`` (a table quantized in place, as ``toolkit.compress.quantize_embeddings``
+    does for a model whose config says nothing of its tables' storage), is listed with its shape
+    (and, for a bag, the options its constructor takes)::
 
         {"format_version": 1, "replaced_modules": [
-            {"path": "sparse_embeddings.0", "type": "RowwiseInt8Embedding", "num_embeddings": 11, "embedding_dim": 4}, ...]}
+            {"path": "sparse_embeddings.0", "type": "RowwiseInt8Embedding", "num_embeddings": 11, "embedding_dim": 4},
+            {"path": "genres", "type": "RowwiseInt8EmbeddingBag", "num_embeddings": 19, "embedding_dim": 8,
+             "mode": "sum", "padding_idx": null, "include_last_offset": false}, ...]}
 
     Paths where both hold the same kind of module are not listed: a DLRM, DCN-v2 or DeepFM whose
-    config says ``embedding_quantization="int8_rowwise"`` gives an empty list. ``built`` may live on
-    the meta device (only its module types and table shapes are read).
+    config says ``embedding_quantization="int8_rowwise"`` gives an empty list. A bag's own table
+    (``<path>.table``) is part of its entry. ``built`` may live on the meta device (only its module
+    types and table shapes are read).
     """
     entries = []
     for path, module in model.named_modules(remove_duplicate=False):
-        if not path or not isinstance(module, RowwiseInt8Embedding):
+        if not path or not isinstance(module, RowwiseInt8Embedding | RowwiseInt8EmbeddingBag):
             continue
         try:
             was = built.get_submodule(path)
-        except AttributeError:  # a path the config's model does not have (e.g. inside an int8 EmbeddingBag)
+        except AttributeError:  # a path the config's model does not have (e.g. the table inside an int8 EmbeddingBag)
             continue
-        if isinstance(was, nn.Embedding):
-            sizes = {"num_embeddings": module.num_embeddings, "embedding_dim": module.embedding_dim}
+        sizes = {"num_embeddings": module.num_embeddings, "embedding_dim": module.embedding_dim}
+        if isinstance(module, RowwiseInt8Embedding) and isinstance(was, nn.Embedding):
             entries.append({"path": path, "type": "RowwiseInt8Embedding", **sizes})
+        elif isinstance(module, RowwiseInt8EmbeddingBag) and isinstance(was, nn.EmbeddingBag):
+            options = {name: getattr(module, name) for name in _BAG_OPTIONS}
+            entries.append({"path": path, "type": "RowwiseInt8EmbeddingBag", **sizes, **options})
     return {"format_version": STRUCTURE_FORMAT_VERSION, "replaced_modules": entries}
+
+
+#: What each recorded type replaces.
+_REPLACED_TYPES: dict[str, type[nn.Module]] = {"RowwiseInt8Embedding": nn.Embedding, "RowwiseInt8EmbeddingBag": nn.EmbeddingBag}
+
+
+def _bag_options(path: str, entry: dict) -> dict:
+    """The options of a ``RowwiseInt8EmbeddingBag`` entry, checked (see :func:`apply_structure`)."""
+    missing = [name for name in _BAG_OPTIONS if name not in entry]
+    if missing:
+        raise ValueError(f"module {path}: a RowwiseInt8EmbeddingBag entry needs {', '.join(_BAG_OPTIONS)}; it lacks {', '.join(missing)}")
+    mode, padding_idx, last = (entry[name] for name in _BAG_OPTIONS)
+    if mode not in RowwiseInt8EmbeddingBag.MODES:
+        raise ValueError(f"module {path}: mode must be one of {list(RowwiseInt8EmbeddingBag.MODES)}, got {mode!r}")
+    n = entry["num_embeddings"]
+    if padding_idx is not None and (not isinstance(padding_idx, int) or isinstance(padding_idx, bool) or not 0 <= padding_idx < n):
+        raise ValueError(f"module {path}: padding_idx must be null or an integer in [0, {n}), got {padding_idx!r}")
+    if not isinstance(last, bool):
+        raise ValueError(f"module {path}: include_last_offset must be true or false, got {last!r}")
+    return {"mode": mode, "padding_idx": padding_idx, "include_last_offset": last}
 
 
 def apply_structure(model: nn.Module, structure: object) -> nn.Module:
     """Re-apply a :func:`replaced_tables` record to ``model`` (freshly built from its config), in place.
 
     Each listed path's ``nn.Embedding`` becomes a fresh :class:`RowwiseInt8Embedding` of the same
-    shape (zeros: ``load_state_dict`` fills it); a table registered under several paths stays one
-    shared table. Returns ``model``.
+    shape, and each listed ``nn.EmbeddingBag`` a fresh :class:`RowwiseInt8EmbeddingBag` of the same
+    shape and options (zeros: ``load_state_dict`` fills them); a table registered under several
+    paths stays one shared table. Returns ``model``.
 
     Raises:
         ValueError: ``structure`` is not such a record (not an object, another ``format_version``, an
-            entry without ``path``/``type``/sizes, an unknown ``type``), or an entry's path is not
-            in ``model``, is not an ``nn.Embedding`` there, or has another shape; the message
-            names the entry's path.
+            entry without ``path``/``type``/sizes, an unknown ``type``, a bag entry without ``mode``,
+            ``padding_idx`` or ``include_last_offset`` or with a value they cannot take), or an entry's
+            path is not in ``model``, is not the module its type replaces there (``nn.Embedding``,
+            ``nn.EmbeddingBag``), or has another shape or (a bag) other options; the message names the
+            entry's path.
     """
     if not isinstance(structure, dict) or structure.get("format_version") != STRUCTURE_FORMAT_VERSION:
         raise ValueError(f"expected an object of format_version {STRUCTURE_FORMAT_VERSION} with 'replaced_modules'")
     entries = structure.get("replaced_modules")
     if not isinstance(entries, list):
         raise ValueError(f"'replaced_modules' must be a list, got {type(entries).__name__}")
-    replacements: dict[int, RowwiseInt8Embedding] = {}
+    replacements: dict[int, nn.Module] = {}
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or not entry["path"]:
             raise ValueError(f"replaced_modules[{i}] must be an object with a non-empty 'path', got {entry!r}")
-        path = entry["path"]
-        if entry.get("type") != "RowwiseInt8Embedding":
-            raise ValueError(f"module {path}: unknown type {entry.get('type')!r} (only 'RowwiseInt8Embedding' is recorded)")
+        path, kind = entry["path"], entry.get("type")
+        if kind not in _REPLACED_TYPES:
+            raise ValueError(f"module {path}: unknown type {kind!r} (the recorded types are {list(_REPLACED_TYPES)})")
         sizes = (entry.get("num_embeddings"), entry.get("embedding_dim"))
-        if not all(isinstance(n, int) and not isinstance(n, bool) for n in sizes):
-            raise ValueError(f"module {path}: num_embeddings and embedding_dim must be integers, got {sizes}")
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes):
+            raise ValueError(f"module {path}: num_embeddings and embedding_dim must be positive integers, got {sizes}")
+        options = _bag_options(path, entry) if kind == "RowwiseInt8EmbeddingBag" else {}
         try:
             table = model.get_submodule(path)
         except AttributeError as exc:
             raise ValueError(f"module {path}: not in the {type(model).__name__} its config builds ({exc})") from exc
+        replaced = _REPLACED_TYPES[kind]
         if id(table) in replacements:
             new = replacements[id(table)]
-        elif isinstance(table, nn.Embedding):
+            if type(new).__name__ != kind:
+                raise ValueError(f"module {path}: recorded as a {kind}, but the same table is recorded as a {type(new).__name__} elsewhere")
+        elif isinstance(table, replaced):
             if (table.num_embeddings, table.embedding_dim) != sizes:
                 raise ValueError(
                     f"module {path}: recorded as {sizes[0]} x {sizes[1]}, but the config builds "
                     f"{table.num_embeddings} x {table.embedding_dim}"
                 )
-            new = replacements[id(table)] = RowwiseInt8Embedding(*sizes)
+            built_options = {name: getattr(table, name) for name in options}
+            if built_options != options:
+                raise ValueError(f"module {path}: recorded with {options}, but the config builds an nn.EmbeddingBag with {built_options}")
+            table_class = RowwiseInt8EmbeddingBag if kind == "RowwiseInt8EmbeddingBag" else RowwiseInt8Embedding
+            new = replacements[id(table)] = table_class(*sizes, **options)
         else:
-            raise ValueError(f"module {path}: is a {type(table).__name__} in the model its config builds, not an nn.Embedding")
+            raise ValueError(f"module {path}: is a {type(table).__name__} in the model its config builds, not an nn.{replaced.__name__}")
         parent, _, attr = path.rpartition(".")
         setattr(model.get_submodule(parent), attr, new)
     return model

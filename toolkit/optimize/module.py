@@ -477,8 +477,10 @@ def save_module_compression(result: ModuleCompression, out: Path) -> Path:
     """Write ``out/`` atomically: ``model.onnx`` (+ data), ``recipe.json`` (the steps applied),
     ``report.json``, and ``checkpoint/`` where ``load_checkpoint`` rebuilds the compressed module from
     it (a registered architecture; a user's pruned module: its config records the new widths; a user's
-    module with ``nn.Embedding`` tables made int8: its ``structure.json`` records them); otherwise
-    (an int8 ``EmbeddingBag``) ``skipped.json`` says why there is no checkpoint.
+    module with ``nn.Embedding``/``nn.EmbeddingBag`` tables made int8: its ``structure.json`` records
+    them); otherwise (a module changed in a way no checkpoint records, see
+    :func:`~toolkit.compress.quantize_embeddings.rebuilds_from_config`) ``skipped.json`` says why there
+    is no checkpoint.
     """
     out = Path(out)
     why = rebuilds_from_config(result.model)

@@ -335,9 +335,9 @@ def save_compressed(result: CompressedModel, out: Path, encoder: FeatureEncoder 
     ``checkpoint/`` is written only where ``load_checkpoint`` rebuilds the model from it
     (:func:`~toolkit.compress.quantize_embeddings.rebuilds_from_config`): a DLRM, DCN-v2 or DeepFM
     always (int8 tables included: their config says ``embedding_quantization``); another architecture
-    whose ``nn.Embedding`` tables were made int8 in place too (the checkpoint's ``structure.json``
-    records them). One with an int8 ``EmbeddingBag`` is served from ``model.onnx``, and
-    ``skipped.json`` says why there is no checkpoint (``{"checkpoint": reason}``).
+    whose ``nn.Embedding``/``nn.EmbeddingBag`` tables were made int8 in place too (the checkpoint's
+    ``structure.json`` records them). One changed in a way no checkpoint records is served from
+    ``model.onnx``, and ``skipped.json`` says why there is no checkpoint (``{"checkpoint": reason}``).
     """
     out = Path(out)
     why = rebuilds_from_config(result.model)

@@ -13,11 +13,12 @@ A model trained on ids that arrive already encoded (Criteo's hashed categorical 
 no vocabularies: it is saved with ``encoder=None``, which writes no ``vocabularies.json``
 and records ``"pre_encoded_ids": true`` in ``metrics.json``.
 
-A model whose config builds float32 ``nn.Embedding`` tables but that holds row-wise INT8 tables
-(:class:`~toolkit.models.layers.RowwiseInt8Embedding`, quantized in place by ``tritonrec compress``:
+A model whose config builds float32 ``nn.Embedding``/``nn.EmbeddingBag`` tables but that holds
+row-wise INT8 tables (:class:`~toolkit.models.layers.RowwiseInt8Embedding`,
+:class:`~toolkit.models.layers.RowwiseInt8EmbeddingBag`, quantized in place by ``tritonrec compress``:
 a user's or a test's architecture, whose config says nothing of its tables' storage) gets a
-``structure.json`` (:func:`~toolkit.models.layers.replaced_tables`: each such table's module path
-and shape); :func:`load_checkpoint` re-applies it to the model its config builds before loading the
+``structure.json`` (:func:`~toolkit.models.layers.replaced_tables`: each such table's module path,
+shape and, for a bag, its options); :func:`load_checkpoint` re-applies it to the model its config builds before loading the
 state dict. A DLRM, DCN-v2 or DeepFM records its int8 tables in its config
 (``embedding_quantization``) and gets no ``structure.json``; a checkpoint without one loads as before.
 

@@ -63,9 +63,43 @@ def test_without_rows_what_needs_them_is_skipped_and_the_onnx_answers_like_the_c
     rows = {k: v.numpy() for k, v in random_inputs(teacher.config.inputs, 512, seed=21).items()}
     assert check_parity(result.model, result.onnx_path, rows, atol=1e-5).passed  # FP32 kernels differ by ulps
     out = save_module_compression(result, tmp_path / "out")
-    assert "int8 tables quantized in place" in json.loads((out / "skipped.json").read_text())["checkpoint"]
     report = json.loads((out / "report.json").read_text())
     assert report["embedding_bytes"]["after"] < 0.4 * report["embedding_bytes"]["before"]  # (8 + 3) / 32 per row
+
+    # a checkpoint, not skipped.json: its config records the pruned widths, structure.json the int8 tables and bag
+    from toolkit.train import load_checkpoint
+
+    assert not (out / "skipped.json").exists()
+    structure = json.loads((out / "checkpoint" / "structure.json").read_text())
+    assert {e["path"]: e["type"] for e in structure["replaced_modules"]} == {
+        "user": "RowwiseInt8Embedding",
+        "item": "RowwiseInt8Embedding",
+        "genres": "RowwiseInt8EmbeddingBag",
+    }
+    loaded = load_checkpoint(out / "checkpoint").model
+    assert type(loaded.genres).__name__ == "RowwiseInt8EmbeddingBag" and loaded.genres.mode == "sum"
+    assert loaded.head[0].out_features == 8
+    # the same modules, the same int8 buffers, the same kernels: the answers are equal, not close
+    tensors = {k: torch.from_numpy(v) for k, v in rows.items()}
+    with torch.no_grad():
+        assert torch.equal(loaded(**tensors), result.model(**tensors))
+
+
+def test_a_checkpoint_whose_bag_entry_does_not_fit_is_refused_naming_the_file_and_the_module(teacher, tmp_path) -> None:
+    from toolkit.errors import CheckpointError
+    from toolkit.train import load_checkpoint
+
+    result = compress_module(teacher, recipe=_recipe({"kind": "quantize_embeddings"}), workdir=tmp_path / "work")
+    path = save_module_compression(result, tmp_path / "out") / "checkpoint"
+    structure = json.loads((path / "structure.json").read_text())
+    bag = next(e for e in structure["replaced_modules"] if e["path"] == "genres")
+    bag["mode"] = "mean"  # the config builds a sum bag
+    (path / "structure.json").write_text(json.dumps(structure))
+    with pytest.raises(
+        CheckpointError, match=r"module genres: recorded with \{'mode': 'mean'.*builds an nn.EmbeddingBag with \{'mode': 'sum'"
+    ) as info:
+        load_checkpoint(path)
+    assert str(path / "structure.json") in str(info.value)
 
 
 def test_a_pruned_module_is_saved_as_a_checkpoint_that_rebuilds_its_widths(teacher, tmp_path) -> None:

@@ -12,7 +12,8 @@ A version folder written before ``architecture.json`` existed holds ``dlrm.py``:
 
 A model whose tables were made int8 after it was built from its config (``tritonrec compress`` on
 an architecture whose config says nothing of its tables' storage) comes with ``structure.json``
-(which ``nn.Embedding`` paths became ``RowwiseInt8Embedding``) and ``tritonrec_layers.py`` (a copy of
+(which ``nn.Embedding`` paths became ``RowwiseInt8Embedding``, which ``nn.EmbeddingBag`` ones
+``RowwiseInt8EmbeddingBag``) and ``tritonrec_layers.py`` (a copy of
 ``toolkit.models.layers``): its ``apply_structure`` re-applies them before the state dict is loaded,
 as ``toolkit.train.load_checkpoint`` does.
 
