@@ -24,7 +24,13 @@ def verify(
     url: Annotated[str | None, typer.Option(help="Use a running server that serves REPOSITORY at host:port (the --protocol port).")] = None,
     protocol: Annotated[str, typer.Option(help="grpc or http.")] = "grpc",
     data_dir: DataDir = DEFAULT_DATA_DIR,
-    seed: Annotated[int, typer.Option(help="Seed of the random 80/10/10 split the test rows come from.")] = 42,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="Seed of the random 80/10/10 split the test rows come from (default: the one each model's checkpoint "
+            "recorded at build time, 42 for repositories built before builds recorded it)."
+        ),
+    ] = None,
     rows: Annotated[int, typer.Option(help="Send the first N rows of the test split.")] = 2000,
     batch_size: Annotated[int, typer.Option(help="Rows per request (capped by each model's max_batch_size).")] = 256,
     auc_budget: Annotated[

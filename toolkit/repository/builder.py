@@ -54,6 +54,7 @@ import numpy as np
 import onnx
 
 from toolkit.cpu import resolve_cpu_target
+from toolkit.data.checkpoint_split import split_seed
 from toolkit.errors import ExportError, RepositoryError
 from toolkit.export import check_batch_dimension, read_io_specs
 from toolkit.repository.config import BatchingOptions, build_model_config, check_config_against, config_to_text, read_config
@@ -406,6 +407,8 @@ def build_repository(
                 shutil.copyfile(ckpt.path / "vocabularies.json", model_dir / "vocabularies.json")
             model_file = getattr(ckpt.config, "source_file", "in memory")
             origin = {"checkpoint": str(ckpt.path)} if ckpt.path is not None else {"model_file": model_file}
+            if ckpt.encoder is not None:  # rows from a MovieLens folder: `verify` rebuilds the same test split
+                origin["split_seed"] = split_seed(ckpt.metrics)
             source = {**origin, **({"onnx": str(onnx_path)} if onnx_path else {}), **prepared.source}
             write_metadata(model_dir, ModelMetadata("ranker", variant, prepared.precision, source=source))
             ranker_configs[variant] = (config, prepared.precision)

@@ -44,7 +44,8 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from toolkit._io import atomic_write_json
-from toolkit.data import FeatureEncoder, Splits, load_splits
+from toolkit.data import FeatureEncoder, Splits
+from toolkit.data.checkpoint_split import DEFAULT_SPLIT_SEED, checkpoint_splits
 from toolkit.errors import InferenceError, RepositoryError, ServingError, ToolkitError
 from toolkit.metrics import auc as auc_score
 from toolkit.repository.config import ModelConfig, config_tensor_specs, read_config
@@ -149,6 +150,8 @@ class ModelEntry:
         role: from ``tritonrec.json`` (``ranker``, ``preprocess``, ``postprocess``, ``ensemble``);
             ``None`` without metadata.
         variant, precision, ranker: from ``tritonrec.json`` (``None``/``""`` without).
+        split_seed: the split seed of the checkpoint it was built from (``tritonrec.json``'s
+            ``source.split_seed``; ``None`` when not recorded, as in repositories built before it was).
         error: why ``config`` or the metadata could not be read (``""`` otherwise).
     """
 
@@ -159,6 +162,7 @@ class ModelEntry:
     variant: str | None = None
     precision: str | None = None
     ranker: str = ""
+    split_seed: int | None = None
     error: str = ""
 
     @property
@@ -211,10 +215,30 @@ def scan_repository(repository: Path) -> list[ModelEntry]:
                     variant=metadata.variant,
                     precision=metadata.precision,
                     ranker=metadata.ranker,
+                    split_seed=_recorded_seed(metadata.source),
                     error="; ".join(errors),
                 )
             )
     return entries
+
+
+def _recorded_seed(source: object) -> int | None:
+    seed = source.get("split_seed") if isinstance(source, dict) else None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
+def family_test_splits(reference: ModelEntry, data_dir: Path, encoder: FeatureEncoder, seed: int | None = None) -> tuple[Splits, int]:
+    """The splits a family's rows come from, and their seed: ``seed`` when given, else the one the
+    reference's checkpoint recorded (:attr:`ModelEntry.split_seed`; ``DEFAULT_SPLIT_SEED`` when the
+    repository records none), rebuilt by the checkpoint loader every stage uses
+    (:func:`toolkit.data.checkpoint_split.checkpoint_splits`) with the reference's vocabularies.
+
+    Raises:
+        DataError: ``data_dir`` cannot be read.
+    """
+    if seed is None:
+        seed = reference.split_seed if reference.split_seed is not None else DEFAULT_SPLIT_SEED
+    return checkpoint_splits(reference.path, data_dir, encoder=encoder, metrics={"split": {"seed": seed}}), seed
 
 
 Kind = Literal["reference", "ranker", "ensemble", "topk", "skip"]
@@ -451,9 +475,10 @@ class VerifyReport:
 
     Attributes:
         repository: the repository folder; url, protocol: the server and how it was called.
-        data_dir, seed, n_rows: the test rows (first ``n_rows`` of the test split of ``seed``).
+        data_dir, seed, n_rows: the test rows (first ``n_rows`` of the test split of ``seed``; ``None``:
+            each family's checkpoint's seed, in ``references[family]["split_seed"]``).
         auc_budget, fp32_max_abs_diff: the tolerances in force.
-        references: family -> {"model", "auc"} of the served PyTorch reference.
+        references: family -> {"model", "auc", "split_seed"} of the served PyTorch reference.
         results: one :class:`ModelResult` per model (the server's index order).
     """
 
@@ -461,7 +486,7 @@ class VerifyReport:
     url: str
     protocol: str
     data_dir: str
-    seed: int
+    seed: int | None
     n_rows: int
     auc_budget: float
     fp32_max_abs_diff: float
@@ -583,7 +608,7 @@ def verify_repository(
     data_dir: Path,
     url: str | None = None,
     protocol: Literal["http", "grpc"] = "grpc",
-    seed: int = 42,
+    seed: int | None = None,
     n_rows: int = 2000,
     batch_size: int = 256,
     auc_budget: float = DEFAULT_AUC_BUDGET,
@@ -594,7 +619,8 @@ def verify_repository(
     """Serve ``repository`` (or use the server at ``url``) and check every loaded variant against PyTorch.
 
     Every family's rows are the first ``n_rows`` of the test split of ``data_dir`` (random
-    80/10/10 split with ``seed``), encoded with the reference's ``vocabularies.json``. Rankers
+    80/10/10 split the reference's checkpoint was trained on, or ``seed``), encoded with the
+    reference's ``vocabularies.json``. Rankers
     get them as model tensors (``dense_features`` float32 (N, 2), ``sparse_ids`` int64 (N, 7),
     ``multi_hot_ids`` int64 (N, G)); ensembles as the raw-feature request (BYTES, see
     :mod:`toolkit.repository.raw_inputs`). Each model's ``probability`` (N, 1) is compared with
@@ -608,7 +634,8 @@ def verify_repository(
         url: ``host:port`` of a running server that serves ``repository`` (its ``protocol``
             endpoint); ``None`` starts the bundled/stock server on free loopback ports.
         protocol: ``"grpc"`` or ``"http"``.
-        seed, n_rows: the split seed and the number of test rows (capped by the test split).
+        seed, n_rows: the split seed (``None``: the one each reference's checkpoint recorded, 42 for
+            repositories that record none) and the number of test rows (capped by the test split).
         batch_size: rows per request (capped by each model's ``max_batch_size``).
         auc_budget, fp32_max_abs_diff: tolerances (see the module docstring).
         on_progress: called with one line per step (server start, each model).
@@ -746,8 +773,9 @@ def _verify_family(
             hint="it runs in the Python backend with torch: read the server log, and check that torch imports in the server's Python",
         )
     encoder, vocabularies = _load_encoder(reference)
-    say(f"{family}: test rows of {data_dir} (seed {report.seed}) encoded with {reference.name}/vocabularies.json")
-    splits = load_splits(data_dir, seed=report.seed, encoder=encoder)
+    splits, seed = family_test_splits(reference, data_dir, encoder, report.seed)
+    origin = "given" if report.seed is not None else ("its checkpoint's" if reference.split_seed is not None else "the default")
+    say(f"{family}: test rows of {data_dir} (seed {seed}, {origin}) encoded with {reference.name}/vocabularies.json")
     n = min(n_rows, len(splits.test))
     rows = splits.test.take(slice(0, n))
     tensors, labels = rows.inputs(), rows.labels
@@ -758,7 +786,7 @@ def _verify_family(
         ref_auc = auc_score(labels, ref_p)
     except ToolkitError as exc:
         raise ServingError(f"the PyTorch reference {reference.name} did not answer the test rows: {exc}", hint=exc.hint) from exc
-    report.references[family] = {"model": reference.name, "auc": ref_auc}
+    report.references[family] = {"model": reference.name, "auc": ref_auc, "split_seed": seed}
     results = {
         reference.name: ModelResult(
             reference.name,

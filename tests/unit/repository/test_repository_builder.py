@@ -77,6 +77,7 @@ def test_build_writes_the_variants_with_their_model_files(tmp_path: Path, artifa
         assert sorted(p.name for p in (repo / name).iterdir()) == ["1", "config.pbtxt", "tritonrec.json", "vocabularies.json"]
         metadata = read_metadata(repo / name)
         assert (metadata.role, metadata.variant, metadata.precision) == ("ranker", name.removeprefix("dlrm_"), "fp32")
+        assert metadata.source["split_seed"] == 42  # its metrics.json records none: the default split (verify's rows)
         assert sorted(p.name for p in (repo / name / "1").iterdir()) == files
         assert (repo / name / "vocabularies.json").read_bytes() == (artifacts.checkpoint / "vocabularies.json").read_bytes()
     assert (repo / "dlrm_pytorch/1/model.pt").read_bytes() == (artifacts.checkpoint / "model.pt").read_bytes()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from google.protobuf import json_format, text_format
 from rich.console import Console
@@ -312,3 +313,29 @@ def test_serving_verify_never_imports_torch():
     code = "import sys, toolkit.serving.verify; print([m for m in ('torch', 'toolkit.train', 'toolkit.export') if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_familys_rows_come_from_the_split_its_checkpoint_recorded_unless_a_seed_is_given(tmp_path, synthetic_data_dir):
+    # A checkpoint trained on split seed 7 is verified on seed 7's test rows: with seed 42 (the old
+    # fixed default) most of its "test" rows would be rows it was trained on.
+    from toolkit.data import load_splits
+    from toolkit.serving.verify import family_test_splits
+
+    encoder = load_splits(synthetic_data_dir, seed=7).encoder
+    folder = write_model(tmp_path, "dlrm_pytorch", {"backend": "python", "input": RANKER_INPUTS, "output": PROBABILITY})
+    write_metadata(folder, ModelMetadata(role="ranker", variant="pytorch", source={"checkpoint": "ckpt", "split_seed": 7}))
+    (old := write_model(tmp_path, "old_pytorch", {"backend": "python", "input": RANKER_INPUTS, "output": PROBABILITY}))
+    write_metadata(old, ModelMetadata(role="ranker", variant="pytorch"))  # built before builds recorded the seed
+    entries = {e.name: e for e in scan_repository(tmp_path)}
+    assert entries["dlrm_pytorch"].split_seed == 7 and entries["old_pytorch"].split_seed is None
+
+    def test_ids(seed):
+        return load_splits(synthetic_data_dir, seed=seed, encoder=encoder).test.inputs()["sparse_ids"]
+
+    splits, seed = family_test_splits(entries["dlrm_pytorch"], synthetic_data_dir, encoder)
+    assert seed == 7 and (splits.test.inputs()["sparse_ids"] == test_ids(7)).all()
+    splits, seed = family_test_splits(entries["dlrm_pytorch"], synthetic_data_dir, encoder, seed=3)
+    assert seed == 3 and (splits.test.inputs()["sparse_ids"] == test_ids(3)).all()
+    splits, seed = family_test_splits(entries["old_pytorch"], synthetic_data_dir, encoder)
+    assert seed == 42 and (splits.test.inputs()["sparse_ids"] == test_ids(42)).all()
+    assert not np.array_equal(test_ids(7), test_ids(42))
