@@ -53,7 +53,6 @@ from toolkit.compress.prunable import require_linear_layers
 from toolkit.compress.recipe import PruneConfig
 from toolkit.data.features import EncodedRows
 from toolkit.errors import CompressError, TrainError
-from toolkit.models.dlrm import DLRM
 from toolkit.models.registry import architecture_of
 from toolkit.train.loop import EpochStats, train_epochs
 
@@ -190,12 +189,7 @@ def prune(
 # --- checks ------------------------------------------------------------------------------
 
 
-def _check_model(model: object) -> None:
-    if not isinstance(model, DLRM):
-        raise CompressError(f"expected a toolkit.models.DLRM, got {type(model).__name__}")
-
-
-def _check_rows(model: DLRM, rows: EncodedRows, split: str) -> None:
+def _check_rows(model: nn.Module, rows: EncodedRows, split: str) -> None:
     """Refuse empty splits and splits whose input widths do not fit ``model``'s config."""
     if len(rows) == 0:
         raise CompressError(f"the {split} split is empty; expected at least one row")
@@ -353,7 +347,7 @@ def _tensors(rows: EncodedRows) -> dict[str, torch.Tensor]:
     return {name: torch.from_numpy(np.ascontiguousarray(x)) for name, x in rows.inputs().items()}
 
 
-def _accumulate_gradients(model: DLRM, xs: dict[str, torch.Tensor], y: torch.Tensor, *, batch_size: int, n_batches: int) -> None:
+def _accumulate_gradients(model: nn.Module, xs: dict[str, torch.Tensor], y: torch.Tensor, *, batch_size: int, n_batches: int) -> None:
     """Sum the gradients of the BCE-on-logits loss over ``n_batches`` random training batches into ``.grad``."""
     model.train()
     model.zero_grad(set_to_none=True)
@@ -366,7 +360,7 @@ def _accumulate_gradients(model: DLRM, xs: dict[str, torch.Tensor], y: torch.Ten
         loss_fn(model.logits(**{n: x[idx] for n, x in xs.items()}).squeeze(1), y[idx]).backward()
 
 
-def _finetune(model: DLRM, xs, y, val: EncodedRows, config: PruneConfig, *, batch_size: int, log, step: int) -> None:
+def _finetune(model: nn.Module, xs, y, val: EncodedRows, config: PruneConfig, *, batch_size: int, log, step: int) -> None:
     """Fine-tune in place with the one training loop (:func:`toolkit.train.loop.train_epochs`); leave the
     weights of the best validation AUC, where epoch 0 (no fine-tuning at all) competes too."""
 

@@ -24,11 +24,13 @@ to the integer zero point can take, so the top of the range never clips to 127.
 
 **Bytes.** ``E + 2 + 1`` bytes per row instead of ``4 E``: 19/64 = 29.7% for E = 16.
 
-**The toolkit's architectures.** A :class:`~toolkit.models.dlrm.DLRM`,
-:class:`~toolkit.models.dcnv2.DCNv2` or :class:`~toolkit.models.deepfm.DeepFM` becomes a new model
-of its own class whose config says ``embedding_quantization="int8_rowwise"`` (the single-valued
+**A registered architecture whose config has ``embedding_quantization``** (DLRM, DCN-v2 and
+DeepFM; :class:`~toolkit.models.layers.FeatureFieldsConfig`) becomes a new model built by its
+architecture from the config with ``embedding_quantization="int8_rowwise"`` (the single-valued
 tables fused into one :class:`~toolkit.models.layers.RowwiseInt8EmbeddingCollection`, each
-multi-valued table a :class:`~toolkit.models.layers.RowwiseInt8Embedding`), so its state dict
+multi-valued table a :class:`~toolkit.models.layers.RowwiseInt8Embedding`, as
+:func:`~toolkit.models.layers.sparse_tables` and :func:`~toolkit.models.layers.multi_hot_tables`
+build them), found through the protocol's ``embedding_tables``, not by class, so its state dict
 round-trips through ``save_checkpoint``/``load_checkpoint`` unchanged.
 
 **Any other module.** :func:`quantize_embeddings` walks the module tree (``named_modules``, not
@@ -56,9 +58,6 @@ from torch import nn
 from toolkit.compress.errors import StepRefused
 from toolkit.compress.recipe import QuantizeEmbeddingsConfig
 from toolkit.errors import CompressError
-from toolkit.models.dcnv2 import DCNv2
-from toolkit.models.deepfm import DeepFM
-from toolkit.models.dlrm import DLRM
 from toolkit.models.layers import RowwiseInt8Embedding, RowwiseInt8EmbeddingBag, RowwiseInt8EmbeddingCollection
 
 __all__ = [
@@ -192,8 +191,8 @@ def quantize_embeddings(
 ) -> nn.Module:
     """A copy of ``model`` whose embedding tables are row-wise INT8 (:func:`quantize_rows`).
 
-    * A :class:`~toolkit.models.dlrm.DLRM`, :class:`~toolkit.models.dcnv2.DCNv2` or
-      :class:`~toolkit.models.deepfm.DeepFM`: a new model built by its own class from ``model.config``
+    * A model of a registered architecture whose config has an ``embedding_quantization`` field
+      (DLRM, DCN-v2, DeepFM): a new model built by its architecture from ``model.config``
       with ``embedding_quantization="int8_rowwise"`` (the single-valued tables fused into one
       :class:`RowwiseInt8EmbeddingCollection`, each multi-valued table a :class:`RowwiseInt8Embedding`,
       DeepFM's 1-wide first-order tables too), its int8 buffers filled and every other tensor of the
@@ -224,8 +223,9 @@ def quantize_embeddings(
         raise CompressError(f"quantize_embeddings expects a QuantizeEmbeddingsConfig, got {type(config).__name__}")
     if not isinstance(model, nn.Module):
         raise CompressError(f"quantize_embeddings expects an nn.Module, got {type(model).__name__}")
-    if isinstance(model, DLRM | DCNv2 | DeepFM):
-        return _quantize_architecture(model)
+    arch = _rebuilt_int8_by(model)
+    if arch is not None:
+        return _quantize_architecture(model, arch)
     kind = type(model).__name__
     tables = [(n, m) for n, m in model.named_modules(remove_duplicate=False) if isinstance(m, nn.Embedding | nn.EmbeddingBag)]
     if not tables:
@@ -290,33 +290,63 @@ def _registered_example_inputs(model: nn.Module) -> dict[str, torch.Tensor] | No
     return arch.example_inputs(model.config, 4)
 
 
-#: The table attributes of the toolkit's architectures: (single-valued, multi-valued), as
-#: :func:`toolkit.models.layers.sparse_tables` / :func:`~toolkit.models.layers.multi_hot_tables` build them.
-_TABLE_ATTRIBUTES: dict[type, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    DLRM: (("sparse_embeddings",), ("multi_hot_embeddings",)),
-    DCNv2: (("sparse_embeddings",), ("multi_hot_embeddings",)),
-    DeepFM: (("sparse_embeddings", "sparse_weights"), ("multi_hot_embeddings", "multi_hot_weights")),
-}
+def _rebuilt_int8_by(model: nn.Module):
+    """The registered architecture that rebuilds ``model`` with int8 tables from its config (its
+    config dataclass has an ``embedding_quantization`` field), or None (a user's module: quantized in place)."""
+    from toolkit.models.registry import architecture_of
+
+    try:
+        arch = architecture_of(model)
+    except (ValueError, TypeError, AttributeError):
+        return None
+    config = model.config
+    if not dataclasses.is_dataclass(config) or "embedding_quantization" not in {f.name for f in dataclasses.fields(config)}:
+        return None
+    return arch
 
 
-def _quantize_architecture(model: DLRM | DCNv2 | DeepFM) -> nn.Module:
-    """``model`` rebuilt by its own class with ``embedding_quantization="int8_rowwise"`` (see :func:`quantize_embeddings`)."""
+def _quantize_architecture(model: nn.Module, arch) -> nn.Module:
+    """``model`` rebuilt by ``arch`` with ``embedding_quantization="int8_rowwise"`` (see :func:`quantize_embeddings`).
+
+    Each of the architecture's ``embedding_tables`` (float, one per input field) goes where the int8
+    config builds it: a :class:`RowwiseInt8Embedding` at the same path (multi-valued tables), or, when
+    that path is gone, the :class:`RowwiseInt8EmbeddingCollection` at its parent path (single-valued
+    tables fused, filled in the tables' order).
+    """
     if model.config.embedding_quantization == "int8_rowwise":
         return copy.deepcopy(model).eval()
-    sparse_attrs, multi_hot_attrs = next(attrs for cls, attrs in _TABLE_ATTRIBUTES.items() if isinstance(model, cls))
-    quantized = type(model)(dataclasses.replace(model.config, embedding_quantization="int8_rowwise"))
+    quantized = arch.build(dataclasses.replace(model.config, embedding_quantization="int8_rowwise"))
+    tables = arch.embedding_tables(model)
+    fused: dict[str, list[nn.Module]] = {}  # collection path -> its float tables, in order
+    prefixes = set(tables)
     with torch.no_grad():
-        for attr in sparse_attrs:
-            _fill_collection(getattr(quantized, attr), getattr(model, attr), attr)
-        for attr in multi_hot_attrs:
-            tables = getattr(quantized, attr)
-            for i, emb in enumerate(getattr(model, attr)):
-                tables[i] = _quantized_table(emb, f"{attr}.{i}")
+        for name, source in tables.items():
+            try:
+                target = quantized.get_submodule(name)
+            except AttributeError:  # the int8 config fused this table into its parent collection
+                target = None
+            parent, _, attr = name.rpartition(".")
+            if isinstance(target, RowwiseInt8Embedding):
+                setattr(quantized.get_submodule(parent), attr, _quantized_table(source, name))
+            elif target is None and isinstance(quantized.get_submodule(parent), RowwiseInt8EmbeddingCollection):
+                fused.setdefault(parent, []).append(source)
+                prefixes.add(parent)
+            else:
+                raise CompressError(
+                    f"quantize_embeddings: {arch.name}'s int8 config builds {type(target).__name__} at {name}, expected a "
+                    "RowwiseInt8Embedding or a RowwiseInt8EmbeddingCollection holding it "
+                    "(toolkit.models.layers.sparse_tables / multi_hot_tables)"
+                )
+        for parent, sources in fused.items():
+            _fill_collection(quantized.get_submodule(parent), sources, parent)
+
         # everything but the tables (MLPs, cross layers, DeepFM's dense vectors) is copied as it is
-        table_attrs = {*sparse_attrs, *multi_hot_attrs}
-        rest = {k: v for k, v in model.state_dict().items() if k.split(".", 1)[0] not in table_attrs}
+        def is_table(key: str) -> bool:
+            return any(key.startswith(f"{name}.") for name in prefixes)
+
+        rest = {k: v for k, v in model.state_dict().items() if not is_table(k)}
         missing, unexpected = quantized.load_state_dict(rest, strict=False)
-        not_tables = [k for k in missing if k.split(".", 1)[0] not in table_attrs]
+        not_tables = [k for k in missing if not is_table(k)]
         if unexpected or not_tables:
             raise CompressError(
                 f"quantize_embeddings: {type(model).__name__}'s state dict does not fit its int8 layout "

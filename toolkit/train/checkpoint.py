@@ -143,7 +143,8 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise CheckpointError(
             f"{path} is a file, not a checkpoint: a checkpoint is a folder holding {', '.join(CHECKPOINT_FILES)} "
             "(written by `tritonrec train` or toolkit.train.save_checkpoint, for a registered architecture)",
-            hint="pass the checkpoint folder; a model of your own saved as one file is not read as a checkpoint",
+            hint="pass the checkpoint folder; for a model of your own, give its Python file and factory instead: "
+            "--model-file my_model.py:build (compress, export, build)",
         )
     if not path.is_dir():
         raise CheckpointError(f"checkpoint folder {path} does not exist", hint=hint)

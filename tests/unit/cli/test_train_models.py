@@ -45,3 +45,4 @@ def test_export_of_a_file_that_is_not_a_checkpoint_says_what_is_accepted(tmp_pat
 
     assert done.returncode == 1 and "Traceback" not in out, out
     assert "is a file, not a checkpoint" in out and "does not exist" not in out
+    assert "--model-file my_model.py:build" in out  # the way in for a model of their own
