@@ -228,6 +228,24 @@ def test_open_loop_is_bounded_in_time_and_counts_failures() -> None:
     assert result.summary()["errors"] == result.errors
 
 
+def test_both_loops_run_with_the_heap_frozen_out_of_collections_and_unfreeze_it_after() -> None:
+    # a full collection over a torch-sized heap pauses every thread for 100+ ms: an open loop would time that
+    # pause as latency of every request due meanwhile (toolkit/serving/load.py's docstring)
+    import gc
+
+    seen: list[int] = []
+
+    def send(i: int, connection: object) -> str:
+        seen.append(gc.get_freeze_count())
+        return "r"
+
+    assert gc.get_freeze_count() == 0
+    open_loop(send, rate_rps=1000, n_requests=5, max_duration_s=5, workers=2)
+    closed_loop(send, concurrency=2, n_requests=5, max_duration_s=5)
+    assert len(seen) == 10 and min(seen) > 0  # what existed before the run is left out of collections
+    assert gc.get_freeze_count() == 0  # and is collected again afterwards
+
+
 def test_closed_loop_is_bounded_in_count_and_time() -> None:
     result = closed_loop(lambda i, c: "r", concurrency=3, n_requests=50, max_duration_s=5)
     assert len(result.records) == 50 and {r.connection for r in result.records} <= {0, 1, 2}
