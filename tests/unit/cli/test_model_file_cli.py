@@ -1,4 +1,4 @@
-"""``--model-file`` on ``tritonrec export`` and ``tritonrec build``: the bad inputs the commands refuse
+"""``--model-file`` on ``tritonrec export``, ``build`` and ``compress``: the bad inputs the commands refuse
 before any export or build starts (the served path is tests/integration/test_user_model_serving.py)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from toolkit.errors import ModelFileError
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "models" / "user_bag_model.py"
 
 
-@pytest.mark.parametrize("command", [["export"], ["build", "--variant", "pytorch"]])
+@pytest.mark.parametrize("command", [["export"], ["build", "--variant", "pytorch"], ["compress"]])
 def test_a_model_file_that_does_not_exist_is_named_by_the_command(tmp_path, command):
     missing = tmp_path / "my_model.py"
     done = CliRunner().invoke(app, [*command, "--model-file", f"{missing}:build", *_out(command, tmp_path)])
@@ -37,7 +37,9 @@ def test_a_factory_that_raises_shows_its_line_through_the_command(tmp_path):
 
 
 def _out(command: list[str], tmp_path: Path) -> list[str]:
-    return ["--out", str(tmp_path / "out" / "m.onnx")] if command[0] == "export" else ["--repository", str(tmp_path / "out")]
+    if command[0] == "export":
+        return ["--out", str(tmp_path / "out" / "m.onnx")]
+    return ["--out", str(tmp_path / "out")] if command[0] == "compress" else ["--repository", str(tmp_path / "out")]
 
 
 def test_ensembles_for_a_model_file_are_refused_for_want_of_vocabularies(tmp_path):
