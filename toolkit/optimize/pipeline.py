@@ -1,4 +1,5 @@
-"""Apply a compression recipe to a DLRM, export the result, and measure it against the baseline.
+"""Apply a compression recipe to a model of any registered architecture (DLRM, DCN-v2, DeepFM, ...),
+export the result, and measure it against the baseline.
 
 :func:`compress` runs a :class:`~toolkit.compress.recipe.Recipe`: its PyTorch steps
 (distill, prune, quantize_embeddings) in order, then the export to ONNX (checked against
@@ -36,9 +37,8 @@ from toolkit.export.onnx_info import copy_onnx_model
 from toolkit.export.parity import ParityReport, check_parity
 from toolkit.export.torch2onnx import export_onnx
 from toolkit.metrics import evaluate
-from toolkit.models.dlrm import DLRM
+from toolkit.models.protocol import PROBABILITY_OUTPUT
 from toolkit.models.registry import architecture_of
-from toolkit.models.signature import DLRM_OUTPUT
 from toolkit.optimize.bench import Variant, measure_variants, onnx_size_bytes
 from toolkit.optimize.onnx_quant import convert_fp16, quantize_dynamic_int8, quantize_static_int8, resolve_reduce_range
 from toolkit.optimize.select import Candidate, select_candidate
@@ -74,15 +74,15 @@ class CompressedModel:
     """A recipe's result: the PyTorch model after its PyTorch steps and the final ONNX file."""
 
     recipe: Recipe  # the steps kept (reduce_range filled in)
-    model: DLRM
+    model: nn.Module
     onnx_path: Path
     onnx_step: str | None
     selection: dict = field(default_factory=dict)  # cpu, int8 settings, and which optional steps were kept and why
 
 
 def apply_torch_steps(
-    model: DLRM, steps: list[StepConfig], data: CompressionData, *, on_log: Log | None = None, refused: dict[str, str] | None = None
-) -> DLRM:
+    model: nn.Module, steps: list[StepConfig], data: CompressionData, *, on_log: Log | None = None, refused: dict[str, str] | None = None
+) -> nn.Module:
     """Run the PyTorch-stage steps in order; each returns a new model (the input is not modified).
 
     A step that cannot apply to this model (:class:`~toolkit.compress.errors.StepRefused`: no table to
@@ -110,10 +110,10 @@ def apply_torch_steps(
     return model.eval()
 
 
-def _export_checked(model: DLRM, data: CompressionData, folder: Path) -> Path:
+def _export_checked(model: nn.Module, data: CompressionData, folder: Path) -> Path:
     """Export ``model`` to ``folder/model.onnx`` with a dynamic batch, checked against PyTorch to 1e-5."""
     fp32 = folder / "model.onnx"
-    export_onnx(model, architecture_of(model).example_inputs(model.config, 8), [DLRM_OUTPUT], fp32)
+    export_onnx(model, architecture_of(model).example_inputs(model.config, 8), [PROBABILITY_OUTPUT], fp32)
     check_parity(model, fp32, data.test.take(slice(0, 2048)).inputs(), atol=1e-5)
     return fp32
 
@@ -154,7 +154,7 @@ def _apply_onnx_step(
 
 
 def compress(
-    model: DLRM,
+    model: nn.Module,
     recipe: Recipe,
     data: CompressionData,
     workdir: Path,
@@ -250,13 +250,13 @@ def budget_fields(test_auc: float | None, baseline_auc: float | None, min_auc_ra
     return {"auc_ratio": ratio, "within_budget": ratio >= min_auc_ratio, "within_99_9": ratio >= 0.999}
 
 
-def _variant_for(name: str, model: DLRM, onnx_path: Path | None, description: str) -> Variant:
+def _variant_for(name: str, model: nn.Module, onnx_path: Path | None, description: str) -> Variant:
     size = onnx_size_bytes(onnx_path) if onnx_path is not None else state_dict_bytes(model)
     return Variant(name, count_params(model), size, macs_per_sample(model), model=model, onnx_path=onnx_path, description=description)
 
 
 def compress_and_report(
-    baseline: DLRM,
+    baseline: nn.Module,
     recipes: dict[str, Recipe],
     data: CompressionData,
     workdir: Path,
@@ -283,7 +283,7 @@ def compress_and_report(
     workdir = Path(workdir)
     baseline = baseline.eval()
     base_onnx = workdir / "fp32_onnx" / "model.onnx"
-    export_onnx(baseline, architecture_of(baseline).example_inputs(baseline.config, 8), [DLRM_OUTPUT], base_onnx)
+    export_onnx(baseline, architecture_of(baseline).example_inputs(baseline.config, 8), [PROBABILITY_OUTPUT], base_onnx)
     check_parity(baseline, base_onnx, data.test.take(slice(0, 2048)).inputs(), atol=1e-5)
     variants = [
         _variant_for("fp32_pytorch", baseline, None, "FP32 PyTorch eager (baseline)"),
