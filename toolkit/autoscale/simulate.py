@@ -316,6 +316,20 @@ class ReplicaModel:
         r = np.asarray(rate_rps, dtype=np.float64) / self.capacity_rps
         return np.minimum(np.ceil(r / _RHO_STEP - 1e-9), self.rho.size - 1).astype(np.int64)
 
+    def latency_quantile_ms(self, rate_rps: float, q: float) -> float:
+        """The ``q`` quantile (0 < q < 1) of the latency, in ms, of a request arriving at a steady
+        Poisson ``rate_rps`` (req/s) on one replica (the table row :meth:`row` picks; inf when the
+        rate is past the tabulated utilizations' tail).
+
+        Raises:
+            AutoscaleError: ``q`` is not in (0, 1) or ``rate_rps`` is negative.
+        """
+        if not 0 < q < 1:
+            raise AutoscaleError(f"q must be in (0, 1), got {q}")
+        if not rate_rps >= 0:
+            raise AutoscaleError(f"rate_rps must be >= 0, got {rate_rps}")
+        return _quantile(self.edges_ms, self.cdf[int(self.row(rate_rps))], q)
+
     def backlog_cdf(self, wait_ms: np.ndarray) -> np.ndarray:
         """(W, E) P(latency <= edge) for requests that wait ``wait_ms`` behind a backlog, then are served."""
         w = np.asarray(wait_ms, dtype=np.float64)

@@ -89,6 +89,19 @@ def test_stationary_pending_matches_the_birth_death_chain_by_hand(toy):
     assert toy.pending[row] == pytest.approx(expected_mean, rel=1e-9)
 
 
+def test_latency_quantiles_of_an_idle_replica_are_the_measured_ones_and_grow_with_load(toy):
+    # at rate 0 every request finds the replica empty: concurrency 1's log-normal, median 10 ms, p99 20 ms
+    # (1% is the tables' resolution: 600 log-spaced edges over 9 decades, interpolated)
+    assert toy.latency_quantile_ms(0.0, 0.5) == pytest.approx(10.0, rel=0.01)
+    assert toy.latency_quantile_ms(0.0, 0.99) == pytest.approx(20.0, rel=0.01)
+    p99 = [toy.latency_quantile_ms(rate, 0.99) for rate in (0.0, 200.0, 350.0, 395.0)]
+    assert p99 == sorted(p99) and p99[-1] > 2 * p99[0]  # near mu = 400 req/s the queue wait dominates
+    with pytest.raises(AutoscaleError, match="q must be in"):
+        toy.latency_quantile_ms(100.0, 1.0)
+    with pytest.raises(AutoscaleError, match="rate_rps must be >= 0"):
+        toy.latency_quantile_ms(-1.0, 0.5)
+
+
 def test_one_replica_below_capacity_never_queues(toy):
     trace, arrivals = constant(200.0, 20)  # half of mu = 400 req/s
     dep = SimulatedDeployment(toy, step_s=STEP, start_delay_s=30, initial_replicas=1)
