@@ -56,7 +56,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from compress_report import trained_baseline  # noqa: E402  (same folder)
 
-from toolkit.autoscale.simulate import ReplicaModel, ServiceCurve, load_service_curve  # noqa: E402
+from toolkit.autoscale.simulate import ReplicaModel, ServiceCurve, allen_cunneen_scale, load_service_curve  # noqa: E402
 from toolkit.export import export_onnx  # noqa: E402
 from toolkit.models import dlrm_example_inputs  # noqa: E402
 from toolkit.optimize.bench import machine_info  # noqa: E402
@@ -87,11 +87,22 @@ def _build_dlrm(root: Path, queue_delay_us: int) -> tuple[Path, dict]:
     return repo, data.test.take(slice(0, 4096)).inputs()
 
 
-def _closed_loop_model(sweep, root: Path, model: str, slo_ms: float) -> ReplicaModel:
+def _closed_loop_curve(sweep, root: Path, model: str) -> ServiceCurve:
     """The sweep written as a perf report and read back the way the simulator reads one."""
     curve_file = root / f"{model}_curve.json"
     curve_file.write_text(json.dumps({"optimized": model, "sweeps": [sweep.to_dict()]}))
-    return ReplicaModel.from_curve(load_service_curve(curve_file, protocol=sweep.protocol), slo_ms)
+    return load_service_curve(curve_file, protocol=sweep.protocol)
+
+
+def _models(curves: dict[str, ServiceCurve], slo_ms: float) -> dict[str, tuple[ReplicaModel, float]]:
+    """Per curve, the simulator's replica model as it is (Markovian: queue_scale 1) and with the
+    Allen-Cunneen queue scale for the curve's service-time spread (``allen_cunneen_scale``)."""
+    out = {}
+    for label, curve in curves.items():
+        scale = allen_cunneen_scale(curve)
+        out[f"{label}, Markov"] = (ReplicaModel.from_curve(curve, slo_ms), 1.0)
+        out[f"{label}, Allen-Cunneen {scale:.2f}"] = (ReplicaModel.from_curve(curve, slo_ms, queue_scale=scale), scale)
+    return out
 
 
 def _compare(
@@ -106,11 +117,11 @@ def _compare(
 ) -> dict:
     """One served model's part of the report: per rate, each replica model's prediction next to the runs.
 
-    ``models``: label -> replica model; the rates are fractions of the first one's capacity.
+    ``models``: label -> (replica model, its queue_scale); the rates are fractions of the first one's capacity.
     ``client_bound_check``: a rate served below ``SERVED_FRACTION`` of offered is not compared (a
     client that times from send time and fell behind).
     """
-    first = next(iter(models.values()))
+    first = next(iter(models.values()))[0]
     rows = []
     for f in fractions:
         rate = round(f * first.capacity_rps)
@@ -118,7 +129,7 @@ def _compare(
         served = statistics.median(x["throughput_rps"] for x in runs) if runs else None
         row = {"rho": f, "rate_rps": rate, "served_rps": served, "measured": runs, "predicted": {}, "model_over_measured": {}}
         row["compared"] = bool(runs) and (not client_bound_check or served >= SERVED_FRACTION * rate)
-        for label, model in models.items():
+        for label, (model, _) in models.items():
             pred = {"p50_ms": model.latency_quantile_ms(rate, 0.5), "p99_ms": model.latency_quantile_ms(rate, 0.99)}
             row["predicted"][label] = pred
             if row["compared"]:
@@ -130,8 +141,19 @@ def _compare(
         "note": note,
         "slo_ms": slo_ms,
         "replica_models": {
-            label: {"curve": m.curve.source, "capacity_rps": m.capacity_rps, "capacity_at_slo_rps": m.capacity_at_slo_rps}
-            for label, m in models.items()
+            label: {
+                "curve": m.curve.source,
+                "queue_scale": scale,
+                "capacity_rps": m.capacity_rps,
+                "capacity_at_slo_rps": m.capacity_at_slo_rps,
+                "points": {
+                    "concurrency": m.curve.concurrency.tolist(),
+                    "throughput_rps": m.curve.throughput_rps.tolist(),
+                    "p50_ms": m.curve.p50_ms.tolist(),
+                    "p99_ms": m.curve.p99_ms.tolist(),
+                },
+            }
+            for label, (m, scale) in models.items()
         },
         "measured_capacity_at_slo_rps": max(within) if within else None,
         "rates": rows,
@@ -231,12 +253,14 @@ def _markdown(report: dict) -> str:
         "",
     ]
     for part in report["parts"]:
-        labels = list(part["replica_models"])
+        labels = list(part["replica_models"])[:2]  # the perf_analyzer curve's two models; the others in the list below
         lines += [f"## {part['model']}", "", part["note"], ""]
         for label, rm in part["replica_models"].items():
+            ratios = [r["model_over_measured"][label]["p99_ms"] for r in part["rates"] if label in r["model_over_measured"]]
             lines.append(
                 f"- model from {label} ({rm['curve']}): capacity mu {rm['capacity_rps']:,.0f} req/s, highest rate within the SLO "
-                f"(p99 <= {part['slo_ms']:g} ms) {rm['capacity_at_slo_rps']:,.0f} req/s"
+                f"(p99 <= {part['slo_ms']:g} ms) {rm['capacity_at_slo_rps']:,.0f} req/s; p99 model / measured by rate: "
+                + ", ".join(f"×{x:.2f}" for x in ratios)
             )
         got = part["measured_capacity_at_slo_rps"]
         lines += [
@@ -324,9 +348,10 @@ def main() -> None:
                 batch_size=1, concurrency=levels, out_dir=root / "pa" / "delay", measurement_interval_ms=args.measurement_interval_ms,
                 on_log=log,
             )  # fmt: skip
-            pa_model = _closed_loop_model(closed, root, DELAY_MODEL, args.delay_slo_ms)
+            pa_curve = _closed_loop_curve(closed, root, DELAY_MODEL)
+            pa_model = ReplicaModel.from_curve(pa_curve, args.delay_slo_ms)
             own_curve, measured = _delay_loads(server.grpc_url, levels, fractions, pa_model, args.delay_seconds, args.repeats)
-        models = {"perf_analyzer's sweep": pa_model, "our client's closed loop": ReplicaModel.from_curve(own_curve, args.delay_slo_ms)}
+        models = _models({"perf_analyzer": pa_curve, "our client": own_curve}, args.delay_slo_ms)
         parts.append(
             _compare(
                 "delay",
@@ -338,8 +363,9 @@ def main() -> None:
                 note=f"A Python-backend model sleeping {args.delay_ms:g} ms per request on {args.delay_instances} instances, no "
                 f"dynamic batching. Open loop: toolkit.serving.load.open_loop (Poisson, {args.delay_seconds:g} s per rate, 64 client "
                 "threads, gRPC, latency from each request's scheduled arrival, so a server that falls behind shows as latency). "
-                "Two replica models: one from perf_analyzer's concurrency sweep (what `tritonrec autoscale simulate` reads), one "
-                "from a closed loop of the same Python client as the open loop (the same client overhead on both sides).",
+                "Replica models from two curves: perf_analyzer's concurrency sweep (what `tritonrec autoscale simulate` reads) and "
+                "a closed loop of the same Python client as the open loop (the same client overhead on both sides), each "
+                "Markovian (the simulator's model) and with the Allen-Cunneen queue scale.",
             )  # fmt: skip
         )
 
@@ -353,7 +379,8 @@ def main() -> None:
                 DLRM_MODEL, **common, concurrency=[1, 2, 4, 8, 16], out_dir=root / "pa" / "dlrm",
                 measurement_interval_ms=args.measurement_interval_ms, on_log=log,
             )  # fmt: skip
-            model = _closed_loop_model(closed, root, DLRM_MODEL, args.dlrm_slo_ms)
+            dlrm_curve = _closed_loop_curve(closed, root, DLRM_MODEL)
+            model = ReplicaModel.from_curve(dlrm_curve, args.dlrm_slo_ms)
             rates = [round(f * model.capacity_rps) for f in dlrm_fractions]
             measured = {r: [] for r in rates}
             for run in range(args.repeats):
@@ -375,7 +402,7 @@ def main() -> None:
         parts.append(
             _compare(
                 "dlrm",
-                {"perf_analyzer's sweep": model},
+                _models({"perf_analyzer": dlrm_curve}, args.dlrm_slo_ms),
                 dlrm_fractions,
                 measured,
                 slo_ms=args.dlrm_slo_ms,
@@ -405,7 +432,9 @@ def main() -> None:
             "(Allen-Cunneen's approximation for G/G/c; Pollaczek-Khinchine for one server), so the chain overstates the "
             "queue, more so the nearer rho is to 1. A model that over-predicts latency under-states a replica's capacity at "
             "the SLO: in the simulator every policy, static peak included, then pays for more replicas than a real "
-            "Deployment would.",
+            "Deployment would. The Allen-Cunneen models scale the queue a request finds by (1 + Cs^2) / 2, with Cs^2 from the "
+            "sweep's own spread at concurrency 1 (toolkit.autoscale.simulate.allen_cunneen_scale, "
+            "ReplicaModel.from_curve(queue_scale=...)).",
         ],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

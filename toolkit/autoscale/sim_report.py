@@ -376,7 +376,12 @@ def _markdown(report: dict, targets: dict[str, list[str]], plot_name: str) -> st
         f"- One replica serves {p['replica_model']['saturated_rps']:g} req/s saturated, "
         f"{p['replica_model']['capacity_at_slo_rps']:g} req/s within the SLO under Poisson arrivals (open loop); the perf "
         f"report's closed-loop sweep reaches {p['replica_model']['measured_best_within_slo_rps']:g} req/s within it, the "
-        "capacity seed the policies get. static_peak runs at its SLO capacity at the peak.",
+        "capacity seed the policies get. static_peak runs at its SLO capacity at the peak. Queue model: "
+        + (
+            "Markovian (exponential service; it over-predicts latency near saturation, perf/results/sim_check.md)."
+            if p["replica_model"].get("queue_scale", 1.0) == 1.0
+            else f"Allen-Cunneen, {p['replica_model']['queue_scale']:.2f} of the Markovian queue (perf/results/sim_check.md)."
+        ),
         "",
     ]
     for name, entry in report["traces"].items():
@@ -459,6 +464,7 @@ def write_report(
                 "saturated_rps": round(model.capacity_rps, 3),
                 "capacity_at_slo_rps": round(model.capacity_at_slo_rps, 3),
                 "measured_best_within_slo_rps": model.curve.best_within(model.slo_ms),
+                "queue_scale": model.queue_scale,
             },
             "traces": params_traces,
             "targets": targets,

@@ -76,6 +76,7 @@ __all__ = [
     "ServiceCurve",
     "load_service_curve",
     "ReplicaModel",
+    "allen_cunneen_scale",
     "least_outstanding",
     "water_fill",
     "StaticReplicas",
@@ -208,6 +209,22 @@ def _lognormal_cdf(x_ms: np.ndarray, median_ms: np.ndarray, sigma: np.ndarray) -
     return np.where(x_ms > 0, ndtr(z), 0.0)
 
 
+def allen_cunneen_scale(curve: ServiceCurve) -> float:
+    """``(1 + Cs^2) / 2``: how much of an exponential-service queue a queue with the service-time
+    spread of ``curve`` holds (Allen-Cunneen's approximation of the G/G/c wait, with Poisson arrivals;
+    A. O. Allen, *Probability, Statistics, and Queueing Theory*, 2nd ed., 1990, section 6.4; for one
+    server it is the Pollaczek-Khinchine mean wait of M/G/1 over M/M/1's).
+
+    ``Cs^2``, the squared coefficient of variation of the service time, is that of the log-normal the
+    model fits at concurrency 1 (no queue there): ``exp(sigma^2) - 1`` with ``sigma = ln(p99 / p50) / z_0.99``.
+    A near-constant service time (a 5 ms sleep: Cs^2 about 0.01) gives about 0.5; an exponential one, 1.
+
+    Checked against a real server in perf/results/sim_check.md.
+    """
+    sigma = math.log(float(curve.p99_ms[0]) / float(curve.p50_ms[0])) / _Z99
+    return (1.0 + math.expm1(sigma * sigma)) / 2.0
+
+
 @dataclass(frozen=True)
 class ReplicaModel:
     """One replica's latency distribution at every load level, tabulated from a :class:`ServiceCurve`
@@ -226,6 +243,7 @@ class ReplicaModel:
         saturated_median_ms, saturated_sigma: the log-normal service latency at ``c_max`` (a request
             behind a backlog gets this after its wait).
         capacity_at_slo_rps: the highest tabulated rate whose p99 is within ``slo_ms``.
+        queue_scale: the share of the Markovian chain's queue a request finds (:meth:`from_curve`).
     """
 
     curve: ServiceCurve
@@ -244,16 +262,28 @@ class ReplicaModel:
     saturated_compute_ms: float
     c_max: int
     capacity_at_slo_rps: float
+    queue_scale: float = 1.0
 
     @classmethod
-    def from_curve(cls, curve: ServiceCurve, slo_ms: float) -> ReplicaModel:
+    def from_curve(cls, curve: ServiceCurve, slo_ms: float, *, queue_scale: float = 1.0) -> ReplicaModel:
         """Tabulate the stationary latency distributions of ``curve`` (about 0.3 s).
 
+        Args:
+            curve: the measured sweep.
+            slo_ms: the latency objective (ms) the tables are cut at.
+            queue_scale: the share of the birth-death chain's queue a request is taken to find: one
+                that finds ``n`` outstanding is served as at concurrency ``1 + queue_scale * n``
+                (interpolated between the measured levels) and waits ``max(0, 1 + queue_scale * n -
+                c_max) / mu``. 1 is the Markovian chain of the module docstring (exponential service);
+                :func:`allen_cunneen_scale` gives the factor for the service-time spread the sweep shows.
+
         Raises:
-            AutoscaleError: ``slo_ms`` is not > 0.
+            AutoscaleError: ``slo_ms`` or ``queue_scale`` is not > 0.
         """
         if not slo_ms > 0:
             raise AutoscaleError(f"slo_ms must be > 0, got {slo_ms}")
+        if not queue_scale > 0:
+            raise AutoscaleError(f"queue_scale must be > 0, got {queue_scale}")
         c = curve.concurrency
         c_max = int(round(c[-1]))
         levels = np.arange(1, c_max + 1, dtype=np.float64)
@@ -267,11 +297,13 @@ class ReplicaModel:
 
         n_states = c_max + _TAIL_STATES
         n = np.arange(n_states)
-        conc = np.minimum(n + 1, c_max) - 1  # index into levels of the concurrency a request sees
-        wait_ms = np.maximum(0, n + 1 - c_max) / mu * 1000.0
+        seen = 1.0 + queue_scale * n  # the concurrency a request that finds n outstanding is served at
+        at = np.minimum(seen, c_max)
+        med_n, sig_n = np.interp(at, levels, med), np.interp(at, levels, sig)
+        wait_ms = np.maximum(0.0, seen - c_max) / mu * 1000.0
         edges = np.unique(np.concatenate([np.geomspace(0.01, 1e7, 600), [slo_ms]]))
         # F[n, e]: P(latency <= edge | n found outstanding)
-        f = _lognormal_cdf(edges[None, :] - wait_ms[:, None], med[conc][:, None], sig[conc][:, None])
+        f = _lognormal_cdf(edges[None, :] - wait_ms[:, None], med_n[:, None], sig_n[:, None])
 
         rho = np.round(np.arange(0, _RHO_MAX + 1e-9, _RHO_STEP), 6)
         lam = rho * mu
@@ -287,9 +319,9 @@ class ReplicaModel:
         pi /= pi.sum(axis=1, keepdims=True)
         cdf = np.clip(pi @ f, 0.0, 1.0)
         p99 = np.array([_quantile(edges, row, 0.99) for row in cdf])
-        pending = pi @ n.astype(np.float64)
-        queue = pi @ (qms[conc] + wait_ms)
-        compute = pi @ cms[conc]
+        pending = pi @ (queue_scale * n)
+        queue = pi @ (np.interp(at, levels, qms) + wait_ms)
+        compute = pi @ np.interp(at, levels, cms)
         within = p99 <= slo_ms
         cap_slo = float(lam[within].max()) if within.any() else 0.0
         return cls(
@@ -309,6 +341,7 @@ class ReplicaModel:
             saturated_compute_ms=float(cms[-1]),
             c_max=c_max,
             capacity_at_slo_rps=cap_slo,
+            queue_scale=float(queue_scale),
         )
 
     def row(self, rate_rps: float | np.ndarray) -> np.ndarray:

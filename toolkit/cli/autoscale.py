@@ -157,6 +157,15 @@ def simulate(
         float, typer.Option("--start-delay", help="Seconds from a pod's creation to ready (start + model load).")
     ] = 30.0,
     step: Annotated[float, typer.Option("--step", help="Simulation time step in seconds.")] = 0.02,
+    queue_model: Annotated[
+        str,
+        typer.Option(
+            "--queue-model",
+            help="How a replica's queue grows with load: markov (exponential service, the default; over-predicts latency "
+            "near saturation for steady service times) or allen-cunneen (scaled by (1 + Cs^2) / 2 from the sweep's spread "
+            "at concurrency 1). perf/results/sim_check.md compares both with a real server.",
+        ),
+    ] = "markov",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the Poisson arrivals (the same arrivals for every policy).")] = 0,
     queue_timeout_ms: Annotated[
         float | None,
@@ -215,7 +224,7 @@ def simulate(
 
     with optional_dependencies("tritonrec autoscale simulate"):
         from toolkit.autoscale.sim_report import ORACLES, POLICIES, SimulationSettings, compare, write_report
-        from toolkit.autoscale.simulate import ReplicaModel, load_service_curve
+        from toolkit.autoscale.simulate import ReplicaModel, allen_cunneen_scale, load_service_curve
         from toolkit.autoscale.traces import GENERATED, load_trace
 
     chosen = [p.strip() for p in policies.split(",") if p.strip()]
@@ -253,7 +262,9 @@ def simulate(
         queue_timeout_s=None if queue_timeout_ms is None else queue_timeout_ms / 1000.0,
     )
     curve = load_service_curve(perf_report, model=model, protocol=protocol)
-    replica = ReplicaModel.from_curve(curve, slo_ms)
+    if queue_model not in ("markov", "allen-cunneen"):
+        raise typer.BadParameter(f"expected markov or allen-cunneen, got {queue_model!r}", param_hint="--queue-model")
+    replica = ReplicaModel.from_curve(curve, slo_ms, queue_scale=1.0 if queue_model == "markov" else allen_cunneen_scale(curve))
     params: dict[str, float] = {}
     for item in shape or []:
         key, sep, value = item.partition("=")

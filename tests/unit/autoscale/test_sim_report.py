@@ -120,6 +120,20 @@ def test_simulate_command_writes_the_report(tmp_path):
     assert report["parameters"]["traces"]["spike"]["duration_s"] == 120
     assert report["parameters"]["spec_overrides"]["spec"]["behavior"]["scaleDown"] == {"stabilizationWindowSeconds": 30}
     assert "git_commit" in report["parameters"] and report["parameters"]["queue_timeout_s"] is None
+    assert report["parameters"]["replica_model"]["queue_scale"] == 1.0  # markov unless asked
+
+
+def test_simulate_command_takes_the_allen_cunneen_queue_model_and_refuses_others(tmp_path):
+    runner = CliRunner()
+    args = ["autoscale", "simulate", "--trace", "spike", "--duration", "60", "--peak-rps", "8000", "--policies", "static_peak",
+            "--perf-report", str(PERF_REPORT), "--out", str(tmp_path)]  # fmt: skip
+    done = runner.invoke(app, [*args, "--queue-model", "allen-cunneen"])
+    assert done.exit_code == 0, done.output
+    report = json.loads((tmp_path / "autoscale_sim.json").read_text())
+    assert 0.5 <= report["parameters"]["replica_model"]["queue_scale"] < 1.0
+    assert "Allen-Cunneen" in (tmp_path / "autoscale_sim.md").read_text()
+    bad = runner.invoke(app, [*args, "--queue-model", "erlang"])
+    assert bad.exit_code != 0 and "expected markov or allen-cunneen" in bad.output
 
 
 def test_simulate_command_refuses_unknown_policies_and_bad_reports(tmp_path):

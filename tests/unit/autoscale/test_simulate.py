@@ -16,6 +16,7 @@ from toolkit.autoscale.simulate import (
     ServiceCurve,
     SimulatedDeployment,
     StaticReplicas,
+    allen_cunneen_scale,
     least_outstanding,
     load_service_curve,
     simulate,
@@ -100,6 +101,24 @@ def test_latency_quantiles_of_an_idle_replica_are_the_measured_ones_and_grow_wit
         toy.latency_quantile_ms(100.0, 1.0)
     with pytest.raises(AutoscaleError, match="rate_rps must be >= 0"):
         toy.latency_quantile_ms(-1.0, 0.5)
+
+
+def test_allen_cunneen_scale_is_half_for_steady_service_and_one_for_exponential():
+    steady = toy_curve(p99_ms=10.0 * math.exp(0.01 * 2.3263478740408408))  # sigma 0.01: Cs^2 = 1e-4
+    assert allen_cunneen_scale(steady) == pytest.approx(0.5, abs=1e-4)
+    sigma = math.sqrt(math.log(2.0))  # a log-normal with Cs^2 = exp(sigma^2) - 1 = 1, as an exponential has
+    assert allen_cunneen_scale(toy_curve(p99_ms=10.0 * math.exp(sigma * 2.3263478740408408))) == pytest.approx(1.0)
+
+
+def test_a_smaller_queue_scale_leaves_an_idle_replica_alone_and_shortens_the_queue_under_load():
+    markov = ReplicaModel.from_curve(toy_curve(), slo_ms=30.0)
+    half = ReplicaModel.from_curve(toy_curve(), slo_ms=30.0, queue_scale=0.5)
+    assert half.queue_scale == 0.5 and markov.queue_scale == 1.0
+    assert half.latency_quantile_ms(0.0, 0.99) == pytest.approx(markov.latency_quantile_ms(0.0, 0.99))
+    assert half.latency_quantile_ms(380.0, 0.99) < 0.7 * markov.latency_quantile_ms(380.0, 0.99)
+    assert half.capacity_at_slo_rps > markov.capacity_at_slo_rps
+    with pytest.raises(AutoscaleError, match="queue_scale must be > 0"):
+        ReplicaModel.from_curve(toy_curve(), slo_ms=30.0, queue_scale=0.0)
 
 
 def test_one_replica_below_capacity_never_queues(toy):
