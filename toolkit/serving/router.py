@@ -467,10 +467,9 @@ def make_policy(name: str, *, seed: int | None = None) -> RoutingPolicy:
     ``least_outstanding`` compares all candidates (``choices=None``): a client-side router knows
     its own counts exactly and a replica set is tens of endpoints at most, so the full scan is
     cheap. On three replicas with one slower (perf/results/routing.md, routing_fewer_instances.md)
-    it sent the slow one less than two choices did (12.8% vs 15.2%; 24.0% vs 25.0%) and had the
-    lower p99 in 4 of 5 same-seed runs in both set-ups, though the medians over the runs favoured
-    two choices (62 vs 47 ms; 42 vs 33 ms): the loaded 2-core machine's run-to-run spread is as
-    large as the difference. ``LeastOutstanding(choices=2)`` is the power of two choices.
+    it sent the slow one less than two choices did (12.2% vs 14.6%; 23.5% vs 24.9%) and had the
+    lower p99 in 5 of 5 same-seed runs in both set-ups (medians 27 vs 39 ms; 22 vs 24 ms).
+    ``LeastOutstanding(choices=2)`` is the power of two choices.
 
     Raises:
         ServingError: an unknown name (lists the known ones).
