@@ -279,25 +279,27 @@ def _layer_kinds(model: nn.Module) -> str:
     return ", ".join(kinds) or "no layers"
 
 
-def _registered_example_inputs(model: nn.Module) -> dict[str, torch.Tensor] | None:
-    """Its architecture's example inputs (4 rows), or None for a module of no registered architecture."""
+def _registered_architecture(model: nn.Module):
+    """``model``'s registered architecture, or None for a module of none (a user's module without a config)."""
     from toolkit.models.registry import architecture_of
 
     try:
-        arch = architecture_of(model)
+        return architecture_of(model)
     except (ValueError, TypeError, AttributeError):
         return None
-    return arch.example_inputs(model.config, 4)
+
+
+def _registered_example_inputs(model: nn.Module) -> dict[str, torch.Tensor] | None:
+    """Its architecture's example inputs (4 rows), or None for a module of no registered architecture."""
+    arch = _registered_architecture(model)
+    return None if arch is None else arch.example_inputs(model.config, 4)
 
 
 def _rebuilt_int8_by(model: nn.Module):
     """The registered architecture that rebuilds ``model`` with int8 tables from its config (its
     config dataclass has an ``embedding_quantization`` field), or None (a user's module: quantized in place)."""
-    from toolkit.models.registry import architecture_of
-
-    try:
-        arch = architecture_of(model)
-    except (ValueError, TypeError, AttributeError):
+    arch = _registered_architecture(model)
+    if arch is None:
         return None
     config = model.config
     if not dataclasses.is_dataclass(config) or "embedding_quantization" not in {f.name for f in dataclasses.fields(config)}:
