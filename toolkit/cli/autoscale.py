@@ -261,9 +261,9 @@ def simulate(
         seed=seed,
         queue_timeout_s=None if queue_timeout_ms is None else queue_timeout_ms / 1000.0,
     )
-    curve = load_service_curve(perf_report, model=model, protocol=protocol)
     if queue_model not in ("markov", "allen-cunneen"):
         raise typer.BadParameter(f"expected markov or allen-cunneen, got {queue_model!r}", param_hint="--queue-model")
+    curve = load_service_curve(perf_report, model=model, protocol=protocol)
     replica = ReplicaModel.from_curve(curve, slo_ms, queue_scale=1.0 if queue_model == "markov" else allen_cunneen_scale(curve))
     params: dict[str, float] = {}
     for item in shape or []:
