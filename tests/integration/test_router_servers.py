@@ -86,11 +86,11 @@ def _send_through(client: RoutedInferenceClient) -> Callable[[int, object], str]
     return send
 
 
-def test_least_outstanding_sends_less_traffic_to_the_slow_replica_than_round_robin(servers: dict[str, TritonServer]) -> None:
+def test_load_aware_policies_send_less_traffic_to_the_slow_replica_than_round_robin(servers: dict[str, TritonServer]) -> None:
     addresses = [servers[h].grpc_url for h in HOSTS]
     slow = servers[SLOW].grpc_url
     results = {}
-    for policy in ("least_outstanding", "round_robin"):
+    for policy in ("least_outstanding", "peak_ewma", "round_robin"):
         router = Router(addresses, protocol="grpc", policy=policy, model_name=MODEL, seed=0)
         with RoutedInferenceClient(router, model_name=MODEL) as client:
             # 150 requests/s for 3 s: round-robin gives the slow replica 50/s, all it can take
@@ -98,13 +98,17 @@ def test_least_outstanding_sends_less_traffic_to_the_slow_replica_than_round_rob
             # 64 threads shared the router: its counts add up and nothing is left in flight
             statuses = router.replicas()
             assert sum(r.requests for r in statuses) == 450 and all(r.outstanding == 0 for r in statuses), statuses
-    lo, rr = results["least_outstanding"], results["round_robin"]
-    assert lo.errors == rr.errors == 0
+    lo, ewma, rr = results["least_outstanding"], results["peak_ewma"], results["round_robin"]
+    assert lo.errors == ewma.errors == rr.errors == 0
     assert rr.shares()[slow] == pytest.approx(1 / 3, abs=0.01)  # by construction
     # least-outstanding sends to the slow replica only when both fast ones have more in flight
     # (about 10% measured here); 0.2 leaves room for a loaded machine, and is far from 1/3
     assert lo.shares().get(slow, 0.0) < 0.2, lo.shares()
     assert lo.percentile_ms(99) < rr.percentile_ms(99)
+    # peak EWMA learns the slow replica's 4x latency from the router's observations of its answers
+    # and sends to it only when the fast ones hold 4x the work: less than least-outstanding does
+    assert ewma.shares().get(slow, 0.0) < 0.2, ewma.shares()
+    assert ewma.percentile_ms(99) < rr.percentile_ms(99)
 
 
 def test_a_malformed_request_is_neither_retried_nor_held_against_the_replica(servers: dict[str, TritonServer]) -> None:
@@ -281,5 +285,5 @@ def test_cli_infer_refuses_an_unknown_routing_policy() -> None:
         timeout=60,
     )
     out = done.stdout + done.stderr
-    assert done.returncode == 2 and "fastest" in out and "least_outstanding, round_robin, pinned" in out, out
+    assert done.returncode == 2 and "fastest" in out and "least_outstanding, peak_ewma, round_robin, pinned" in out, out
     assert "Traceback" not in out

@@ -18,7 +18,11 @@ def infer(
     ] = None,
     protocol: Annotated[str, typer.Option(help="http or grpc.")] = "http",
     routing: Annotated[
-        str, typer.Option(help="With several --url: least_outstanding, round_robin or pinned (one replica per connection).")
+        str,
+        typer.Option(
+            help="With several --url: least_outstanding (fewest in flight), peak_ewma (latency EWMA x (in flight + 1)), "
+            "round_robin or pinned (one replica per connection)."
+        ),
     ] = "least_outstanding",
     checkpoint: CheckpointDir = DEFAULT_CHECKPOINT,
     data_dir: DataDir = DEFAULT_DATA_DIR,

@@ -23,6 +23,11 @@ Policies (:data:`POLICIES`), chosen per router:
   Choices in Randomized Load Balancing", IEEE TPDS 12(10), 2001), Envoy's default
   ``choice_count: 2`` (envoy source/extensions/load_balancing_policies/least_request/
   least_request_lb.h, ``LeastRequestLoadBalancer``).
+* ``peak_ewma`` -- least expected work: each replica's cost is a peak-sensitive, time-decayed EWMA of
+  its latency times (its requests in flight + 1), the lowest cost wins (Finagle's ``PeakEwma``
+  balancer, ``finagle-core`` ``loadbalancer/PeakEwma.scala``; tower's ``load::PeakEwma``, which
+  linkerd2-proxy uses). Unlike outstanding counts alone, it sees a replica that answers slower at
+  the same count: fewer instances, a slower node, a longer queue.
 * ``round_robin`` -- each healthy replica in turn, blind to load (Envoy's ``ROUND_ROBIN``).
 * ``pinned`` -- what a ClusterIP Service gives gRPC: each connection (by default, each calling
   thread) is pinned to one replica picked uniformly at random when it first sends (kube-proxy's
@@ -50,6 +55,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import logging
+import math
 import random
 import socket
 import threading
@@ -71,12 +77,15 @@ __all__ = [
     "POLICIES",
     "DRAINING_ANNOTATION",
     "LATENCY_EWMA_WEIGHT",
+    "PEAK_EWMA_DECAY_S",
+    "PEAK_EWMA_PENALTY",
     "EndpointSource",
     "StaticEndpoints",
     "DnsEndpoints",
     "EndpointSliceEndpoints",
     "RoutingPolicy",
     "LeastOutstanding",
+    "PeakEwma",
     "RoundRobin",
     "Pinned",
     "make_policy",
@@ -92,12 +101,20 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-POLICIES = ("least_outstanding", "round_robin", "pinned")
+POLICIES = ("least_outstanding", "peak_ewma", "round_robin", "pinned")
 """Routing policy names, as ``tritonrec infer --routing`` takes them."""
 
 LATENCY_EWMA_WEIGHT = 0.1
 """Weight of the newest request in a replica's latency EWMA (about the last 10 requests count),
 used by ``least_outstanding`` to break ties between equal outstanding counts."""
+
+PEAK_EWMA_DECAY_S = 10.0
+"""Time constant of ``peak_ewma``'s latency estimate, seconds: Finagle's default ``decayTime`` (10 s,
+``finagle-core`` ``loadbalancer/Balancers.scala`` ``p2cPeakEwma``), as in linkerd2-proxy."""
+
+PEAK_EWMA_PENALTY = 1e9
+"""``peak_ewma``'s cost of an endpoint with requests in flight and no answer yet (Finagle's ``Penalty``:
+a large finite number, so that a new endpoint gets one request and then waits for its first answer)."""
 
 DRAINING_ANNOTATION = "tritonrec.io/draining"
 """Pod annotation (value ``"true"``) that takes a replica out of the routers' endpoint sets before it is deleted."""
@@ -395,7 +412,12 @@ def pick_pinned(candidates: Sequence[str], pinned: str | None, rng: random.Rando
 
 
 class RoutingPolicy(Protocol):
-    """Chooses the endpoint of each request. Called with the router's lock held (need not be thread-safe)."""
+    """Chooses the endpoint of each request. Called with the router's lock held (need not be thread-safe).
+
+    A policy that keeps its own latency estimates may also define ``observe(address, latency_ms)``: the
+    router then calls it, under the same lock, with each successful answer's latency in ms
+    (:class:`PeakEwma` does).
+    """
 
     name: str
 
@@ -425,6 +447,67 @@ class LeastOutstanding:
 
     def pick(self, candidates: Sequence[str], outstanding: Mapping[str, int], latency_ms: Mapping[str, float], connection: Hashable) -> str:
         return pick_least_outstanding(candidates, outstanding, self._rng, choices=self.choices, latency_ms=latency_ms)
+
+
+class PeakEwma:
+    """Least expected work (Finagle's and tower's Peak EWMA load, compared over all candidates).
+
+    Each endpoint keeps a latency estimate ``cost`` (ms), updated with every successful answer
+    through :meth:`observe` (the router calls it): a latency above ``cost`` replaces it at once (the
+    *peak*); a lower one is blended in with weight ``1 - exp(-dt / decay_s)``, ``dt`` the seconds
+    since the last update, so the estimate forgets a slow spell over about ``decay_s``. At each pick
+    the estimate is first decayed toward 0 over the time since its last update, as Finagle's
+    ``load`` and tower's ``RttEstimate::decay`` do, so an endpoint that stopped being picked because
+    it was slow is tried again. The cost of a pick is ``cost * (outstanding + 1)``: the time the new
+    request would wait for the ones before it plus its own. An endpoint with no estimate costs 0 while
+    nothing is in flight to it (it gets tried) and :data:`PEAK_EWMA_PENALTY` plus its count after that,
+    until its first answer. Equal costs go to a random one.
+
+    Args:
+        decay_s: time constant of the estimate, seconds (> 0; default :data:`PEAK_EWMA_DECAY_S`).
+        seed: seed of the random source for ties (``None``: from the OS).
+        clock: seconds, monotonic (``time.monotonic``; a test passes a fake one).
+
+    Raises:
+        ServingError: ``decay_s <= 0``.
+    """
+
+    name = "peak_ewma"
+
+    def __init__(self, decay_s: float = PEAK_EWMA_DECAY_S, seed: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        if not decay_s > 0:
+            raise ServingError(f"peak_ewma: decay_s must be > 0 seconds, got {decay_s}")
+        self.decay_s, self._rng, self._clock = decay_s, random.Random(seed), clock
+        self._estimates: dict[str, tuple[float, float]] = {}  # endpoint -> (cost ms, when it was last updated)
+
+    def _decayed(self, address: str, now: float, sample_ms: float = 0.0) -> float | None:
+        known = self._estimates.get(address)
+        if known is None:
+            return None
+        cost, stamp = known
+        weight = math.exp(-max(0.0, now - stamp) / self.decay_s)
+        return cost * weight + sample_ms * (1.0 - weight)
+
+    def observe(self, address: str, latency_ms: float) -> None:
+        """Feed one successful answer's latency (ms) of ``address`` into its estimate."""
+        now = self._clock()
+        known = self._estimates.get(address)
+        peak = known is None or latency_ms > known[0]  # above the stored estimate, as upstream compares
+        self._estimates[address] = (latency_ms if peak else self._decayed(address, now, latency_ms), now)
+
+    def cost(self, address: str, outstanding: int) -> float:
+        """The expected work of sending one more request to ``address`` with ``outstanding`` in flight (ms)."""
+        estimate = self._decayed(address, self._clock())
+        if estimate is None or estimate <= 0.0:
+            return PEAK_EWMA_PENALTY + outstanding if outstanding > 0 else 0.0
+        return estimate * (outstanding + 1)
+
+    def pick(self, candidates: Sequence[str], outstanding: Mapping[str, int], latency_ms: Mapping[str, float], connection: Hashable) -> str:
+        if not candidates:
+            raise ServingError("no endpoint to pick from")
+        pool = list(candidates)
+        self._rng.shuffle(pool)  # min() keeps the first of equals: a random one
+        return min(pool, key=lambda c: self.cost(c, outstanding.get(c, 0)))
 
 
 class RoundRobin:
@@ -467,15 +550,20 @@ def make_policy(name: str, *, seed: int | None = None) -> RoutingPolicy:
     ``least_outstanding`` compares all candidates (``choices=None``): a client-side router knows
     its own counts exactly and a replica set is tens of endpoints at most, so the full scan is
     cheap. On three replicas with one slower (perf/results/routing.md, routing_fewer_instances.md)
-    it sent the slow one less than two choices did (12.2% vs 14.6%; 23.5% vs 24.9%) and had the
-    lower p99 in 5 of 5 same-seed runs in both set-ups (medians 27 vs 39 ms; 22 vs 24 ms).
-    ``LeastOutstanding(choices=2)`` is the power of two choices.
+    it sent the slow one less than two choices did (12.3% vs 14.7%; 23.5% vs 24.8%) and had the
+    lower p99 in 5 of 5 same-seed runs in both set-ups (medians 26 vs 38 ms; 22 vs 24 ms).
+    ``LeastOutstanding(choices=2)`` is the power of two choices. ``peak_ewma`` had a lower p99
+    than ``least_outstanding`` in 5 of 5 runs in both set-ups (medians 22 vs 26 ms; 20 vs 22 ms);
+    it stays the second choice because its latency estimate also mixes request sizes (a replica
+    that just served a batch of 256 rows looks slow to a request of one).
 
     Raises:
         ServingError: an unknown name (lists the known ones).
     """
     if name == "least_outstanding":
         return LeastOutstanding(None, seed)
+    if name == "peak_ewma":
+        return PeakEwma(seed=seed)
     if name == "round_robin":
         return RoundRobin()
     if name == "pinned":
@@ -771,6 +859,9 @@ class Router:
             if error is None and elapsed_ms is not None:
                 previous = replica.latency_ms
                 replica.latency_ms = elapsed_ms if previous is None else previous + LATENCY_EWMA_WEIGHT * (elapsed_ms - previous)
+                observe = getattr(self.policy, "observe", None)
+                if observe is not None:
+                    observe(address, elapsed_ms)
             if error is not None:
                 replica.failures += 1
                 if replica.healthy and replica.generation == generation:

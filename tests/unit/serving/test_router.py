@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import socket
 import threading
@@ -15,9 +16,11 @@ from toolkit.errors import ServingError
 from toolkit.serving import free_port
 from toolkit.serving.load import closed_loop, open_loop
 from toolkit.serving.router import (
+    PEAK_EWMA_PENALTY,
     POLICIES,
     DnsEndpoints,
     LeastOutstanding,
+    PeakEwma,
     Pinned,
     RoundRobin,
     Router,
@@ -85,6 +88,68 @@ def test_least_outstanding_rejects_no_candidates_and_zero_choices() -> None:
         LeastOutstanding(choices=0)
 
 
+# -- peak EWMA ------------------------------------------------------------------------------------
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_peak_ewma_jumps_to_a_higher_latency_and_forgets_it_over_its_decay_time() -> None:
+    clock = _Clock()
+    policy = PeakEwma(decay_s=10.0, seed=0, clock=clock)
+    policy.observe(A, 5.0)
+    assert policy.cost(A, 0) == pytest.approx(5.0)
+    policy.observe(A, 40.0)  # a peak replaces the estimate at once
+    assert policy.cost(A, 0) == pytest.approx(40.0)
+    clock.now += 10.0  # one time constant later a 5 ms answer weighs 1 - 1/e
+    policy.observe(A, 5.0)
+    assert policy.cost(A, 0) == pytest.approx(40.0 * math.exp(-1) + 5.0 * (1 - math.exp(-1)))
+    # the cost of a pick is the estimate times (in flight + 1)
+    assert policy.cost(A, 3) == pytest.approx(4 * policy.cost(A, 0))
+    # with no answers, the estimate decays toward 0 (an endpoint left alone is tried again)
+    before = policy.cost(A, 0)
+    clock.now += 20.0
+    assert policy.cost(A, 0) == pytest.approx(before * math.exp(-2))
+
+
+def test_peak_ewma_sends_to_a_four_times_slower_endpoint_only_once_the_others_hold_four_times_the_work() -> None:
+    clock = _Clock()
+    policy = PeakEwma(seed=1, clock=clock)
+    for address, ms in ((A, 5.0), (B, 5.0), (C, 20.0)):
+        policy.observe(address, ms)
+    # C costs 20 x (0 + 1) = 20; A and B cost 5 x (n + 1): below 20 while n <= 2
+    assert policy.pick([A, B, C], {A: 2, B: 2, C: 0}, {}, "conn") in (A, B)
+    assert policy.pick([A, B, C], {A: 4, B: 4, C: 0}, {}, "conn") == C
+    # least outstanding would send the same request to C as soon as it has fewer in flight
+    assert pick_least_outstanding([A, B, C], {A: 1, B: 1, C: 0}, random.Random(0)) == C
+    assert policy.pick([A, B, C], {A: 1, B: 1, C: 0}, {}, "conn") in (A, B)
+
+
+def test_peak_ewma_tries_a_new_endpoint_once_then_waits_for_its_first_answer() -> None:
+    clock = _Clock()
+    policy = PeakEwma(seed=2, clock=clock)
+    policy.observe(A, 5.0)
+    assert policy.pick([A, B], {A: 0, B: 0}, {}, "conn") == B  # unknown and idle: costs 0
+    assert policy.cost(B, 1) == PEAK_EWMA_PENALTY + 1
+    assert policy.pick([A, B], {A: 30, B: 1}, {}, "conn") == A  # until B answers, A is preferred
+    policy.observe(B, 6.0)
+    assert policy.pick([A, B], {A: 30, B: 1}, {}, "conn") == B
+
+
+def test_peak_ewma_spreads_equal_costs_at_random_and_refuses_a_bad_decay() -> None:
+    policy = PeakEwma(seed=3)
+    picks = Counter(policy.pick([A, B, C], {}, {}, "conn") for _ in range(3000))
+    # no estimates, nothing in flight: all cost 0; binomial(3000, 1/3) within +-100 of 1000 with p > 0.999
+    assert all(abs(picks[x] - 1000) < 100 for x in (A, B, C)), picks
+    with pytest.raises(ServingError, match="decay_s must be > 0 seconds, got 0"):
+        PeakEwma(decay_s=0)
+    with pytest.raises(ServingError, match="no endpoint"):
+        policy.pick([], {}, {}, "conn")
+
+
 # -- round robin and pinned -----------------------------------------------------------------------
 def test_round_robin_takes_each_in_turn_whatever_the_load() -> None:
     policy = RoundRobin()
@@ -110,11 +175,11 @@ def test_pinned_connections_land_uniformly_at_random_as_kube_proxy_does() -> Non
     assert all(abs(landed[x] - 1000) < 100 for x in (A, B, C)), landed
 
 
-def test_make_policy_knows_the_three_names_and_refuses_others() -> None:
+def test_make_policy_knows_the_four_names_and_refuses_others() -> None:
     assert [make_policy(name).name for name in POLICIES] == list(POLICIES)
     with pytest.raises(ServingError, match="unknown routing policy 'fastest'") as info:
         make_policy("fastest")
-    assert "least_outstanding, round_robin, pinned" in (info.value.hint or "")
+    assert "least_outstanding, peak_ewma, round_robin, pinned" in (info.value.hint or "")
 
 
 # -- failures that count against a replica --------------------------------------------------------
