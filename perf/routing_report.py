@@ -1,4 +1,4 @@
-"""Routing across three real Triton replicas, one of them slower: least-outstanding vs round-robin vs pinned.
+"""Routing across three real Triton replicas, one of them slower: least-outstanding and peak EWMA vs round-robin vs pinned.
 
 Writes perf/results/routing.{json,md,png}. Run from the repository root:
 
@@ -188,6 +188,8 @@ def main() -> None:
             },
             "least_outstanding": "fewest outstanding requests of all replicas (this router's counts), equal counts to the "
             "lower latency EWMA, then at random; least_outstanding_p2c: the same between two replicas sampled at random",
+            "peak_ewma": "lowest peak-sensitive latency EWMA (10 s decay) x (outstanding + 1) of all replicas "
+            "(Finagle's and tower's PeakEwma)",
         },
         "median": medians,
         "least_outstanding_beats_both_on_p99": all(lo < medians[p]["p99_ms"] for p in ("round_robin", "pinned")),
@@ -195,6 +197,14 @@ def main() -> None:
             1
             for seed in range(args.repeats)
             if all(_run(runs, "least_outstanding", seed)["p99_ms"] < _run(runs, p, seed)["p99_ms"] for p in ("round_robin", "pinned"))
+        ),
+        "runs_where_peak_ewma_beats_both_on_p99": sum(
+            1
+            for seed in range(args.repeats)
+            if all(_run(runs, "peak_ewma", seed)["p99_ms"] < _run(runs, p, seed)["p99_ms"] for p in ("round_robin", "pinned"))
+        ),
+        "runs_where_peak_ewma_beats_least_outstanding_on_p99": sum(
+            1 for seed in range(args.repeats) if _run(runs, "peak_ewma", seed)["p99_ms"] < _run(runs, "least_outstanding", seed)["p99_ms"]
         ),
         "runs": runs,
     }
@@ -224,7 +234,7 @@ def markdown(report: dict) -> str:
         1 for seed in seeds if _run(report["runs"], "least_outstanding", seed)["p99_ms"] < _run(report["runs"], P2C, seed)["p99_ms"]
     )
     lines = [
-        "# Routing across three Triton replicas, one slower (least-outstanding vs round-robin vs pinned)",
+        "# Routing across three Triton replicas, one slower (least-outstanding and peak EWMA vs round-robin vs pinned)",
         "",
         f"- command: `{report['command']}`",
         f"- machine: {m['cpu']} (lscpu model name), {m['cores']} cores ({m['platform']})",
@@ -240,7 +250,8 @@ def markdown(report: dict) -> str:
         f"- load: {s['load']['kind']}; {s['load']['rate_rps']:g} req/s, {s['load']['requests']} requests per run "
         f"(at most {s['load']['max_duration_s']:g} s), {s['load']['connections']} client connections, "
         f"{s['load']['workers']} sending threads; {s['load']['repeats']} runs per policy, policies interleaved",
-        f"- least_outstanding: {s['least_outstanding']}; pinned: each connection on one replica picked at random (kube-proxy)",
+        f"- least_outstanding: {s['least_outstanding']}; peak_ewma: {s.get('peak_ewma', 'not run')}; "
+        "pinned: each connection on one replica picked at random (kube-proxy)",
         "",
         "## Median over runs",
         "",
@@ -255,6 +266,16 @@ def markdown(report: dict) -> str:
         f"in {report['runs_where_least_outstanding_beats_both_on_p99']} of {report['setup']['load']['repeats']} runs (same seed). "
         f"least_outstanding (all replicas compared) had a lower p99 than least_outstanding_p2c in {full_beats_p2c} of "
         f"{report['setup']['load']['repeats']} runs (same seed).",
+        *(
+            [
+                "",
+                f"peak_ewma beat both round_robin and pinned on p99 in {report['runs_where_peak_ewma_beats_both_on_p99']} of "
+                f"{report['setup']['load']['repeats']} runs, and least_outstanding in "
+                f"{report['runs_where_peak_ewma_beats_least_outstanding_on_p99']} (same seed).",
+            ]
+            if "runs_where_peak_ewma_beats_both_on_p99" in report
+            else []
+        ),
         "",
         "## Every run",
         "",
@@ -294,6 +315,8 @@ def markdown(report: dict) -> str:
                 "  0 or 1) least-outstanding still sends it a large share.",
             ]
         ),
+        "- peak_ewma weighs each replica's in-flight count by its recent latency (a peak-sensitive EWMA of its answers, queueing",
+        "  included), so a replica that answers slower at the same count, from a longer service time or from fewer instances, costs more.",
         "- The router and its outstanding counts are shared by all clients of the load generator (one process); separate",
         "  client processes with routers of their own would each see only their own requests.",
         "- least_outstanding_p2c (two random choices) is shown for comparison: on three replicas a pair without the slow one",
