@@ -56,7 +56,11 @@ The decision, in order (:func:`decide`):
    no forecast, no backlog) of the ``scaleDown`` stabilization window (300 s by default), never below
    the current need, and rate-limited by its policies (bounded steps). When the history repeats, the
    highest need it expects within the next window replaces the window's memory where that is lower:
-   the window keeps capacity for load that comes back, and the history says whether it does.
+   the window keeps capacity for load that comes back, and the history says whether it does. When the
+   arrivals of the whole window fell steadily (a least-squares line through them falls with R^2 >=
+   :data:`DECLINE_MIN_R2`), the line's value now plus :data:`DECLINE_MARGIN_SD` standard deviations of
+   the rates about it replaces the window's memory where that is lower: a window that only fell holds
+   no burst to come back, and a diurnal evening is followed down instead of 300 s behind.
 8. **No ready pod** (all starting, or none at all): the policy cannot see load; it keeps the current
    count, brings it to ``minReplicas``, and scales up to the last need it saw (within the scale-down
    window), so a Deployment whose pods all restarted, or one at zero, is sized again.
@@ -70,6 +74,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -93,6 +98,9 @@ __all__ = [
     "TREND_WINDOW_SECONDS",
     "TREND_TOLERANCE",
     "DEFAULT_START_DELAY_SECONDS",
+    "DECLINE_MIN_R2",
+    "DECLINE_MARGIN_SD",
+    "DECLINE_MIN_SAMPLES",
     "History",
     "PodView",
     "decide",
@@ -116,6 +124,17 @@ TREND_WINDOW_SECONDS = 15.0
 #: The trend counts only when it would add more than this share of the arrival rate within a pod's
 #: start: below that it is noise, and following it would scale up on every upward wiggle.
 TREND_TOLERANCE = 0.3
+#: A scale-down may follow a *steady decline* instead of holding the window's highest need: when a
+#: least-squares line through the arrival rates of the whole scale-down window falls and explains at
+#: least this share of their variance (R^2). Measured with perf/results/autoscale_headroom.py's traces:
+#: the smooth falls of the generated diurnal and spike traces qualify; no window of the Azure LLM 2023
+#: and Azure Functions 2019 traces, whose rates step up and down, does.
+DECLINE_MIN_R2 = 0.9
+#: What a steady decline keeps above the line's value now, in standard deviations of the rates about
+#: the line (about the 97.7th percentile of normal residuals).
+DECLINE_MARGIN_SD = 2.0
+#: Fewest arrival samples, spanning at least 90% of the scale-down window, that a decline is read from.
+DECLINE_MIN_SAMPLES = 10
 #: A pod's start (scheduling, image, server start, model load) until one has been seen: then the
 #: learned value (an average of the starts seen) replaces it.
 DEFAULT_START_DELAY_SECONDS = 30.0
@@ -146,8 +165,8 @@ class History:
             start plus a sync period): what a forecast asked for is not taken back before it could serve.
         saturated_pods: the pods surely over the SLO because requests queued at the last decision (only
             a pod saturated at two decisions in a row teaches a lower capacity).
-        rate_samples: ``(time, arrival rate)`` of every decision within ``spec.forecast.historySeconds``,
-            for the seasonal forecast.
+        rate_samples: ``(time, arrival rate)`` of every decision within ``spec.forecast.historySeconds``
+            (for the seasonal forecast) or the scale-down window, whichever is longer (for a steady decline).
     """
 
     capacity_rps: float | None = None
@@ -296,6 +315,28 @@ def _slope(samples: Sequence[tuple[float, float]]) -> float:
         return 0.0
     slopes = [(y1 - y0) / (t1 - t0) for (t0, y0), (t1, y1) in zip(samples, samples[1:], strict=False) if t1 > t0]
     return min(slopes) if slopes and all(k > 0 for k in slopes) else 0.0
+
+
+def _steady_decline(samples: Sequence[tuple[float, float]], now: float, window_s: float) -> float | None:
+    """The arrival rate a steady decline leaves now, or None when the rates of the window are no steady decline.
+
+    ``samples``: ``(time s, arrival rate req/s)``. Those within ``window_s`` of ``now`` (at least
+    :data:`DECLINE_MIN_SAMPLES`, spanning at least 90% of the window) are fitted with an ordinary
+    least-squares line (``statistics.linear_regression``); when its slope is negative and its R^2
+    (``statistics.correlation`` squared) at least :data:`DECLINE_MIN_R2`, the result is the line at
+    ``now`` plus :data:`DECLINE_MARGIN_SD` standard deviations of the residuals (n - 2 degrees of freedom).
+    """
+    kept = [(t, y) for t, y in samples if now - t <= window_s + 1e-9]
+    if len(kept) < DECLINE_MIN_SAMPLES or kept[-1][0] - kept[0][0] < 0.9 * window_s:
+        return None
+    ts, ys = [t for t, _ in kept], [y for _, y in kept]
+    if len(set(ys)) < 2:
+        return None  # constant rates: no decline (and no correlation to compute)
+    slope, intercept = statistics.linear_regression(ts, ys)
+    if slope >= 0 or statistics.correlation(ts, ys) ** 2 < DECLINE_MIN_R2:
+        return None
+    residual_sd = math.sqrt(sum((y - (intercept + slope * t)) ** 2 for t, y in kept) / (len(kept) - 2))
+    return intercept + slope * now + DECLINE_MARGIN_SD * residual_sd
 
 
 def _learn_start_delay(history: History, signals: DeploymentSignals, now: float) -> History:
@@ -494,11 +535,12 @@ def decide(signals: DeploymentSignals, history: History, spec: AutoscalerSpec, n
     trend = history.trend_rps_per_s if warming else max(0.0, _slope(trend_samples))
     rise = trend * lead
     forecast = max(arrival, arrival_now + rise) if rise > TREND_TOLERANCE * arrival else arrival
-    samples = history.rate_samples
+    window = spec.behavior.scale_down.stabilization_window_seconds or 0
+    keep_s = max(spec.forecast.history_seconds if spec.forecast.seasonal else 0.0, float(window))
+    samples = tuple(s for s in history.rate_samples if now - s[0] <= keep_s) + ((now, arrival_now),)
     seasonal = None
     if spec.forecast.seasonal:
         fc = spec.forecast
-        samples = tuple(s for s in samples if now - s[0] <= fc.history_seconds) + ((now, arrival_now),)
         seasonal = fit_seasonal(samples, now, bin_s=fc.bin_seconds, min_period_s=fc.min_period_seconds, min_correlation=fc.min_correlation)
         if seasonal is not None:
             seasonal_rate = seasonal.peak_within(lead)
@@ -589,7 +631,15 @@ def decide(signals: DeploymentSignals, history: History, spec: AutoscalerSpec, n
     else:
         # down: the highest steady need of the scale-down window, but never below what the backlog needs now
         stable_match = stabilized == steady
-        window = down.stabilization_window_seconds or 0
+        declining = _steady_decline(samples, now, window) if window > 0 else None
+        if declining is not None:
+            # the window keeps the highest need of its arrivals so that noise does not flap; arrivals that
+            # fell steadily over all of it are no noise, and their line says what is left of them
+            expected = max(steady, math.ceil(declining / plan - 1e-9))
+            numbers.update(declining_rate_rps=declining, declining_window_replicas=float(expected))
+            if expected < stabilized:
+                stabilized, stable_match = expected, True
+                why += f"; the arrivals fell steadily over the {window:g} s window, to {declining:.1f} req/s: {expected} kept"
         if seasonal is not None and window > 0:
             # the window keeps capacity for load that comes back within it; a history that repeats says
             # whether it does: then the highest need it expects over the next window is enough

@@ -166,6 +166,38 @@ def test_scale_down_waits_for_the_stabilization_window() -> None:
     assert out[360.0] == 1
 
 
+def _decline(noise_rps: float) -> dict[float, object]:
+    """1000 req/s falling by 1 req/s every second for 600 s, plus ``noise_rps`` alternately added and taken
+    away at each decision; every replica asked for serves at the next decision. Returns ``{time: decision}``."""
+    history, replicas, out = initial_history(SPEC), 10, {}
+    for k in range(121):
+        now = 5.0 * k
+        d, history = decide(_load(now, 1000.0 - now + (noise_rps if k % 2 else -noise_rps), replicas), history, SPEC, now)
+        out[now], replicas = d, d.desired_replicas
+    return out
+
+
+def test_a_steady_decline_is_followed_down_instead_of_held_for_the_window() -> None:
+    """Once the history spans the 300 s window (t=270), a fall that a line explains (R^2 >= 0.9) is followed:
+    at t=600 the arrivals (mean of the 6 s panic window, 402.5 req/s) need 5 replicas, and 5 are kept,
+    where the window's highest need (697.5 req/s at t=305) would keep 7."""
+    out = _decline(0.0)
+    assert all(out[t].desired_replicas == 10 for t in (0.0, 60.0, 90.0))
+    assert "fell steadily over the 300 s window" in out[270.0].reason
+    assert out[270.0].signals["declining_rate_rps"] == pytest.approx(730.0)  # no residuals: the line itself
+    assert out[600.0].desired_replicas == 5 and out[600.0].signals["declining_window_replicas"] == 5.0
+
+
+def test_a_noisy_decline_is_no_steady_decline_and_waits_for_the_window() -> None:
+    """The same fall with +-100 req/s of noise on each sample: the line explains less than 0.9 of the
+    variance (the fall over 300 s has a variance of 300^2 / 12 = 7500, the noise 10000), so the window keeps
+    its highest need. (The panic window's mean of two samples cancels the alternating noise, so the needs
+    are those of the clean fall.)"""
+    out = _decline(100.0)
+    assert all("declining_rate_rps" not in d.signals for d in out.values())
+    assert out[600.0].desired_replicas == 7  # the t=305 need: 697.5 req/s
+
+
 def test_scale_down_in_bounded_steps() -> None:
     spec = _spec(behavior={"scaleDown": {"policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]}})
     history, out, replicas = initial_history(spec), {}, 8
