@@ -214,8 +214,8 @@ class Capacity(_Model):
         le=1,
         description="Share of the per-replica capacity at the SLO to plan for (0..1]. At 1 a replica runs with its p99 at the SLO, "
         "so any swing breaks it. Measured with the trace simulator (a 1 h diurnal trace of 5k..50k req/s on replicas modelled "
-        "from perf/results/triton_movielens.json, 10 ms SLO): 1.0 kept 97.55% of requests within the SLO, 0.9 99.71%, "
-        "0.85 99.97% at 0.71 of static-peak replica-seconds, 0.8 99.998% at 0.76.",
+        "from perf/results/triton_movielens.json, 10 ms SLO): 1.0 kept 95.60% of requests within the SLO at 0.58 of "
+        "static-peak replica-seconds, 0.9 99.62% at 0.61, 0.85 99.97% at 0.64, 0.8 99.997% at 0.68.",
     )
 
 
