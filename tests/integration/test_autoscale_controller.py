@@ -362,7 +362,8 @@ def _holder(kube: KubeClient) -> str | None:
 
 
 def test_controller_scales_real_triton_pods_up_and_gracefully_down_with_a_standby(world: dict) -> None:
-    from toolkit.serving.router import EndpointSliceEndpoints, Router
+    from toolkit.serving.endpoints import EndpointSliceEndpoints
+    from toolkit.serving.router import Router
 
     api, kube, kubelet = world["api"], world["kube"], world["kubelet"]
     started = time.monotonic()

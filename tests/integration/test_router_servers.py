@@ -23,8 +23,9 @@ import pytest
 from toolkit.errors import InferenceError, ServingError
 from toolkit.serving import TritonServer, free_ports
 from toolkit.serving.delay_model import DELAY_MODEL_INPUT, DELAY_MODEL_WIDTH, write_delay_model
+from toolkit.serving.endpoints import DRAINING_ANNOTATION, EndpointSliceEndpoints, StaticEndpoints
 from toolkit.serving.load import closed_loop, open_loop
-from toolkit.serving.router import DRAINING_ANNOTATION, EndpointSliceEndpoints, RoutedInferenceClient, Router, StaticEndpoints
+from toolkit.serving.router import RoutedInferenceClient, Router
 
 pytestmark = pytest.mark.integration
 

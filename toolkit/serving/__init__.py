@@ -17,14 +17,8 @@ Several replicas of one model, each request to the one with the fewest in flight
 """
 
 from toolkit.serving.client import InferenceClient, LatencyStats, measure_latency, prepare_inputs
-from toolkit.serving.router import (
-    POLICIES,
-    DnsEndpoints,
-    EndpointSliceEndpoints,
-    RoutedInferenceClient,
-    Router,
-    StaticEndpoints,
-)
+from toolkit.serving.endpoints import DnsEndpoints, EndpointSliceEndpoints, StaticEndpoints
+from toolkit.serving.router import POLICIES, RoutedInferenceClient, Router
 from toolkit.serving.server import (
     ModelState,
     TritonInstallation,

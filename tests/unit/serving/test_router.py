@@ -14,17 +14,16 @@ from tritonclient.utils import InferenceServerException
 
 from toolkit.errors import ServingError
 from toolkit.serving import free_port
+from toolkit.serving.endpoints import DnsEndpoints, StaticEndpoints
 from toolkit.serving.load import closed_loop, open_loop
 from toolkit.serving.router import (
     PEAK_EWMA_PENALTY,
     POLICIES,
-    DnsEndpoints,
     LeastOutstanding,
     PeakEwma,
     Pinned,
     RoundRobin,
     Router,
-    StaticEndpoints,
     is_replica_failure,
     make_policy,
     pick_least_outstanding,
