@@ -15,14 +15,18 @@ last list).
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from toolkit.errors import ServingError, optional_dependencies
 
-__all__ = ["DRAINING_ANNOTATION", "EndpointSource", "StaticEndpoints", "DnsEndpoints", "EndpointSliceEndpoints"]
+log = logging.getLogger(__name__)
+
+__all__ = ["DRAINING_ANNOTATION", "EndpointSource", "WatchedEndpointSource", "StaticEndpoints", "DnsEndpoints", "EndpointSliceEndpoints"]
 
 DRAINING_ANNOTATION = "tritonrec.io/draining"
 """Pod annotation (value ``"true"``) that takes a replica out of the routers' endpoint sets before it is deleted."""
@@ -53,6 +57,21 @@ class EndpointSource(Protocol):
 
     def describe(self) -> str:
         """One line naming the source, for messages."""
+        ...
+
+
+@runtime_checkable
+class WatchedEndpointSource(EndpointSource, Protocol):
+    """An :class:`EndpointSource` that learns of changes itself (a watch on the API) and can wake the
+    router at once instead of at its next periodic read."""
+
+    def wait_changed(self, timeout_s: float) -> bool:
+        """Block until the endpoints may have changed since the last call, or ``timeout_s`` seconds
+        passed, or the source was closed; True when a change woke it."""
+        ...
+
+    def close(self) -> None:
+        """Stop watching (idempotent); :meth:`wait_changed` then returns at once."""
         ...
 
 
@@ -130,6 +149,19 @@ class EndpointSliceEndpoints:
     slice's ``ports`` by name when ``port`` is a string (e.g. ``"grpc"``), or used as given when
     it is a number.
 
+    With ``watch=True`` the source also keeps two watches open (``watch`` on endpointslices and
+    on pods, the ``kubernetes`` client's ``watch.Watch``; RBAC: ``watch`` on both): every event marks
+    the list stale, a background thread re-reads it (the three reads above, at most once per
+    ``min_relist_interval_s`` however many events come) and :meth:`wait_changed` wakes the
+    router, so a scale event reaches the router within one re-read instead of one refresh period,
+    and :meth:`endpoints` answers from that list without calling the API (a router with a
+    2 s refresh period otherwise reads the API 1.5 times a second, forever). The list is also
+    re-read every ``resync_every_s`` seconds, whatever the watches say (an event lost while a
+    watch reconnects is caught up then). A watch that ends (the API's ``timeoutSeconds``, a
+    dropped connection) is reopened after a backoff (tenacity's exponential wait with jitter,
+    0.5 s doubling to 30 s); the events are only a trigger, never merged into the list, so
+    nothing depends on their order or on ``resourceVersion``.
+
     Args:
         service: the Service's name.
         namespace: its namespace.
@@ -137,18 +169,53 @@ class EndpointSliceEndpoints:
         api_client: a ``kubernetes.client.ApiClient``; default: from the kubeconfig
             (``KUBECONFIG`` or ``~/.kube/config``), else the in-cluster service account.
         request_timeout_s: timeout of each API call, in seconds.
+        watch: keep watches open and answer from the list they keep fresh (above); the threads
+            start at the first :meth:`endpoints` call and stop at :meth:`close`.
+        resync_every_s: with ``watch``, seconds between re-reads that no event asked for.
+        watch_timeout_s: with ``watch``, the ``timeoutSeconds`` of each watch request (the API
+            server ends the watch then and it is reopened); the client's read timeout is 5 s more.
+        min_relist_interval_s: with ``watch``, the shortest time between two re-reads, in seconds.
 
     Raises:
         MissingDependencyError: the ``kubernetes`` package (``pip install 'tritonrec[k8s]'``) is missing.
     """
 
     def __init__(
-        self, service: str, namespace: str = "default", *, port: int | str, api_client: Any = None, request_timeout_s: float = 5.0
+        self,
+        service: str,
+        namespace: str = "default",
+        *,
+        port: int | str,
+        api_client: Any = None,
+        request_timeout_s: float = 5.0,
+        watch: bool = False,
+        resync_every_s: float = 60.0,
+        watch_timeout_s: float = 300.0,
+        min_relist_interval_s: float = 0.1,
     ) -> None:
         with optional_dependencies("reading a Service's EndpointSlices"):
             import kubernetes  # noqa: F401  (the [k8s] extra)
+            import tenacity  # noqa: F401  (the [k8s] extra: the watches' reconnect backoff)
+        if watch and not (resync_every_s > 0 and watch_timeout_s >= 1 and min_relist_interval_s >= 0):
+            raise ServingError(
+                f"EndpointSlice watch of {namespace}/{service}: need resync_every_s > 0, watch_timeout_s >= 1 and "
+                f"min_relist_interval_s >= 0, got {resync_every_s}, {watch_timeout_s}, {min_relist_interval_s}"
+            )
         self.service, self.namespace, self.port, self.request_timeout_s = service, namespace, port, request_timeout_s
         self._api_client = api_client
+        self.watch, self.resync_every_s, self.watch_timeout_s = watch, resync_every_s, watch_timeout_s
+        self.min_relist_interval_s = min_relist_interval_s
+        self._cached: list[str] | None = None
+        self._error: ServingError | None = None
+        self._pod_label_selector: str | None = None
+        self._stale = threading.Event()  # an event came: re-read
+        self._changed = threading.Event()  # the list changed (or the source closed): wake the router
+        self._closed = threading.Event()
+        self._state_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._watches: list[Any] = []
+        self.relists = 0
+        """How many times the list was read (with ``watch``: the first read, events' and resyncs' re-reads)."""
 
     def _client(self) -> Any:
         if self._api_client is None:
@@ -162,6 +229,18 @@ class EndpointSliceEndpoints:
         return self._api_client
 
     def endpoints(self) -> list[str]:
+        if not self.watch:
+            return self._read()
+        if not self._threads and not self._closed.is_set():
+            self._relist()
+            self._start()
+        with self._state_lock:
+            if self._error is not None:
+                raise self._error
+            return list(self._cached or [])
+
+    def _read(self) -> list[str]:
+        """Read the Service, its slices and its pods once; the endpoints they give."""
         import kubernetes
 
         client = self._client()
@@ -171,14 +250,14 @@ class EndpointSliceEndpoints:
             slices = discovery.list_namespaced_endpoint_slice(
                 self.namespace, label_selector=selector, _request_timeout=self.request_timeout_s
             )
-            pods = core.list_namespaced_pod(
-                self.namespace, label_selector=self._pod_selector(core), _request_timeout=self.request_timeout_s
-            )
+            pod_selector = self._pod_selector(core)
+            pods = core.list_namespaced_pod(self.namespace, label_selector=pod_selector, _request_timeout=self.request_timeout_s)
         except Exception as e:  # kubernetes' ApiException, urllib3's errors
             raise ServingError(
                 f"cannot read the EndpointSlices of Service {self.namespace}/{self.service}: {e}",
                 hint="check the API server address and that the account may get services and list endpointslices and pods",
             ) from e
+        self._pod_label_selector = pod_selector
         draining = {p.metadata.name for p in pods.items if (p.metadata.annotations or {}).get(DRAINING_ANNOTATION, "").lower() == "true"}
         found: dict[str, None] = {}
         for eps in slices.items:
@@ -218,6 +297,115 @@ class EndpointSliceEndpoints:
             if p.name == self.port and p.port is not None:
                 return int(p.port)
         return None
+
+    # -- watch (watch=True) ------------------------------------------------------------------
+    def _relist(self) -> None:
+        """Re-read the list; wake :meth:`wait_changed` when it differs (or the read starts or stops failing)."""
+        self.relists += 1
+        try:
+            found, error = self._read(), None
+        except ServingError as e:
+            found, error = None, e
+        with self._state_lock:
+            before = (self._cached, None if self._error is None else str(self._error))
+            if found is not None:
+                self._cached = found
+            self._error = error
+            after = (self._cached, None if error is None else str(error))
+        if before != after:
+            self._changed.set()
+
+    def _start(self) -> None:
+        import kubernetes
+
+        discovery, core = kubernetes.client.DiscoveryV1Api(self._client()), kubernetes.client.CoreV1Api(self._client())
+        slice_selector = f"kubernetes.io/service-name={self.service}"
+        watches = (
+            ("endpointslices", lambda: (discovery.list_namespaced_endpoint_slice, slice_selector)),
+            ("pods", lambda: (core.list_namespaced_pod, self._pod_label_selector)),
+        )
+        for name, target in watches:
+            thread = threading.Thread(target=self._watch_loop, args=(name, target), name=f"endpointslice-watch-{name}", daemon=True)
+            self._threads.append(thread)
+        self._threads.append(threading.Thread(target=self._relist_loop, name="endpointslice-relist", daemon=True))
+        for thread in self._threads:
+            thread.start()
+
+    def _watch_loop(self, name: str, target: Callable[[], tuple[Callable[..., Any], str | None]]) -> None:
+        """Keep one watch open until :meth:`close`; each event marks the list stale."""
+        import tenacity
+
+        def one_watch() -> None:
+            import kubernetes
+
+            list_fn, selector = target()
+            w = kubernetes.watch.Watch()
+            self._watches.append(w)
+            try:
+                for _ in w.stream(
+                    list_fn,
+                    self.namespace,
+                    label_selector=selector,
+                    timeout_seconds=int(self.watch_timeout_s),
+                    _request_timeout=self.watch_timeout_s + 5,
+                ):
+                    self._stale.set()
+                    if self._closed.is_set():
+                        return
+            finally:
+                self._watches.remove(w)
+            # the server ended the watch (its timeoutSeconds): events may have been missed in between
+            self._stale.set()
+
+        def log_retry(state: tenacity.RetryCallState) -> None:
+            wait = state.next_action.sleep if state.next_action is not None else 0.0
+            error = state.outcome.exception() if state.outcome is not None else None
+            where = f"{self.namespace}/{self.service} ({name})"
+            log.warning("EndpointSlice watch of %s failed (%s); reopening in %.1f s", where, error, wait)
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_when_event_set(self._closed),
+            wait=tenacity.wait_exponential(multiplier=0.5, max=30.0) + tenacity.wait_random(0, 0.5),
+            sleep=self._closed.wait,
+            before_sleep=log_retry,
+            retry_error_callback=lambda state: None,
+        )
+        while not self._closed.is_set():
+            retrying(one_watch)  # returns when the watch ends normally; backs off and reopens when it fails
+            self._stale.set()
+
+    def _relist_loop(self) -> None:
+        """Re-read when a watch says so, and every ``resync_every_s`` seconds."""
+        last = time.monotonic()
+        while not self._closed.is_set():
+            self._stale.wait(max(0.0, last + self.resync_every_s - time.monotonic()))
+            if self._closed.is_set():
+                return
+            self._closed.wait(max(0.0, last + self.min_relist_interval_s - time.monotonic()))  # events come in bursts: one read for a burst
+            self._stale.clear()
+            last = time.monotonic()
+            self._relist()
+
+    def wait_changed(self, timeout_s: float) -> bool:
+        """Block until the list changed since the last call, ``timeout_s`` seconds passed, or the
+        source was closed (returns at once then); True when a change woke it. Without ``watch``
+        it only waits (the router then reads the API at every refresh)."""
+        if self._closed.is_set():
+            return False
+        woke = self._changed.wait(timeout_s)
+        self._changed.clear()
+        return woke and not self._closed.is_set()
+
+    def close(self) -> None:
+        """Stop the watches and the re-read thread (idempotent); the threads are daemons and end
+        within the current API call."""
+        self._closed.set()
+        self._changed.set()
+        self._stale.set()
+        for w in list(self._watches):
+            w.stop()
+        for thread in self._threads:
+            thread.join(timeout=0.5)
 
     def describe(self) -> str:
         return f"EndpointSlices of Service {self.namespace}/{self.service} (port {self.port})"

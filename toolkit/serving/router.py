@@ -34,7 +34,9 @@ is ejected at once and an idempotent request is retried once on another replica;
 thread checks every replica's readiness (``GET /v2/health/ready`` over HTTP, the ``ServerReady``
 RPC over gRPC -- and the model's readiness when the router is given a model) every
 ``health_every_s`` seconds, ejecting those that fail and re-admitting ejected ones that pass.
-Another thread re-reads the endpoint source every ``refresh_every_s`` seconds; new endpoints are
+Another thread re-reads the endpoint source every ``refresh_every_s`` seconds (and at once when a
+:class:`~toolkit.serving.endpoints.WatchedEndpointSource` says it changed; the router closes such a
+source when it closes); new endpoints are
 admitted after their first passing check, removed ones stop getting requests at once (requests
 already sent to them finish).
 
@@ -65,7 +67,7 @@ from tritonclient.utils import InferenceServerException
 
 from toolkit.errors import InferenceError, ServingError
 from toolkit.serving.client import InferenceClient, model_metadata, prepare_inputs, request_tensors
-from toolkit.serving.endpoints import EndpointSource, StaticEndpoints
+from toolkit.serving.endpoints import EndpointSource, StaticEndpoints, WatchedEndpointSource
 
 __all__ = [
     "POLICIES",
@@ -485,13 +487,21 @@ class Router:
         """Start the refresh and health-check threads (daemon threads; :meth:`close` stops them)."""
         if self._threads:
             return
-        for target, every, name in ((self.refresh, self.refresh_every_s, "refresh"), (self.check_health, self.health_every_s, "health")):
-            thread = threading.Thread(target=self._loop, args=(target, every), name=f"router-{name}", daemon=True)
+        watched = isinstance(self.source, WatchedEndpointSource)
+        refresh_wait = self.source.wait_changed if watched else self._stop.wait  # type: ignore[union-attr]
+        for target, wait, every, name in (
+            (self.refresh, refresh_wait, self.refresh_every_s, "refresh"),
+            (self.check_health, self._stop.wait, self.health_every_s, "health"),
+        ):
+            thread = threading.Thread(target=self._loop, args=(target, wait, every), name=f"router-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
 
-    def _loop(self, step: Callable[[], object], every_s: float) -> None:
-        while not self._stop.wait(every_s):
+    def _loop(self, step: Callable[[], object], wait: Callable[[float], object], every_s: float) -> None:
+        while True:
+            wait(every_s)
+            if self._stop.is_set():
+                return
             try:
                 step()
             except Exception:  # noqa: BLE001 -- a background thread must outlive one bad round
@@ -737,6 +747,8 @@ class Router:
     def close(self) -> None:
         """Stop the background threads and close the clients this thread and the checks made. Idempotent."""
         self._stop.set()
+        if isinstance(self.source, WatchedEndpointSource):
+            self.source.close()  # wakes the refresh thread
         for thread in self._threads:
             thread.join(timeout=max(self.health_every_s, self.refresh_every_s) + 5 * self.health_timeout_s)
         self._threads.clear()
