@@ -100,9 +100,14 @@ def test_a_watched_source_that_cannot_read_the_api_names_the_service() -> None:
             source.close()
 
 
-@pytest.mark.parametrize(
-    ("field", "value"), [("resync_every_s", 0.0), ("watch_timeout_s", 0.5), ("min_relist_interval_s", -1.0)]
-)
+@pytest.mark.parametrize(("field", "value"), [("resync_every_s", 0.0), ("watch_timeout_s", 0.5), ("min_relist_interval_s", -1.0)])
 def test_bad_watch_settings_are_refused_with_the_value(field: str, value: float) -> None:
     with pytest.raises(ServingError, match=rf"EndpointSlice watch of default/triton: need resync_every_s > 0.*{value}"):
         EndpointSliceEndpoints("triton", port="http", watch=True, **{field: value})
+
+
+def test_the_controller_marks_pods_with_the_annotation_the_routers_leave_out() -> None:
+    from toolkit.autoscale import kube
+
+    # two definitions (the controller does not import the serving package): they must not drift apart
+    assert kube.DRAINING_ANNOTATION == DRAINING_ANNOTATION == "tritonrec.io/draining"
